@@ -1,0 +1,832 @@
+/*
+** hm_conn.c: NATS connection on a libuv loop, cross-thread inbox queue,
+** request multiplexer with a pending table and one deadline heap.
+*/
+#include "hm_conn.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* cnats' adapter is header-only with external linkage: include it in this
+** one translation unit only. */
+#include <nats/adapters/libuv.h>
+
+#include "hm_nuid.h"
+
+/* Items handed from cnats threads to the loop. */
+enum { Q_MSG = 1, Q_SUB_DONE, Q_EVENT };
+
+typedef struct qitem {
+  int kind;
+  int status;         /* Q_EVENT: hm_conn_event; Q_MSG: unused */
+  natsStatus nstatus; /* Q_EVENT: cnats status for HM_EV_ERROR */
+  natsMsg *msg;
+  hm_sub_t *sub;
+} qitem;
+
+/* How many items one wake-up handles before yielding to the rest of the
+** loop (timers, I/O); the rest are taken on the next iteration. */
+#define QBATCH 256
+
+struct hm_sub {
+  hm_conn_t *c;
+  natsSubscription *ns;
+  hm_msg_cb cb;
+  void *arg;
+  uint64_t delivered;
+  int stopped;   /* no more callbacks (unsubscribed, or connection closing) */
+  int released;  /* the owner called hm_sub_unsubscribe */
+  int completed; /* cnats will not touch it again */
+  int is_mux;
+  hm_sub_t *prev, *next;
+};
+
+typedef struct req {
+  uint64_t id;
+  uint64_t deadline; /* uv_now ms; 0: none */
+  size_t hidx;       /* index in the heap, or SIZE_MAX */
+  int max;
+  int count;
+  hm_reply_cb cb;
+  void *arg;
+  struct req *hnext; /* hash chain */
+} req;
+
+struct hm_conn {
+  uv_loop_t *loop;
+  natsConnection *nc;
+  hm_event_cb on_event;
+  void *event_arg;
+
+  /* Cross-thread queue: a growable ring guarded by qlock. `qdead` is set
+  ** (under the lock) before the wake-up handle closes, so producers never
+  ** signal a closed handle. */
+  uv_mutex_t qlock;
+  qitem *ring;
+  size_t rcap, rhead, rcount;
+  int qdead;
+  uv_async_t wake;
+  uv_timer_t timer;
+  int handles_open;
+
+  hm_sub_t *subs; /* every subscription not yet completed or freed */
+  int live_subs;  /* subscriptions cnats may still call */
+
+  /* Request mux. */
+  hm_sub_t *mux;
+  char inbox[64]; /* "_INBOX.<nuid>." */
+  size_t inbox_len;
+  uint64_t next_id;
+  req **table;
+  size_t tsize, tcount;
+  req **heap;
+  size_t hcount, hcap;
+
+  hm_nuid_t nuid;
+  hm_conn_stats stats;
+  int closing;     /* hm_conn_close was called */
+  int nats_closed; /* cnats reported the connection closed */
+  int finishing;
+  hm_closed_cb done;
+  void *done_arg;
+  char err[256];
+};
+
+/* {====================================================================
+** Cross-thread queue
+** ===================================================================== */
+
+static int qpush(hm_conn_t *c, const qitem *it) {
+  int ok = 1;
+  uv_mutex_lock(&c->qlock);
+  if (c->qdead) {
+    ok = 0;
+  } else {
+    if (c->rcount == c->rcap) {
+      size_t ncap = c->rcap ? c->rcap * 2 : 64, i;
+      qitem *nr = malloc(ncap * sizeof *nr);
+      if (nr == NULL) {
+        ok = 0;
+      } else {
+        for (i = 0; i < c->rcount; i++)
+          nr[i] = c->ring[(c->rhead + i) % c->rcap];
+        free(c->ring);
+        c->ring = nr;
+        c->rcap = ncap;
+        c->rhead = 0;
+      }
+    }
+    if (ok) {
+      c->ring[(c->rhead + c->rcount) % c->rcap] = *it;
+      /* The consumer re-signals itself when it leaves items behind, so
+      ** only the transition from empty needs a wake-up. */
+      if (c->rcount++ == 0) uv_async_send(&c->wake);
+    }
+  }
+  uv_mutex_unlock(&c->qlock);
+  return ok;
+}
+
+static void on_nats_msg(natsConnection *nc, natsSubscription *ns,
+                        natsMsg *msg, void *closure) {
+  hm_sub_t *s = closure;
+  qitem it = {Q_MSG, 0, NATS_OK, msg, s};
+  if (!qpush(s->c, &it)) natsMsg_Destroy(msg);
+}
+
+static void on_nats_sub_done(void *closure) {
+  hm_sub_t *s = closure;
+  qitem it = {Q_SUB_DONE, 0, NATS_OK, NULL, s};
+  qpush(s->c, &it);
+}
+
+static void push_event(hm_conn_t *c, int ev, natsStatus st) {
+  qitem it = {Q_EVENT, ev, st, NULL, NULL};
+  qpush(c, &it);
+}
+
+static void on_nats_disconnected(natsConnection *nc, void *closure) {
+  push_event(closure, HM_EV_DISCONNECTED, NATS_OK);
+}
+
+static void on_nats_reconnected(natsConnection *nc, void *closure) {
+  push_event(closure, HM_EV_RECONNECTED, NATS_OK);
+}
+
+static void on_nats_closed(natsConnection *nc, void *closure) {
+  push_event(closure, HM_EV_CLOSED, NATS_OK);
+}
+
+static void on_nats_error(natsConnection *nc, natsSubscription *ns,
+                          natsStatus err, void *closure) {
+  push_event(closure, HM_EV_ERROR, err);
+}
+
+/* }==================================================================== */
+
+/* {====================================================================
+** Pending table and deadline heap
+** ===================================================================== */
+
+static size_t hslot(const hm_conn_t *c, uint64_t id) {
+  id ^= id >> 33;
+  id *= 0xff51afd7ed558ccdULL;
+  id ^= id >> 33;
+  return (size_t)id & (c->tsize - 1);
+}
+
+static int table_insert(hm_conn_t *c, req *r) {
+  if (c->tcount + 1 > c->tsize) {
+    size_t nsize = c->tsize ? c->tsize * 2 : 64, i;
+    req **nt = calloc(nsize, sizeof *nt);
+    req **old = c->table;
+    size_t osize = c->tsize;
+    if (nt == NULL) return -1;
+    c->table = nt;
+    c->tsize = nsize;
+    for (i = 0; i < osize; i++) {
+      req *e = old[i];
+      while (e != NULL) {
+        req *next = e->hnext;
+        size_t h = hslot(c, e->id);
+        e->hnext = nt[h];
+        nt[h] = e;
+        e = next;
+      }
+    }
+    free(old);
+  }
+  {
+    size_t h = hslot(c, r->id);
+    r->hnext = c->table[h];
+    c->table[h] = r;
+    c->tcount++;
+  }
+  return 0;
+}
+
+static req *table_find(const hm_conn_t *c, uint64_t id) {
+  req *e;
+  if (c->tsize == 0) return NULL;
+  for (e = c->table[hslot(c, id)]; e != NULL; e = e->hnext)
+    if (e->id == id) return e;
+  return NULL;
+}
+
+static void table_remove(hm_conn_t *c, req *r) {
+  req **p = &c->table[hslot(c, r->id)];
+  while (*p != r) p = &(*p)->hnext;
+  *p = r->hnext;
+  c->tcount--;
+}
+
+static void heap_swap(hm_conn_t *c, size_t i, size_t j) {
+  req *t = c->heap[i];
+  c->heap[i] = c->heap[j];
+  c->heap[j] = t;
+  c->heap[i]->hidx = i;
+  c->heap[j]->hidx = j;
+}
+
+static int heap_less(const hm_conn_t *c, size_t i, size_t j) {
+  const req *a = c->heap[i], *b = c->heap[j];
+  return a->deadline < b->deadline ||
+         (a->deadline == b->deadline && a->id < b->id);
+}
+
+static void heap_up(hm_conn_t *c, size_t i) {
+  while (i > 0 && heap_less(c, i, (i - 1) / 2)) {
+    heap_swap(c, i, (i - 1) / 2);
+    i = (i - 1) / 2;
+  }
+}
+
+static void heap_down(hm_conn_t *c, size_t i) {
+  for (;;) {
+    size_t l = 2 * i + 1, r = l + 1, m = i;
+    if (l < c->hcount && heap_less(c, l, m)) m = l;
+    if (r < c->hcount && heap_less(c, r, m)) m = r;
+    if (m == i) return;
+    heap_swap(c, i, m);
+    i = m;
+  }
+}
+
+static int heap_push(hm_conn_t *c, req *r) {
+  if (c->hcount == c->hcap) {
+    size_t ncap = c->hcap ? c->hcap * 2 : 64;
+    req **nh = realloc(c->heap, ncap * sizeof *nh);
+    if (nh == NULL) return -1;
+    c->heap = nh;
+    c->hcap = ncap;
+  }
+  c->heap[c->hcount] = r;
+  r->hidx = c->hcount++;
+  heap_up(c, r->hidx);
+  return 0;
+}
+
+static void heap_remove(hm_conn_t *c, req *r) {
+  size_t i = r->hidx;
+  if (i == SIZE_MAX) return;
+  r->hidx = SIZE_MAX;
+  if (--c->hcount == i) return;
+  c->heap[i] = c->heap[c->hcount];
+  c->heap[i]->hidx = i;
+  heap_down(c, i);
+  heap_up(c, i);
+}
+
+static void on_deadline(uv_timer_t *t);
+
+static void arm_timer(hm_conn_t *c) {
+  if (!c->handles_open) return;
+  if (c->hcount == 0) {
+    uv_timer_stop(&c->timer);
+  } else {
+    uint64_t now = uv_now(c->loop), d = c->heap[0]->deadline;
+    uv_timer_start(&c->timer, on_deadline, d > now ? d - now : 0, 0);
+  }
+}
+
+/* Takes a record out of the table and the heap; the caller frees it. */
+static void req_unlink(hm_conn_t *c, req *r) {
+  table_remove(c, r);
+  heap_remove(c, r);
+  c->stats.pending--;
+}
+
+static void on_deadline(uv_timer_t *t) {
+  hm_conn_t *c = t->data;
+  uint64_t now = uv_now(c->loop);
+  while (c->hcount > 0 && c->heap[0]->deadline <= now) {
+    req *r = c->heap[0];
+    req_unlink(c, r);
+    c->stats.timeouts++;
+    r->cb(c, r->id, HM_TIMEOUT, NULL, 1, r->arg);
+    free(r);
+  }
+  arm_timer(c);
+}
+
+/* Completes every pending request with HM_CLOSED. */
+static void fail_all_pending(hm_conn_t *c) {
+  size_t i;
+  for (i = 0; i < c->tsize; i++) {
+    while (c->table[i] != NULL) {
+      req *r = c->table[i];
+      req_unlink(c, r);
+      r->cb(c, r->id, HM_CLOSED, NULL, 1, r->arg);
+      free(r);
+    }
+  }
+  arm_timer(c);
+}
+
+/* }==================================================================== */
+
+/* {====================================================================
+** Dispatch on the loop thread
+** ===================================================================== */
+
+static void sub_unlink_free(hm_sub_t *s) {
+  hm_conn_t *c = s->c;
+  if (s->prev) s->prev->next = s->next; else c->subs = s->next;
+  if (s->next) s->next->prev = s->prev;
+  if (s->ns) natsSubscription_Destroy(s->ns);
+  free(s);
+}
+
+static void try_finish(hm_conn_t *c);
+
+static void on_reply(hm_conn_t *c, natsMsg *msg) {
+  const char *subj = natsMsg_GetSubject(msg);
+  uint64_t id = 0;
+  const char *p;
+  req *r = NULL;
+  if (strncmp(subj, c->inbox, c->inbox_len) == 0) {
+    p = subj + c->inbox_len;
+    if (*p >= '0' && *p <= '9') {
+      for (; *p >= '0' && *p <= '9'; p++) id = id * 10 + (uint64_t)(*p - '0');
+      if (*p == '\0') r = table_find(c, id);
+    }
+  }
+  if (r == NULL) {
+    c->stats.late_replies++;
+    natsMsg_Destroy(msg);
+    return;
+  }
+  c->stats.replies_in++;
+  r->count++;
+  if (r->max > 0 && r->count >= r->max) {
+    req_unlink(c, r);
+    r->cb(c, id, HM_OK, msg, 1, r->arg);
+    free(r);
+    arm_timer(c);
+  } else {
+    /* The callback may cancel this very request: touch nothing after. */
+    r->cb(c, id, HM_OK, msg, 0, r->arg);
+  }
+}
+
+static const char *event_text(int ev, natsStatus st) {
+  switch (ev) {
+    case HM_EV_DISCONNECTED: return "disconnected";
+    case HM_EV_RECONNECTED: return "reconnected";
+    case HM_EV_CLOSED: return "closed";
+    default: return natsStatus_GetText(st);
+  }
+}
+
+static void dispatch(hm_conn_t *c, qitem *it) {
+  hm_sub_t *s = it->sub;
+  switch (it->kind) {
+    case Q_MSG:
+      if (s->is_mux) {
+        /* Replies still count while closing: the final flush is one. */
+        on_reply(c, it->msg);
+      } else if (s->stopped) {
+        c->stats.dropped++;
+        natsMsg_Destroy(it->msg);
+      } else {
+        s->delivered++;
+        c->stats.msgs_in++;
+        s->cb(s, it->msg, s->arg);
+      }
+      break;
+    case Q_SUB_DONE:
+      /* Every message of this subscription was queued before this item,
+      ** so none is left to reference it. */
+      s->completed = 1;
+      c->live_subs--;
+      if (s == c->mux) c->mux = NULL;
+      if (s->released) sub_unlink_free(s);
+      try_finish(c);
+      break;
+    case Q_EVENT:
+      if (it->status == HM_EV_CLOSED) {
+        c->nats_closed = 1;
+        fail_all_pending(c);
+      }
+      if (it->status == HM_EV_ERROR)
+        snprintf(c->err, sizeof c->err, "%s", natsStatus_GetText(it->nstatus));
+      if (c->on_event)
+        c->on_event(c, (hm_conn_event)it->status,
+                    event_text(it->status, it->nstatus), c->event_arg);
+      if (it->status == HM_EV_CLOSED) try_finish(c);
+      break;
+  }
+}
+
+static void on_wake(uv_async_t *h) {
+  hm_conn_t *c = h->data;
+  qitem batch[QBATCH];
+  size_t n, i;
+  int more;
+  uv_mutex_lock(&c->qlock);
+  n = c->rcount < QBATCH ? c->rcount : QBATCH;
+  for (i = 0; i < n; i++) batch[i] = c->ring[(c->rhead + i) % c->rcap];
+  if (n > 0) c->rhead = (c->rhead + n) % c->rcap;
+  c->rcount -= n;
+  more = c->rcount > 0;
+  if (more) uv_async_send(&c->wake);
+  uv_mutex_unlock(&c->qlock);
+  for (i = 0; i < n; i++) dispatch(c, &batch[i]);
+}
+
+/* }==================================================================== */
+
+/* {====================================================================
+** Teardown
+** ===================================================================== */
+
+static void free_conn(hm_conn_t *c) {
+  size_t i;
+  hm_closed_cb done = c->done;
+  void *done_arg = c->done_arg;
+  /* Nothing can be queued any more (qdead); release what is left. */
+  for (i = 0; i < c->rcount; i++) {
+    qitem *it = &c->ring[(c->rhead + i) % c->rcap];
+    if (it->msg) natsMsg_Destroy(it->msg);
+  }
+  while (c->subs != NULL) sub_unlink_free(c->subs);
+  natsConnection_Destroy(c->nc);
+  uv_mutex_destroy(&c->qlock);
+  free(c->ring);
+  free(c->table);
+  free(c->heap);
+  if (done) done(c, done_arg);
+  free(c);
+}
+
+static void on_handle_closed(uv_handle_t *h) {
+  hm_conn_t *c = h->data;
+  if (--c->handles_open == 0) free_conn(c);
+}
+
+/* The connection can go once the user asked for it, cnats reported it
+** closed, and cnats has completed every subscription (so no cnats thread
+** holds a pointer into our memory). */
+static void try_finish(hm_conn_t *c) {
+  if (!c->closing || !c->nats_closed || c->live_subs > 0 || c->finishing)
+    return;
+  c->finishing = 1;
+  uv_mutex_lock(&c->qlock);
+  c->qdead = 1;
+  uv_mutex_unlock(&c->qlock);
+  uv_close((uv_handle_t *)&c->wake, on_handle_closed);
+  uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+}
+
+static hm_status start_request(hm_conn_t *c, const char *subject,
+                               const void *data, size_t len,
+                               uint64_t timeout_ms, int max_replies,
+                               hm_reply_cb cb, void *arg, uint64_t *id);
+
+static void close_now(hm_conn_t *c) {
+  /* `closed` arrives through the queue and finishes the teardown. */
+  natsConnection_Close(c->nc);
+  try_finish(c);
+}
+
+static void on_final_flush(hm_conn_t *c, uint64_t id, hm_status st,
+                           natsMsg *m, int done, void *arg) {
+  if (m) natsMsg_Destroy(m);
+  if (!c->nats_closed) close_now(c);
+}
+
+/* How long close waits for the server to confirm what was sent. */
+#define CLOSE_FLUSH_MS 2000
+
+void hm_conn_close(hm_conn_t *c, hm_closed_cb done, void *arg) {
+  hm_sub_t *s;
+  uint64_t id;
+  if (c->closing) return;
+  c->done = done;
+  c->done_arg = arg;
+  fail_all_pending(c);
+  for (s = c->subs; s != NULL; s = s->next) s->stopped = 1;
+  if (c->nats_closed) {
+    c->closing = 1;
+    try_finish(c);
+    return;
+  }
+  /* natsConnection_Close may drop what is still buffered (replies just
+  ** published by the last handlers): first a round trip through the
+  ** server, then close. */
+  if (start_request(c, NULL, "", 0, CLOSE_FLUSH_MS, 1, on_final_flush, NULL,
+                    &id) != HM_OK) {
+    c->closing = 1;
+    close_now(c);
+    return;
+  }
+  c->closing = 1;
+}
+
+/* }==================================================================== */
+
+/* {====================================================================
+** Public API
+** ===================================================================== */
+
+static hm_status set_opts(natsOptions *o, const hm_conn_opts *co,
+                          uv_loop_t *loop, hm_conn_t *c) {
+  natsStatus s = NATS_OK;
+  static const char *const defserver[] = {"nats://127.0.0.1:4222"};
+  const char *const *servers = co->nservers > 0 ? co->servers : defserver;
+  int nservers = co->nservers > 0 ? co->nservers : 1;
+  s = natsOptions_SetServers(o, (const char **)servers, nservers);
+  if (s == NATS_OK && co->name) s = natsOptions_SetName(o, co->name);
+  if (s == NATS_OK && (co->user || co->password))
+    s = natsOptions_SetUserInfo(o, co->user, co->password);
+  if (s == NATS_OK && co->token) s = natsOptions_SetToken(o, co->token);
+  if (s == NATS_OK && (co->secure || co->tls_ca || co->tls_cert))
+    s = natsOptions_SetSecure(o, true);
+  if (s == NATS_OK && co->tls_ca)
+    s = natsOptions_LoadCATrustedCertificates(o, co->tls_ca);
+  if (s == NATS_OK && co->tls_cert)
+    s = natsOptions_LoadCertificatesChain(o, co->tls_cert, co->tls_key);
+  if (s == NATS_OK && co->tls_skip_verify)
+    s = natsOptions_SkipServerVerification(o, true);
+  if (s == NATS_OK && co->allow_reconnect >= 0)
+    s = natsOptions_SetAllowReconnect(o, co->allow_reconnect != 0);
+  if (s == NATS_OK && co->max_reconnect != 0)
+    s = natsOptions_SetMaxReconnect(o, co->max_reconnect);
+  if (s == NATS_OK && co->reconnect_wait_ms > 0)
+    s = natsOptions_SetReconnectWait(o, co->reconnect_wait_ms);
+  if (s == NATS_OK && co->connect_timeout_ms > 0)
+    s = natsOptions_SetTimeout(o, co->connect_timeout_ms);
+  if (s == NATS_OK && co->max_pending_msgs > 0)
+    s = natsOptions_SetMaxPendingMsgs(o, co->max_pending_msgs);
+  /* One shared delivery thread instead of one thread per subscription. */
+  if (s == NATS_OK) s = natsOptions_UseGlobalMessageDelivery(o, true);
+  /* Write each publish out at once instead of waiting for cnats' flusher,
+  ** which runs about once per millisecond and caps request/reply rates. */
+  if (s == NATS_OK) s = natsOptions_SetSendAsap(o, true);
+  /* Hemera callers wait for their deadline when nobody serves a topic (a
+  ** service may subscribe a moment later); the server's instant
+  ** "no responders" status would end requests early and differently. */
+  if (s == NATS_OK) s = natsOptions_DisableNoResponders(o, true);
+  if (s == NATS_OK)
+    s = natsOptions_SetEventLoop(o, loop, natsLibuv_Attach, natsLibuv_Read,
+                                 natsLibuv_Write, natsLibuv_Detach);
+  if (s == NATS_OK)
+    s = natsOptions_SetDisconnectedCB(o, on_nats_disconnected, c);
+  if (s == NATS_OK) s = natsOptions_SetReconnectedCB(o, on_nats_reconnected, c);
+  if (s == NATS_OK) s = natsOptions_SetClosedCB(o, on_nats_closed, c);
+  if (s == NATS_OK) s = natsOptions_SetErrorHandler(o, on_nats_error, c);
+  return s == NATS_OK ? HM_OK : HM_INVAL;
+}
+
+hm_status hm_conn_connect(uv_loop_t *loop, const hm_conn_opts *co,
+                          hm_event_cb on_event, void *arg, hm_conn_t **out,
+                          char *err, size_t errlen) {
+  natsOptions *o = NULL;
+  natsStatus ns;
+  hm_status st;
+  hm_conn_t *c = calloc(1, sizeof *c);
+  *out = NULL;
+  if (c == NULL) return HM_NOMEM;
+  c->loop = loop;
+  c->on_event = on_event;
+  c->event_arg = arg;
+  hm_nuid_init(&c->nuid);
+  if (uv_mutex_init(&c->qlock) != 0) {
+    free(c);
+    return HM_NOMEM;
+  }
+  natsLibuv_Init();
+  /* The adapter schedules work through the loop unless it runs on the
+  ** thread registered here; connecting happens on the loop thread. */
+  natsLibuv_SetThreadLocalLoop(loop);
+  if (natsOptions_Create(&o) != NATS_OK) {
+    st = HM_NOMEM;
+    snprintf(err, errlen, "cannot create NATS options");
+    goto fail;
+  }
+  st = set_opts(o, co, loop, c);
+  if (st != HM_OK) {
+    natsStatus ls;
+    const char *t = nats_GetLastError(&ls);
+    snprintf(err, errlen, "invalid connection options: %s",
+             t ? t : "unknown");
+    goto fail;
+  }
+  /* The wake-up handle must exist before cnats may push anything. */
+  uv_async_init(loop, &c->wake, on_wake);
+  c->wake.data = c;
+  uv_timer_init(loop, &c->timer);
+  c->timer.data = c;
+  c->handles_open = 2;
+  ns = natsConnection_Connect(&c->nc, o);
+  natsOptions_Destroy(o);
+  o = NULL;
+  if (ns != NATS_OK) {
+    natsStatus ls;
+    const char *t = nats_GetLastError(&ls);
+    snprintf(err, errlen, "%s", t && *t ? t : natsStatus_GetText(ns));
+    /* No connection exists, so cnats holds no pointer to c: close our
+    ** handles and free once libuv is done with them. */
+    c->closing = 1;
+    c->nats_closed = 1;
+    c->done = NULL;
+    try_finish(c);
+    return HM_CONNECT;
+  }
+  *out = c;
+  return HM_OK;
+fail:
+  if (o) natsOptions_Destroy(o);
+  uv_mutex_destroy(&c->qlock);
+  free(c);
+  return st;
+}
+
+hm_status hm_conn_subscribe(hm_conn_t *c, const char *subject,
+                            const char *queue, int max, hm_msg_cb cb,
+                            void *arg, hm_sub_t **out) {
+  natsStatus ns;
+  hm_sub_t *s;
+  *out = NULL;
+  if (c->closing || c->nats_closed) return HM_CLOSED;
+  s = calloc(1, sizeof *s);
+  if (s == NULL) return HM_NOMEM;
+  s->c = c;
+  s->cb = cb;
+  s->arg = arg;
+  if (queue)
+    ns = natsConnection_QueueSubscribe(&s->ns, c->nc, subject, queue,
+                                       on_nats_msg, s);
+  else
+    ns = natsConnection_Subscribe(&s->ns, c->nc, subject, on_nats_msg, s);
+  if (ns != NATS_OK) {
+    snprintf(c->err, sizeof c->err, "subscribe to '%s': %s", subject,
+             natsStatus_GetText(ns));
+    free(s);
+    return ns == NATS_INVALID_SUBJECT ? HM_INVAL : HM_NATS;
+  }
+  natsSubscription_SetOnCompleteCB(s->ns, on_nats_sub_done, s);
+  if (max > 0) natsSubscription_AutoUnsubscribe(s->ns, max);
+  s->next = c->subs;
+  if (c->subs) c->subs->prev = s;
+  c->subs = s;
+  c->live_subs++;
+  *out = s;
+  return HM_OK;
+}
+
+void hm_sub_unsubscribe(hm_sub_t *s) {
+  int was_stopped = s->stopped;
+  if (s->released) return;
+  s->released = 1;
+  s->stopped = 1;
+  if (s->completed) {
+    sub_unlink_free(s);
+    return;
+  }
+  /* Fails harmlessly when cnats already closed it (auto-unsubscribe or
+  ** connection closed); completion arrives through the queue either way. */
+  if (!was_stopped) natsSubscription_Unsubscribe(s->ns);
+}
+
+uint64_t hm_sub_delivered(const hm_sub_t *s) { return s->delivered; }
+
+static hm_status pub_status(hm_conn_t *c, natsStatus ns, const char *subject,
+                            size_t len) {
+  if (ns == NATS_OK) return HM_OK;
+  if (ns == NATS_MAX_PAYLOAD) {
+    snprintf(c->err, sizeof c->err,
+             "payload of %zu bytes to '%s' exceeds the server's max_payload "
+             "of %" PRId64 " bytes",
+             len, subject, natsConnection_GetMaxPayload(c->nc));
+    return HM_LIMIT;
+  }
+  snprintf(c->err, sizeof c->err, "publish to '%s': %s", subject,
+           natsStatus_GetText(ns));
+  if (ns == NATS_CONNECTION_CLOSED) return HM_CLOSED;
+  return ns == NATS_INVALID_SUBJECT ? HM_INVAL : HM_NATS;
+}
+
+hm_status hm_conn_publish(hm_conn_t *c, const char *subject,
+                          const char *reply, const void *data, size_t len) {
+  natsStatus ns;
+  if (c->closing || c->nats_closed) return HM_CLOSED;
+  if (len > INT32_MAX) return pub_status(c, NATS_MAX_PAYLOAD, subject, len);
+  if (reply)
+    ns = natsConnection_PublishRequest(c->nc, subject, reply, data, (int)len);
+  else
+    ns = natsConnection_Publish(c->nc, subject, data, (int)len);
+  return pub_status(c, ns, subject, len);
+}
+
+static void on_mux_msg(hm_sub_t *s, natsMsg *msg, void *arg) {
+  /* Unused: mux messages are routed in dispatch(). */
+  natsMsg_Destroy(msg);
+}
+
+static hm_status ensure_mux(hm_conn_t *c) {
+  char nuid[HM_NUID_LEN + 1], subj[80];
+  hm_status st;
+  if (c->mux != NULL) return HM_OK;
+  hm_nuid_next(&c->nuid, nuid);
+  c->inbox_len = (size_t)snprintf(c->inbox, sizeof c->inbox, "_INBOX.%s.",
+                                  nuid);
+  snprintf(subj, sizeof subj, "%s*", c->inbox);
+  st = hm_conn_subscribe(c, subj, NULL, 0, on_mux_msg, NULL, &c->mux);
+  if (st == HM_OK) c->mux->is_mux = 1;
+  return st;
+}
+
+/* Registers a pending record and publishes `data` to `subject` with the
+** record's inbox as reply subject; with subject NULL, publishes to the
+** inbox itself (a round trip through the server: see hm_conn_flush). */
+static hm_status start_request(hm_conn_t *c, const char *subject,
+                               const void *data, size_t len,
+                               uint64_t timeout_ms, int max_replies,
+                               hm_reply_cb cb, void *arg, uint64_t *id) {
+  char reply[96];
+  hm_status st;
+  req *r;
+  if (c->closing || c->nats_closed) return HM_CLOSED;
+  st = ensure_mux(c);
+  if (st != HM_OK) return st;
+  r = calloc(1, sizeof *r);
+  if (r == NULL) return HM_NOMEM;
+  r->id = ++c->next_id;
+  r->max = max_replies;
+  r->cb = cb;
+  r->arg = arg;
+  r->hidx = SIZE_MAX;
+  snprintf(reply, sizeof reply, "%s%" PRIu64, c->inbox, r->id);
+  if (table_insert(c, r) != 0) {
+    free(r);
+    return HM_NOMEM;
+  }
+  if (timeout_ms > 0) {
+    r->deadline = uv_now(c->loop) + timeout_ms;
+    if (heap_push(c, r) != 0) {
+      table_remove(c, r);
+      free(r);
+      return HM_NOMEM;
+    }
+  }
+  c->stats.pending++;
+  /* Publish after the record exists: a reply can never beat it, since
+  ** replies are only dispatched from the loop anyway. */
+  if (subject != NULL)
+    st = hm_conn_publish(c, subject, reply, data, len);
+  else
+    st = hm_conn_publish(c, reply, NULL, data, len);
+  if (st != HM_OK) {
+    req_unlink(c, r);
+    free(r);
+    return st;
+  }
+  if (subject != NULL) c->stats.requests++;
+  if (r->hidx == 0) arm_timer(c);
+  *id = r->id;
+  return HM_OK;
+}
+
+hm_status hm_conn_request(hm_conn_t *c, const char *subject,
+                          const void *data, size_t len, uint64_t timeout_ms,
+                          int max_replies, hm_reply_cb cb, void *arg,
+                          uint64_t *id) {
+  return start_request(c, subject, data, len, timeout_ms, max_replies, cb,
+                       arg, id);
+}
+
+hm_status hm_conn_flush(hm_conn_t *c, uint64_t timeout_ms, hm_reply_cb cb,
+                        void *arg, uint64_t *id) {
+  /* The server handles one connection's protocol in order, so a message we
+  ** publish to our own inbox comes back only after everything we sent
+  ** before it (subscriptions included) was processed. */
+  return start_request(c, NULL, "", 0, timeout_ms, 1, cb, arg, id);
+}
+
+int hm_conn_cancel(hm_conn_t *c, uint64_t id) {
+  req *r = table_find(c, id);
+  if (r == NULL) return 0;
+  req_unlink(c, r);
+  free(r);
+  arm_timer(c);
+  return 1;
+}
+
+int hm_conn_is_closed(const hm_conn_t *c) {
+  return c->closing || c->nats_closed;
+}
+
+void hm_conn_get_stats(const hm_conn_t *c, hm_conn_stats *out) {
+  *out = c->stats;
+}
+
+int64_t hm_conn_max_payload(const hm_conn_t *c) {
+  return natsConnection_GetMaxPayload(c->nc);
+}
+
+const char *hm_conn_error(const hm_conn_t *c) { return c->err; }
+
+/* }==================================================================== */

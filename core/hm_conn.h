@@ -1,0 +1,144 @@
+/*
+** hm_conn.h: a NATS connection driven by a libuv loop, with a request
+** multiplexer.
+**
+** Threads. Every function here must be called on the loop thread (the
+** thread that runs uv_run on the loop given to hm_conn_connect). cnats calls
+** its handlers on its own threads even with the libuv adapter; this module
+** only pushes what they hand over onto a locked queue and wakes the loop,
+** which drains the queue in bounded batches. Every callback below therefore
+** runs on the loop thread, from the top of a libuv callback, except where a
+** function says it calls back synchronously.
+**
+** Requests. One `_INBOX.<nuid>.*` subscription per connection, made on the
+** first request; each request publishes with the reply subject
+** `<inbox>.<id>` and waits in a pending table keyed by id. A reply or the
+** deadline completes a record exactly once; replies that find no record are
+** dropped and counted (stats.late_replies). Nothing here blocks the loop
+** except hm_conn_connect, which runs cnats' connect handshake.
+**
+** Ownership. Messages handed to hm_msg_cb / hm_reply_cb belong to the
+** callee, which must natsMsg_Destroy them. A hm_sub_t belongs to the caller
+** until hm_sub_unsubscribe; the memory itself is freed later, once cnats
+** reports the subscription complete. A hm_conn_t belongs to the caller until
+** hm_conn_close; it is freed after the `closed` callback has run.
+*/
+#ifndef HM_CONN_H
+#define HM_CONN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <nats/nats.h>
+#include <uv.h>
+
+#include "hm_status.h"
+
+typedef struct hm_conn hm_conn_t;
+typedef struct hm_sub hm_sub_t;
+
+typedef enum {
+  HM_EV_DISCONNECTED = 1,
+  HM_EV_RECONNECTED,
+  HM_EV_ERROR, /* asynchronous error, e.g. slow consumer; text says which */
+  HM_EV_CLOSED /* last event: the connection is gone */
+} hm_conn_event;
+
+typedef struct hm_conn_opts {
+  const char *const *servers; /* URLs; NULL or empty: nats://127.0.0.1:4222 */
+  int nservers;
+  const char *name;           /* client name shown by the server */
+  const char *user, *password;
+  const char *token;
+  int secure;                 /* require TLS */
+  const char *tls_ca;         /* CA file */
+  const char *tls_cert;       /* client certificate chain */
+  const char *tls_key;        /* client key */
+  int tls_skip_verify;
+  int allow_reconnect;        /* default 1 (set -1 for "not given") */
+  int max_reconnect;          /* attempts; -1 forever; 0 means default (60) */
+  int reconnect_wait_ms;      /* 0: default (2000) */
+  int connect_timeout_ms;     /* 0: default (2000) */
+  int max_pending_msgs;       /* per subscription; 0: cnats default */
+} hm_conn_opts;
+
+typedef void (*hm_event_cb)(hm_conn_t *c, hm_conn_event ev, const char *text,
+                            void *arg);
+typedef void (*hm_msg_cb)(hm_sub_t *s, natsMsg *msg, void *arg);
+/* st is HM_OK with a reply message, or HM_TIMEOUT / HM_CLOSED with msg
+** NULL. `done` is 1 on the call that completes the request; no call follows
+** it. */
+typedef void (*hm_reply_cb)(hm_conn_t *c, uint64_t id, hm_status st,
+                            natsMsg *msg, int done, void *arg);
+typedef void (*hm_closed_cb)(hm_conn_t *c, void *arg);
+
+typedef struct hm_conn_stats {
+  uint64_t msgs_in;        /* messages delivered to subscriptions */
+  uint64_t replies_in;     /* replies matched to a pending request */
+  uint64_t late_replies;   /* replies that found no pending request */
+  uint64_t timeouts;
+  uint64_t requests;
+  uint64_t pending;        /* requests in flight now */
+  uint64_t dropped;        /* messages for subscriptions already closed */
+} hm_conn_stats;
+
+/* Connects (blocking for the handshake only) and attaches the connection to
+** `loop`. On failure returns HM_CONNECT (or HM_INVAL for bad options) and
+** writes a message into err. `on_event` may be NULL. */
+hm_status hm_conn_connect(uv_loop_t *loop, const hm_conn_opts *opts,
+                          hm_event_cb on_event, void *arg, hm_conn_t **out,
+                          char *err, size_t errlen);
+
+/* Subscribes; `queue` may be NULL; `max` > 0 unsubscribes automatically
+** after that many messages. */
+hm_status hm_conn_subscribe(hm_conn_t *c, const char *subject,
+                            const char *queue, int max, hm_msg_cb cb,
+                            void *arg, hm_sub_t **out);
+
+/* Stops delivery at once: no callback for this subscription runs after this
+** returns, even for messages already queued. The handle is invalid
+** afterwards. Every subscription of a connection also dies when the
+** connection is freed (after hm_conn_close's `done`), so owners must drop
+** their handles then. */
+void hm_sub_unsubscribe(hm_sub_t *s);
+/* Messages delivered so far. */
+uint64_t hm_sub_delivered(const hm_sub_t *s);
+
+/* Publishes (reply may be NULL). HM_LIMIT when over the server's
+** max_payload, HM_CLOSED when closed. */
+hm_status hm_conn_publish(hm_conn_t *c, const char *subject,
+                          const char *reply, const void *data, size_t len);
+
+/* Starts a request. max_replies: 1 for plain request/reply, N to accept N
+** replies, 0 for no limit (only the deadline or hm_conn_cancel ends it).
+** timeout_ms 0 means no deadline. `cb` never runs before this returns. */
+hm_status hm_conn_request(hm_conn_t *c, const char *subject,
+                          const void *data, size_t len, uint64_t timeout_ms,
+                          int max_replies, hm_reply_cb cb, void *arg,
+                          uint64_t *id);
+
+/* A round trip through the server without blocking: `cb` runs (HM_OK,
+** msg to destroy, done 1) once the server has processed everything this
+** connection sent before, subscriptions included; HM_TIMEOUT after
+** timeout_ms. */
+hm_status hm_conn_flush(hm_conn_t *c, uint64_t timeout_ms, hm_reply_cb cb,
+                        void *arg, uint64_t *id);
+
+/* Ends a pending request without calling its callback. Returns 1 if it was
+** pending. */
+int hm_conn_cancel(hm_conn_t *c, uint64_t id);
+
+/* Closes: completes every pending request with HM_CLOSED (synchronously,
+** from inside this call), stops every subscription, flushes and closes the
+** NATS connection; `done` runs from the loop once cnats has finished with
+** it, and the hm_conn_t is freed right after. Calling it twice is a no-op. */
+void hm_conn_close(hm_conn_t *c, hm_closed_cb done, void *arg);
+
+int hm_conn_is_closed(const hm_conn_t *c);
+void hm_conn_get_stats(const hm_conn_t *c, hm_conn_stats *out);
+/* The connection's max_payload as announced by the server. */
+int64_t hm_conn_max_payload(const hm_conn_t *c);
+/* Text of the last error on this connection ("" if none). */
+const char *hm_conn_error(const hm_conn_t *c);
+
+#endif
