@@ -1,0 +1,1187 @@
+/*
+** hm_codec.c: the JSON codec of the binding (see hm_codec.h for the
+** contract, and invariant 4 of docs/architecture.md for the numbers).
+**
+** Both directions run on every message, so neither allocates per value:
+** the encoder writes into one reusable buffer, keeps the values of an
+** object on the Lua stack while it sorts the keys (so it never has to push
+** a key string again), and keeps the keys in an arena owned by a userdata;
+** the decoder pushes unescaped strings straight from the input and unescapes
+** the others through a luaL_Buffer. Nothing malloc'd is held outside a
+** userdata, so an error raised by the Lua API leaks nothing.
+*/
+#include "hm_codec.h"
+
+#include <locale.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hm_jsnum.h"
+#include "lauxlib.h"
+
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+/* {====================================================================
+** Buffer
+** ===================================================================== */
+
+void hm_buf_init(hm_buf *b) {
+  b->data = NULL;
+  b->len = 0;
+  b->cap = 0;
+}
+
+void hm_buf_free(hm_buf *b) {
+  free(b->data);
+  hm_buf_init(b);
+}
+
+static int grow(hm_buf *b, size_t need) {
+  if (need > SIZE_MAX / 2 - b->len) return -1;
+  size_t cap = b->cap ? b->cap : 256;
+  while (cap - b->len < need) cap *= 2;
+  char *d = realloc(b->data, cap);
+  if (d == NULL) return -1;
+  b->data = d;
+  b->cap = cap;
+  return 0;
+}
+
+#define reserve(b, n) ((b)->cap - (b)->len >= (n) ? 0 : grow((b), (n)))
+
+int hm_buf_append(hm_buf *b, const void *data, size_t len) {
+  if (reserve(b, len)) return -1;
+  if (len) memcpy(b->data + b->len, data, len);
+  b->len += len;
+  return 0;
+}
+
+/* }==================================================================== */
+
+/* Byte classes shared by both directions: 0 plain ASCII, 1 needs an
+** escape (controls, '"', '\\'), 2 starts a multi-byte UTF-8 sequence. */
+static const unsigned char cls[256] = {
+  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+  0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+  2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+  2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+  2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+  2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+};
+
+/* Length of the well-formed UTF-8 sequence at s (first byte >= 0x80), or 0:
+** no overlong forms, no UTF-16 surrogates, nothing above U+10FFFF. */
+static size_t utf8len(const unsigned char *s, size_t n) {
+  unsigned c = s[0];
+  unsigned lo = 0x80, hi = 0xBF;
+  if (c < 0xC2) return 0;
+  if (c < 0xE0) return n >= 2 && (s[1] & 0xC0) == 0x80 ? 2 : 0;
+  if (c < 0xF0) {
+    if (n < 3) return 0;
+    if (c == 0xE0) lo = 0xA0;
+    if (c == 0xED) hi = 0x9F;
+    return s[1] >= lo && s[1] <= hi && (s[2] & 0xC0) == 0x80 ? 3 : 0;
+  }
+  if (c < 0xF5) {
+    if (n < 4) return 0;
+    if (c == 0xF0) lo = 0x90;
+    if (c == 0xF4) hi = 0x8F;
+    return s[1] >= lo && s[1] <= hi && (s[2] & 0xC0) == 0x80 &&
+                   (s[3] & 0xC0) == 0x80
+               ? 4
+               : 0;
+  }
+  return 0;
+}
+
+/* {====================================================================
+** Per-state scratch
+** ===================================================================== */
+
+/* One key of the object being written. */
+typedef struct entry {
+  const char *s;   /* string key (anchored by its table), or NULL */
+  size_t len;
+  int slot;        /* stack slot of the value; 0: look it up again */
+  int used;        /* already written by __jsonorder */
+  int ktype;       /* LUA_TSTRING, or LUA_TNUMBER with num/ikey/fkey */
+  int isint;
+  lua_Integer ikey;
+  lua_Number fkey;
+  char num[HM_JSNUM_BUFSIZE];
+} entry;
+
+typedef struct cstate {
+  hm_buf out;      /* what encode() returns, reused across calls */
+  entry *ents;     /* keys of every object on the current path */
+  size_t nents, capents;
+  int busy;
+} cstate;
+
+static const char statekey = 's';
+static const char statemtkey = 'm';
+
+static int state_gc(lua_State *L) {
+  cstate *st = lua_touserdata(L, 1);
+  hm_buf_free(&st->out);
+  free(st->ents);
+  st->ents = NULL;
+  st->capents = st->nents = 0;
+  return 0;
+}
+
+static cstate *newstate(lua_State *L) {
+  cstate *st = lua_newuserdatauv(L, sizeof *st, 0);
+  memset(st, 0, sizeof *st);
+  hm_buf_init(&st->out);
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &statemtkey) == LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, state_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &statemtkey);
+  }
+  lua_setmetatable(L, -2);
+  return st;
+}
+
+/* Pushes a scratch state and marks it busy. The shared one is busy only if
+** a finalizer run by the GC in the middle of a call calls the codec again;
+** that nested call gets a private state, collected like any userdata. */
+static cstate *acquire(lua_State *L) {
+  cstate *st = NULL;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &statekey) == LUA_TUSERDATA)
+    st = lua_touserdata(L, -1);
+  if (st == NULL) {
+    lua_pop(L, 1);
+    st = newstate(L);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &statekey);
+  } else if (st->busy) {
+    lua_pop(L, 1);
+    st = newstate(L);
+  }
+  st->busy = 1;
+  return st;
+}
+
+static void release(cstate *st) {
+  st->busy = 0;
+  st->nents = 0;
+  /* One huge message must not pin its memory forever. */
+  if (st->out.cap > (1u << 20)) hm_buf_free(&st->out);
+  if (st->capents > 4096) {
+    free(st->ents);
+    st->ents = NULL;
+    st->capents = 0;
+  }
+}
+
+static void pusharraymt(lua_State *L) {
+  if (luaL_getmetatable(L, HM_CODEC_ARRAY_MT) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    luaL_newmetatable(L, HM_CODEC_ARRAY_MT);
+  }
+}
+
+/* }==================================================================== */
+
+/* {====================================================================
+** Encoder
+** ===================================================================== */
+
+/* Objects keep up to this many values on the Lua stack; past it they are
+** looked up again by key, so a wide table cannot exhaust the stack. */
+#define RETAIN_MAX 256
+
+enum { KEY_NONE, KEY_STR, KEY_INDEX };
+
+/* One table on the current path: for "[Circular]" and error paths. */
+typedef struct frame {
+  const struct frame *up;
+  const void *tab;
+  int kind;
+  const char *key;
+  size_t klen;
+  lua_Integer index;
+  char num[HM_JSNUM_BUFSIZE];
+} frame;
+
+typedef struct enc {
+  lua_State *L;
+  hm_buf *out;
+  cstate *st;
+  const void *arraymt;
+  int orderkey;  /* stack slot of the string "__jsonorder" */
+  char *err;
+  size_t errlen;
+} enc;
+
+/* Appends a key to the path with any byte that is not printable ASCII or
+** well-formed UTF-8 shown as '?', so the message is always valid UTF-8. */
+static size_t putkey(char *dst, size_t cap, size_t len, const char *key,
+                     size_t klen) {
+  const unsigned char *p = (const unsigned char *)key, *end = p + klen;
+  while (p < end && len + 1 < cap) {
+    size_t n = 1;
+    if (*p >= 0x80) n = utf8len(p, (size_t)(end - p));
+    if (n == 0 || *p < 0x20 || *p == 0x7F) {
+      dst[len++] = '?';
+      p++;
+      continue;
+    }
+    if (len + n >= cap) break;
+    memcpy(dst + len, p, n);
+    len += n;
+    p += n;
+  }
+  dst[len] = '\0';
+  return p < end ? cap : len;  /* cap: truncated */
+}
+
+static void writepath(char *dst, size_t cap, const frame *f) {
+  const frame *chain[HM_CODEC_MAX_DEPTH + 2];
+  int n = 0;
+  for (; f && n < HM_CODEC_MAX_DEPTH + 2; f = f->up) chain[n++] = f;
+  size_t len = 0;
+  int i;
+  dst[0] = '\0';
+  for (i = n - 1; i >= 0 && len + 1 < cap; i--) {
+    const frame *c = chain[i];
+    if (c->kind == KEY_STR) {
+      if (len) dst[len++] = '.';
+      len = putkey(dst, cap, len, c->key, c->klen);
+    } else if (c->kind == KEY_INDEX) {
+      int w = snprintf(dst + len, cap - len, "[%lld]", (long long)c->index);
+      if (w < 0) break;
+      len += (size_t)w;
+    }
+  }
+  if ((i >= 0 || len >= cap) && cap > 4) {
+    if (len > cap - 4) len = cap - 4;
+    memcpy(dst + len, "...", 4);
+  }
+}
+
+/* Writes "<what> at <path><tail>" into e->err. */
+static int fail(enc *e, const frame *f, const char *what, const char *tail) {
+  char path[256];
+  writepath(path, sizeof path, f);
+  if (e->errlen)
+    snprintf(e->err, e->errlen, "%s%s%s%s", what, path[0] ? " at " : "",
+             path, tail ? tail : "");
+  return -1;
+}
+
+static int oom(enc *e) {
+  if (e->errlen) snprintf(e->err, e->errlen, "out of memory");
+  return -1;
+}
+
+static inline int put(enc *e, const char *s, size_t len) {
+  hm_buf *b = e->out;
+  if (reserve(b, len)) return oom(e);
+  memcpy(b->data + b->len, s, len);
+  b->len += len;
+  return 0;
+}
+
+#define putlit(e, s) put((e), (s), sizeof(s) - 1)
+
+static inline int putchr(enc *e, char c) {
+  hm_buf *b = e->out;
+  if (b->len == b->cap && grow(b, 1)) return oom(e);
+  b->data[b->len++] = c;
+  return 0;
+}
+
+static int putint(enc *e, lua_Integer v) {
+  char tmp[24];
+  char *p = tmp + sizeof tmp;
+  unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v
+                               : (unsigned long long)v;
+  do {
+    *--p = (char)('0' + u % 10);
+    u /= 10;
+  } while (u);
+  if (v < 0) *--p = '-';
+  return put(e, p, (size_t)(tmp + sizeof tmp - p));
+}
+
+static int putfloat(enc *e, lua_Number x) {
+  if (!isfinite(x)) return putlit(e, "null");  /* as JSON.stringify */
+  hm_buf *b = e->out;
+  if (reserve(b, HM_JSNUM_BUFSIZE)) return oom(e);
+  b->len += hm_jsnum_format((double)x, b->data + b->len);
+  return 0;
+}
+
+static int badutf8(enc *e, const frame *f, size_t at) {
+  char tail[40];
+  snprintf(tail, sizeof tail, " byte %zu", at);
+  return fail(e, f, "invalid UTF-8", tail);
+}
+
+/* JSON.stringify's escaping: '"', '\\', the short forms, \u00xx for the
+** other controls, everything else (UTF-8 included) as is. */
+static int putstring(enc *e, const char *s, size_t len, const frame *f) {
+  static const char hex[] = "0123456789abcdef";
+  hm_buf *b = e->out;
+  if (reserve(b, len + 2)) return oom(e);
+  char *w = b->data + b->len;
+  const unsigned char *p = (const unsigned char *)s, *end = p + len;
+  const unsigned char *run = p;
+  *w++ = '"';
+  while (p < end) {
+    unsigned c = *p;
+    if (cls[c] == 0) {
+      p++;
+      continue;
+    }
+    if (cls[c] == 2) {
+      size_t n = utf8len(p, (size_t)(end - p));
+      if (n == 0) return badutf8(e, f, (size_t)(p - (const unsigned char *)s));
+      p += n;
+      continue;
+    }
+    memcpy(w, run, (size_t)(p - run));
+    w += p - run;
+    b->len = (size_t)(w - b->data);
+    if (reserve(b, 6 + (size_t)(end - p) + 1)) return oom(e);
+    w = b->data + b->len;
+    *w++ = '\\';
+    switch (c) {
+      case '"': *w++ = '"'; break;
+      case '\\': *w++ = '\\'; break;
+      case '\b': *w++ = 'b'; break;
+      case '\f': *w++ = 'f'; break;
+      case '\n': *w++ = 'n'; break;
+      case '\r': *w++ = 'r'; break;
+      case '\t': *w++ = 't'; break;
+      default:
+        *w++ = 'u';
+        *w++ = '0';
+        *w++ = '0';
+        *w++ = hex[c >> 4];
+        *w++ = hex[c & 15];
+    }
+    run = ++p;
+  }
+  memcpy(w, run, (size_t)(end - run));
+  w += end - run;
+  *w++ = '"';
+  b->len = (size_t)(w - b->data);
+  return 0;
+}
+
+static int value(enc *e, int idx, const frame *f, int depth);
+
+static const char *keyof(const entry *en) {
+  return en->s ? en->s : en->num;
+}
+
+static inline int keycmp(const entry *a, const entry *b) {
+  const unsigned char *x = (const unsigned char *)keyof(a);
+  const unsigned char *y = (const unsigned char *)keyof(b);
+  size_t n = a->len < b->len ? a->len : b->len;
+  /* Keys mostly differ in the first bytes: skip the call to memcmp. */
+  size_t i = 0;
+  for (; i < n && i < 8; i++)
+    if (x[i] != y[i]) return x[i] < y[i] ? -1 : 1;
+  int c = i < n ? memcmp(x + i, y + i, n - i) : 0;
+  if (c) return c;
+  return a->len < b->len ? -1 : a->len > b->len;
+}
+
+static int qkeycmp(const void *a, const void *b) {
+  return keycmp(a, b);
+}
+
+static void sortkeys(entry *v, size_t n) {
+  if (n > 16) {
+    qsort(v, n, sizeof *v, qkeycmp);
+    return;
+  }
+  for (size_t i = 1; i < n; i++) {
+    if (keycmp(&v[i - 1], &v[i]) <= 0) continue;
+    entry t = v[i];
+    size_t j = i;
+    while (j > 0 && keycmp(&v[j - 1], &t) > 0) {
+      v[j] = v[j - 1];
+      j--;
+    }
+    v[j] = t;
+  }
+}
+
+static entry *newentry(cstate *st) {
+  if (st->nents == st->capents) {
+    size_t cap = st->capents ? st->capents * 2 : 64;
+    entry *v = realloc(st->ents, cap * sizeof *v);
+    if (v == NULL) return NULL;
+    st->ents = v;
+    st->capents = cap;
+  }
+  return &st->ents[st->nents++];
+}
+
+/* Is the table at idx exactly the keys 1..n (n = its border)? One pass. */
+static int issequence(lua_State *L, int idx, lua_Unsigned n) {
+  lua_Unsigned count = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    if (!lua_isinteger(L, -1)) {
+      lua_pop(L, 1);
+      return 0;
+    }
+    lua_Integer k = lua_tointeger(L, -1);
+    if (k < 1 || (lua_Unsigned)k > n) {
+      lua_pop(L, 1);
+      return 0;
+    }
+    count++;
+  }
+  return count == n;
+}
+
+/* Length of a table marked as an array: its largest positive integer key,
+** so holes become nulls as in a JS array; other keys are ignored. */
+static lua_Integer arraylen(lua_State *L, int idx) {
+  lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    if (lua_isinteger(L, -1)) {
+      lua_Integer k = lua_tointeger(L, -1);
+      if (k > n) n = k;
+    }
+  }
+  return n;
+}
+
+static int writearray(enc *e, int idx, frame *fr, lua_Integer n, int depth) {
+  lua_State *L = e->L;
+  if (n > ((lua_Integer)1 << 28)) return fail(e, fr->up, "array too large", NULL);
+  if (putchr(e, '[')) return -1;
+  fr->kind = KEY_INDEX;
+  for (lua_Integer i = 1; i <= n; i++) {
+    if (i > 1 && putchr(e, ',')) return -1;
+    fr->index = i;
+    lua_rawgeti(L, idx, i);
+    if (value(e, lua_gettop(L), fr, depth)) return -1;
+    lua_pop(L, 1);
+  }
+  return putchr(e, ']');
+}
+
+/* Writes entry j of the arena (its value at its slot, or looked up). */
+static int writemember(enc *e, int idx, frame *fr, size_t j, int first,
+                       int depth) {
+  lua_State *L = e->L;
+  /* Copy out what we need: writing the value may move the arena. */
+  entry en = e->st->ents[j];
+  fr->kind = KEY_STR;
+  if (en.s) {
+    fr->key = en.s;
+  } else {
+    memcpy(fr->num, en.num, sizeof fr->num);
+    fr->key = fr->num;
+  }
+  fr->klen = en.len;
+  if (!first && putchr(e, ',')) return -1;
+  if (putstring(e, fr->key, fr->klen, fr)) return -1;
+  if (putchr(e, ':')) return -1;
+  if (en.slot) return value(e, en.slot, fr, depth);
+  if (en.ktype == LUA_TSTRING) {
+    lua_pushlstring(L, en.s, en.len);
+    lua_rawget(L, idx);
+  } else if (en.isint) {
+    lua_rawgeti(L, idx, en.ikey);
+  } else {
+    lua_pushnumber(L, en.fkey);
+    lua_rawget(L, idx);
+  }
+  int r = value(e, lua_gettop(L), fr, depth);
+  lua_pop(L, 1);
+  return r;
+}
+
+static int writeobject(enc *e, int idx, frame *fr, int order, int depth) {
+  lua_State *L = e->L;
+  cstate *st = e->st;
+  size_t base = st->nents;
+  int sbase = lua_gettop(L);
+  int retain = 1;
+  size_t count = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    entry *en = newentry(st);
+    if (en == NULL) return oom(e);
+    en->used = 0;
+    en->ktype = lua_type(L, -2);
+    if (en->ktype == LUA_TSTRING) {
+      en->s = lua_tolstring(L, -2, &en->len);
+    } else if (en->ktype == LUA_TNUMBER) {
+      /* JS object keys are strings: 1 becomes "1", 1.5 "1.5". */
+      en->s = NULL;
+      en->isint = lua_isinteger(L, -2);
+      if (en->isint) {
+        en->ikey = lua_tointeger(L, -2);
+        en->len = (size_t)snprintf(en->num, sizeof en->num, "%lld",
+                                   (long long)en->ikey);
+      } else {
+        en->fkey = lua_tonumber(L, -2);
+        en->len = hm_jsnum_format((double)en->fkey, en->num);
+      }
+    } else {
+      char what[64];
+      snprintf(what, sizeof what, "cannot encode a %s key",
+               lua_typename(L, en->ktype));
+      return fail(e, fr->up, what, NULL);
+    }
+    count++;
+    if (retain && count > RETAIN_MAX) {
+      /* Too wide to keep on the stack: keep only the iteration key. */
+      lua_pop(L, 1);
+      lua_replace(L, sbase + 1);
+      lua_settop(L, sbase + 1);
+      for (size_t j = base; j < st->nents; j++) st->ents[j].slot = 0;
+      retain = 0;
+      continue;
+    }
+    if (retain) {
+      if (!lua_checkstack(L, 3)) return fail(e, fr->up, "out of Lua stack space", NULL);
+      en->slot = lua_gettop(L);
+      lua_pushvalue(L, -2);
+    } else {
+      en->slot = 0;
+      lua_pop(L, 1);
+    }
+  }
+  size_t n = st->nents - base;
+  sortkeys(st->ents + base, n);
+  if (putchr(e, '{')) return -1;
+  int first = 1;
+  if (order) {
+    for (lua_Integer i = 1; lua_rawgeti(L, order, i) != LUA_TNIL; i++) {
+      if (lua_type(L, -1) == LUA_TSTRING) {
+        size_t kl;
+        const char *k = lua_tolstring(L, -1, &kl);
+        for (size_t j = base; j < base + n; j++) {
+          entry *en = &st->ents[j];
+          if (!en->used && en->len == kl && memcmp(keyof(en), k, kl) == 0) {
+            en->used = 1;
+            if (writemember(e, idx, fr, j, first, depth)) return -1;
+            first = 0;
+            break;
+          }
+        }
+      }
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+  }
+  for (size_t j = base; j < base + n; j++) {
+    if (st->ents[j].used) continue;
+    if (writemember(e, idx, fr, j, first, depth)) return -1;
+    first = 0;
+  }
+  st->nents = base;
+  lua_settop(L, sbase);
+  return putchr(e, '}');
+}
+
+static int table(enc *e, int idx, const frame *f, int depth) {
+  lua_State *L = e->L;
+  if (depth > HM_CODEC_MAX_DEPTH)
+    return fail(e, f, "nesting deeper than " STR(HM_CODEC_MAX_DEPTH) " levels",
+                NULL);
+  const void *p = lua_topointer(L, idx);
+  /* fast-safe-stringify's rule: a table already on the path is a cycle. */
+  for (const frame *q = f; q; q = q->up)
+    if (q->tab == p) return putlit(e, "\"[Circular]\"");
+  if (!lua_checkstack(L, 8)) return fail(e, f, "out of Lua stack space", NULL);
+  frame fr;
+  fr.up = f;
+  fr.tab = p;
+  fr.kind = KEY_NONE;
+  int top = lua_gettop(L);
+  int order = 0, r;
+  if (lua_getmetatable(L, idx)) {
+    if (lua_topointer(L, -1) == e->arraymt) {
+      lua_settop(L, top);
+      r = writearray(e, idx, &fr, arraylen(L, idx), depth);
+      lua_settop(L, top);
+      return r;
+    }
+    lua_pushvalue(L, e->orderkey);
+    if (lua_rawget(L, -2) == LUA_TTABLE) order = lua_gettop(L);
+  }
+  lua_Unsigned n = lua_rawlen(L, idx);
+  if (n > 0 && issequence(L, idx, n))
+    r = writearray(e, idx, &fr, (lua_Integer)n, depth);
+  else
+    r = writeobject(e, idx, &fr, order, depth);
+  lua_settop(L, top);
+  return r;
+}
+
+static int value(enc *e, int idx, const frame *f, int depth) {
+  lua_State *L = e->L;
+  int t = lua_type(L, idx);
+  switch (t) {
+    case LUA_TNIL:
+      return putlit(e, "null");
+    case LUA_TBOOLEAN:
+      return lua_toboolean(L, idx) ? putlit(e, "true") : putlit(e, "false");
+    case LUA_TNUMBER:
+      if (lua_isinteger(L, idx)) return putint(e, lua_tointeger(L, idx));
+      return putfloat(e, lua_tonumber(L, idx));
+    case LUA_TSTRING: {
+      size_t len;
+      const char *s = lua_tolstring(L, idx, &len);
+      return putstring(e, s, len, f);
+    }
+    case LUA_TTABLE:
+      return table(e, idx, f, depth + 1);
+    case LUA_TLIGHTUSERDATA:
+      if (lua_touserdata(L, idx) == NULL) return putlit(e, "null");
+      return fail(e, f, "cannot encode a light userdata", NULL);
+    default: {
+      char what[64];
+      snprintf(what, sizeof what, "cannot encode a %s", lua_typename(L, t));
+      return fail(e, f, what, NULL);
+    }
+  }
+}
+
+static int encode(lua_State *L, cstate *st, int idx, hm_buf *out, char *err,
+                  size_t errlen) {
+  int top = lua_gettop(L);
+  size_t start = out->len;
+  enc e;
+  e.L = L;
+  e.out = out;
+  e.st = st;
+  e.err = err;
+  e.errlen = errlen;
+  if (errlen) err[0] = '\0';
+  if (!lua_checkstack(L, 8)) {
+    if (errlen) snprintf(err, errlen, "out of Lua stack space");
+    return -1;
+  }
+  pusharraymt(L);
+  e.arraymt = lua_topointer(L, -1);
+  lua_pushliteral(L, "__jsonorder");
+  e.orderkey = lua_gettop(L);
+  size_t base = st->nents;
+  int r = value(&e, idx, NULL, 0);
+  st->nents = base;
+  lua_settop(L, top);
+  if (r) out->len = start;
+  return r;
+}
+
+int hm_codec_encode(lua_State *L, int idx, hm_buf *out, char *err,
+                    size_t errlen) {
+  idx = lua_absindex(L, idx);
+  int top = lua_gettop(L);
+  if (!lua_checkstack(L, 4)) {
+    if (errlen) snprintf(err, errlen, "out of Lua stack space");
+    return -1;
+  }
+  cstate *st = acquire(L);
+  int r = encode(L, st, idx, out, err, errlen);
+  release(st);
+  lua_settop(L, top);
+  return r;
+}
+
+/* }==================================================================== */
+
+/* {====================================================================
+** Decoder
+** ===================================================================== */
+
+typedef struct dec {
+  lua_State *L;
+  const unsigned char *start, *p, *end;
+  int arraymt;  /* stack slot */
+  size_t off;   /* of the error */
+  const char *msg;
+  char msgbuf[64];
+} dec;
+
+static int derr(dec *d, const unsigned char *at, const char *msg) {
+  d->off = (size_t)(at - d->start);
+  d->msg = msg;
+  return -1;
+}
+
+static int unexpected(dec *d, const unsigned char *at) {
+  if (at >= d->end) return derr(d, at, "unexpected end of input");
+  if (*at >= 0x20 && *at < 0x7F)
+    snprintf(d->msgbuf, sizeof d->msgbuf, "unexpected character '%c'", *at);
+  else
+    snprintf(d->msgbuf, sizeof d->msgbuf, "unexpected byte 0x%02X", *at);
+  return derr(d, at, d->msgbuf);
+}
+
+static void skipws(dec *d) {
+  const unsigned char *p = d->p, *end = d->end;
+  while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) p++;
+  d->p = p;
+}
+
+static int hexval(int c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  c |= 0x20;
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+static unsigned hex4(const unsigned char *p) {
+  return (unsigned)(hexval(p[0]) << 12 | hexval(p[1]) << 8 |
+                    hexval(p[2]) << 4 | hexval(p[3]));
+}
+
+static char *pututf8(char *w, unsigned cp) {
+  if (cp < 0x80) {
+    *w++ = (char)cp;
+  } else if (cp < 0x800) {
+    *w++ = (char)(0xC0 | cp >> 6);
+    *w++ = (char)(0x80 | (cp & 0x3F));
+  } else if (cp < 0x10000) {
+    *w++ = (char)(0xE0 | cp >> 12);
+    *w++ = (char)(0x80 | (cp >> 6 & 0x3F));
+    *w++ = (char)(0x80 | (cp & 0x3F));
+  } else {
+    *w++ = (char)(0xF0 | cp >> 18);
+    *w++ = (char)(0x80 | (cp >> 12 & 0x3F));
+    *w++ = (char)(0x80 | (cp >> 6 & 0x3F));
+    *w++ = (char)(0x80 | (cp & 0x3F));
+  }
+  return w;
+}
+
+/* Unescapes the validated body [s, q) of a string. The result is never
+** longer than the escaped text (\uXXXX is 6 bytes for at most 3, a pair 12
+** for 4), so one buffer of that size is enough. */
+static void unescape(lua_State *L, const unsigned char *s,
+                     const unsigned char *q) {
+  luaL_Buffer b;
+  char *w0 = luaL_buffinitsize(L, &b, (size_t)(q - s));
+  char *w = w0;
+  while (s < q) {
+    if (*s != '\\') {
+      *w++ = (char)*s++;
+      continue;
+    }
+    s++;
+    switch (*s++) {
+      case 'b': *w++ = '\b'; break;
+      case 'f': *w++ = '\f'; break;
+      case 'n': *w++ = '\n'; break;
+      case 'r': *w++ = '\r'; break;
+      case 't': *w++ = '\t'; break;
+      case 'u': {
+        unsigned cp = hex4(s);
+        s += 4;
+        if (cp >= 0xD800 && cp <= 0xDBFF && q - s >= 6 && s[0] == '\\' &&
+            s[1] == 'u') {
+          unsigned lo = hex4(s + 2);
+          if (lo >= 0xDC00 && lo <= 0xDFFF) {
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            s += 6;
+          }
+        }
+        /* A lone surrogate has no UTF-8 form. */
+        if (cp >= 0xD800 && cp <= 0xDFFF) cp = 0xFFFD;
+        w = pututf8(w, cp);
+        break;
+      }
+      default: *w++ = (char)s[-1]; break;  /* '"', '\\', '/' */
+    }
+  }
+  luaL_pushresultsize(&b, (size_t)(w - w0));
+}
+
+static int string(dec *d) {
+  const unsigned char *s = d->p + 1, *q = s, *end = d->end;
+  int escaped = 0;
+  for (;;) {
+    if (q >= end) return derr(d, q, "unterminated string");
+    unsigned c = *q;
+    if (cls[c] == 0) {
+      q++;
+      continue;
+    }
+    if (cls[c] == 2) {
+      size_t n = utf8len(q, (size_t)(end - q));
+      if (n == 0) return derr(d, q, "invalid UTF-8 in string");
+      q += n;
+      continue;
+    }
+    if (c == '"') break;
+    if (c != '\\') return derr(d, q, "control character in string");
+    escaped = 1;
+    if (q + 1 >= end) return derr(d, q + 1, "unterminated string");
+    switch (q[1]) {
+      case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r':
+      case 't':
+        q += 2;
+        break;
+      case 'u':
+        if (end - q < 6 || hexval(q[2]) < 0 || hexval(q[3]) < 0 ||
+            hexval(q[4]) < 0 || hexval(q[5]) < 0)
+          return derr(d, q, "invalid \\u escape");
+        q += 6;
+        break;
+      default:
+        return derr(d, q, "invalid escape in string");
+    }
+  }
+  if (escaped)
+    unescape(d->L, s, q);
+  else
+    lua_pushlstring(d->L, (const char *)s, (size_t)(q - s));
+  d->p = q + 1;
+  return 0;
+}
+
+static pthread_once_t clocale_once = PTHREAD_ONCE_INIT;
+static locale_t clocale;
+
+static void makeclocale(void) {
+  clocale = newlocale(LC_ALL_MASK, "C", (locale_t)0);
+}
+
+/* strtod in the C locale, whatever the process locale says. */
+static double cstrtod(const char *s) {
+  pthread_once(&clocale_once, makeclocale);
+  if (clocale) return strtod_l(s, NULL, clocale);
+  return strtod(s, NULL);
+}
+
+static const double pow10tab[23] = {
+  1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+  1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+static int number(dec *d) {
+  lua_State *L = d->L;
+  const unsigned char *s = d->p, *q = s, *end = d->end;
+  int neg = 0, isint = 1, big = 0;
+  uint64_t m = 0;
+  int scale = 0;  /* value = m * 10^scale while !big */
+  if (*q == '-') {
+    neg = 1;
+    q++;
+  }
+  if (q >= end || *q < '0' || *q > '9')
+    return derr(d, q, q >= end ? "unexpected end of input"
+                               : "expected a digit in number");
+  if (*q == '0') {
+    q++;
+    if (q < end && *q >= '0' && *q <= '9')
+      return derr(d, q - 1, "leading zero in number");
+  } else {
+    for (; q < end && *q >= '0' && *q <= '9'; q++) {
+      if (m <= (UINT64_MAX - 9) / 10)
+        m = m * 10 + (uint64_t)(*q - '0');
+      else
+        big = 1;
+    }
+  }
+  if (q < end && *q == '.') {
+    isint = 0;
+    q++;
+    if (q >= end || *q < '0' || *q > '9')
+      return derr(d, q, "expected a digit after '.'");
+    for (; q < end && *q >= '0' && *q <= '9'; q++) {
+      if (m <= (UINT64_MAX - 9) / 10) {
+        m = m * 10 + (uint64_t)(*q - '0');
+        scale--;
+      } else {
+        big = 1;
+      }
+    }
+  }
+  if (q < end && (*q == 'e' || *q == 'E')) {
+    isint = 0;
+    q++;
+    int eneg = 0, ev = 0;
+    if (q < end && (*q == '+' || *q == '-')) eneg = *q++ == '-';
+    if (q >= end || *q < '0' || *q > '9')
+      return derr(d, q, "expected a digit in exponent");
+    for (; q < end && *q >= '0' && *q <= '9'; q++)
+      if (ev < 100000) ev = ev * 10 + (*q - '0');
+    scale += eneg ? -ev : ev;
+  }
+  d->p = q;
+  if (isint && !big) {
+    if (!neg && m <= (uint64_t)INT64_MAX) {
+      lua_pushinteger(L, (lua_Integer)m);
+      return 0;
+    }
+    if (neg && m <= (uint64_t)INT64_MAX + 1) {
+      lua_pushinteger(L, (lua_Integer)(0 - m));
+      return 0;
+    }
+  }
+  double x;
+  if (!big && m <= (UINT64_C(1) << 53) && scale >= -22 && scale <= 22) {
+    /* Both operands exact, one rounding: the correctly rounded value. */
+    x = scale < 0 ? (double)m / pow10tab[-scale] : (double)m * pow10tab[scale];
+    if (neg) x = -x;
+  } else if (q - s < 64) {
+    char tmp[64];
+    memcpy(tmp, s, (size_t)(q - s));
+    tmp[q - s] = '\0';
+    x = cstrtod(tmp);
+  } else {
+    lua_pushlstring(L, (const char *)s, (size_t)(q - s));
+    x = cstrtod(lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+  lua_pushnumber(L, (lua_Number)x);
+  return 0;
+}
+
+static int literal(dec *d, const char *word, size_t len) {
+  if ((size_t)(d->end - d->p) < len || memcmp(d->p, word, len) != 0) {
+    const unsigned char *p = d->p;
+    for (size_t i = 0; p < d->end && i < len && *p == (unsigned char)word[i]; i++) p++;
+    return unexpected(d, p);
+  }
+  d->p += len;
+  return 0;
+}
+
+static int parse(dec *d, int depth);
+
+static int object(dec *d, int depth) {
+  lua_State *L = d->L;
+  if (depth > HM_CODEC_MAX_DEPTH)
+    return derr(d, d->p, "nesting deeper than " STR(HM_CODEC_MAX_DEPTH) " levels");
+  if (!lua_checkstack(L, 6)) return derr(d, d->p, "out of Lua stack space");
+  d->p++;
+  lua_createtable(L, 0, 4);
+  skipws(d);
+  if (d->p < d->end && *d->p == '}') {
+    d->p++;
+    return 0;
+  }
+  for (;;) {
+    skipws(d);
+    if (d->p >= d->end || *d->p != '"') {
+      if (d->p < d->end && *d->p == '}') return derr(d, d->p, "trailing ',' in object");
+      return d->p >= d->end ? unexpected(d, d->p)
+                            : derr(d, d->p, "expected a string key");
+    }
+    if (string(d)) return -1;
+    skipws(d);
+    if (d->p >= d->end || *d->p != ':') {
+      if (d->p >= d->end) return unexpected(d, d->p);
+      return derr(d, d->p, "expected ':'");
+    }
+    d->p++;
+    int r = parse(d, depth);
+    if (r < 0) return -1;
+    if (r == 0) {
+      lua_rawset(L, -3);
+    } else {
+      /* null: leave the key out, but a later duplicate still wins. */
+      lua_pushvalue(L, -1);
+      if (lua_rawget(L, -3) != LUA_TNIL) {
+        lua_pop(L, 1);
+        lua_pushnil(L);
+        lua_rawset(L, -3);
+      } else {
+        lua_pop(L, 2);
+      }
+    }
+    skipws(d);
+    if (d->p < d->end && *d->p == ',') {
+      d->p++;
+      continue;
+    }
+    if (d->p < d->end && *d->p == '}') {
+      d->p++;
+      return 0;
+    }
+    if (d->p >= d->end) return unexpected(d, d->p);
+    return derr(d, d->p, "expected ',' or '}'");
+  }
+}
+
+static int array(dec *d, int depth) {
+  lua_State *L = d->L;
+  if (depth > HM_CODEC_MAX_DEPTH)
+    return derr(d, d->p, "nesting deeper than " STR(HM_CODEC_MAX_DEPTH) " levels");
+  if (!lua_checkstack(L, 6)) return derr(d, d->p, "out of Lua stack space");
+  d->p++;
+  lua_createtable(L, 0, 0);
+  lua_pushvalue(L, d->arraymt);
+  lua_setmetatable(L, -2);
+  skipws(d);
+  if (d->p < d->end && *d->p == ']') {
+    d->p++;
+    return 0;
+  }
+  for (lua_Integer i = 1;; i++) {
+    int r = parse(d, depth);
+    if (r < 0) return -1;
+    if (r == 1) lua_pushlightuserdata(L, NULL);
+    lua_rawseti(L, -2, i);
+    skipws(d);
+    if (d->p < d->end && *d->p == ',') {
+      d->p++;
+      continue;
+    }
+    if (d->p < d->end && *d->p == ']') {
+      d->p++;
+      return 0;
+    }
+    if (d->p >= d->end) return unexpected(d, d->p);
+    return derr(d, d->p, "expected ',' or ']'");
+  }
+}
+
+/* Pushes the value at d->p and returns 0; returns 1 for null (nothing
+** pushed: the caller knows whether it means a hole or an absent key). */
+static int parse(dec *d, int depth) {
+  skipws(d);
+  if (d->p >= d->end) return unexpected(d, d->p);
+  switch (*d->p) {
+    case '{': return object(d, depth + 1);
+    case '[': return array(d, depth + 1);
+    case '"': return string(d);
+    case 't':
+      if (literal(d, "true", 4)) return -1;
+      lua_pushboolean(d->L, 1);
+      return 0;
+    case 'f':
+      if (literal(d, "false", 5)) return -1;
+      lua_pushboolean(d->L, 0);
+      return 0;
+    case 'n':
+      return literal(d, "null", 4) ? -1 : 1;
+    case '-': case '0': case '1': case '2': case '3': case '4': case '5':
+    case '6': case '7': case '8': case '9':
+      return number(d);
+    default:
+      return unexpected(d, d->p);
+  }
+}
+
+int hm_codec_decode(lua_State *L, const char *s, size_t len) {
+  int top = lua_gettop(L);
+  luaL_checkstack(L, 8, "JSON decode");
+  pusharraymt(L);
+  dec d;
+  d.L = L;
+  d.start = d.p = (const unsigned char *)s;
+  d.end = d.start + len;
+  d.arraymt = lua_gettop(L);
+  d.msg = NULL;
+  int r = parse(&d, 0);
+  if (r >= 0) {
+    skipws(&d);
+    if (d.p < d.end) {
+      r = derr(&d, d.p, "unexpected data after the JSON value");
+    }
+  }
+  if (r < 0) {
+    lua_settop(L, top);
+    lua_pushnil(L);
+    lua_pushfstring(L, "JSON error at byte %I: %s", (lua_Integer)d.off, d.msg);
+    return 2;
+  }
+  if (r == 1) lua_pushlightuserdata(L, NULL);  /* a top-level null */
+  lua_replace(L, top + 1);
+  lua_settop(L, top + 1);
+  return 1;
+}
+
+/* }==================================================================== */
+
+/* {====================================================================
+** Lua functions
+** ===================================================================== */
+
+static int l_encode(lua_State *L) {
+  luaL_checkany(L, 1);
+  lua_settop(L, 1);
+  char err[320];
+  cstate *st = acquire(L);
+  st->out.len = 0;
+  int r = encode(L, st, 1, &st->out, err, sizeof err);
+  if (r == 0)
+    lua_pushlstring(L, st->out.data ? st->out.data : "", st->out.len);
+  release(st);
+  if (r == 0) return 1;
+  lua_pushnil(L);
+  lua_pushstring(L, err);
+  return 2;
+}
+
+static int l_decode(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  return hm_codec_decode(L, s, len);
+}
+
+static int l_jsnum(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TNUMBER);
+  if (lua_isinteger(L, 1)) {
+    lua_pushfstring(L, "%I", lua_tointeger(L, 1));
+  } else {
+    char buf[HM_JSNUM_BUFSIZE];
+    size_t n = hm_jsnum_format((double)lua_tonumber(L, 1), buf);
+    lua_pushlstring(L, buf, n);
+  }
+  return 1;
+}
+
+static int l_array(lua_State *L) {
+  if (lua_isnoneornil(L, 1)) {
+    lua_settop(L, 0);
+    lua_newtable(L);
+  } else {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+  }
+  pusharraymt(L);
+  lua_setmetatable(L, 1);
+  return 1;
+}
+
+void hm_codec_register(lua_State *L) {
+  static const luaL_Reg fns[] = {
+    {"encode", l_encode},
+    {"decode", l_decode},
+    {"jsnum", l_jsnum},
+    {"array", l_array},
+    {NULL, NULL},
+  };
+  luaL_checkstack(L, 4, "hm_codec_register");
+  luaL_setfuncs(L, fns, 0);
+  pusharraymt(L);
+  lua_setfield(L, -2, "array_mt");
+  lua_pushlightuserdata(L, NULL);
+  lua_setfield(L, -2, "null");
+  release(acquire(L));  /* create the shared scratch state now */
+  lua_pop(L, 1);
+}
+
+/* }==================================================================== */

@@ -1,0 +1,60 @@
+/*
+** hm_codec.h: the JSON codec of the binding (Lua values <-> JSON text).
+**
+** Numbers meet invariant 4 of docs/architecture.md: Lua integers are
+** written exactly ("%lld"); floats as JavaScript prints them (hm_jsnum), so
+** 3.0 is "3" and 0.1+0.2 is "0.30000000000000004"; NaN and +-Infinity are
+** written as null. On decode, a number without fraction or exponent that
+** fits in int64 becomes a Lua integer, every other number a float.
+**
+** Tables: a table whose metatable is the array metatable (registry key
+** HM_CODEC_ARRAY_MT), or a non-empty sequence 1..n, is an array; any other
+** table is an object (an empty plain table is "{}"). A metatable field
+** "__jsonorder" (a list of key strings) fixes the order of those keys, which
+** come first; the other string keys follow in byte order. Decoded arrays
+** get the array metatable so they re-encode as arrays, empty ones included.
+** JSON null decodes to nothing in objects (the key is absent) and to the
+** null sentinel (a NULL lightuserdata, `core.null`) in arrays; the sentinel
+** and nil encode as null.
+**
+** Only the loop thread calls these (they use the Lua state).
+*/
+#ifndef HM_CODEC_H
+#define HM_CODEC_H
+
+#include <stddef.h>
+
+#include "lua.h"
+
+#define HM_CODEC_ARRAY_MT "hemera.array"
+#define HM_CODEC_MAX_DEPTH 1000
+
+typedef struct hm_buf {
+  char *data;
+  size_t len;
+  size_t cap;
+} hm_buf;
+
+void hm_buf_init(hm_buf *b);
+void hm_buf_free(hm_buf *b);
+/* 0 on success, -1 when out of memory. */
+int hm_buf_append(hm_buf *b, const void *data, size_t len);
+
+/* Appends the JSON text of the value at `idx` to `out`. Returns 0, or -1
+** with a message naming the path and the problem (for example
+** "cannot encode a function at result.cb" or "invalid UTF-8 at
+** pattern.name byte 3") written into err. Never raises, except on memory
+** errors inside the Lua API. */
+int hm_codec_encode(lua_State *L, int idx, hm_buf *out, char *err,
+                    size_t errlen);
+
+/* Pushes the decoded value and returns 1; or pushes nil and an error
+** message ("JSON error at byte 17: expected ',' or '}'") and returns 2.
+** Never raises on bad input. */
+int hm_codec_decode(lua_State *L, const char *s, size_t len);
+
+/* Sets encode, decode, null, array_mt, jsnum and array() on the table at
+** the top of the stack. */
+void hm_codec_register(lua_State *L);
+
+#endif
