@@ -1,0 +1,526 @@
+/*
+** hm_lua_conn.c: connections and subscriptions for Lua.
+**
+** core.connect(opts [, on_event]) -> conn | nil, err
+** conn:publish(subject, data [, reply]) -> true | nil, err
+** conn:subscribe(subject, queue|nil, max, fn) -> sub   fn(subject, reply, data)
+** conn:request(subject, data, timeout_ms, max [, cb]) ->
+**     without cb (in a Hemera coroutine): nil, data | "timeout"|"closed",
+**     nil | "failed", message   (suspends until the outcome)
+**     with cb: request id; cb(err|nil, data, done) runs once per reply
+** conn:cancel(id) -> bool
+** conn:close([fn])   fn() runs once cnats has let go
+** conn:stats(), conn:max_payload(), conn:is_closed()
+** sub:unsubscribe(), sub:delivered()
+**
+** Every Lua callback runs in a pooled coroutine through the scheduler.
+** Errors that are outcomes (timeout, closed) are strings "timeout",
+** "closed"; misuse raises.
+*/
+#include <stdlib.h>
+#include <string.h>
+
+#include "hm_lua_private.h"
+
+/* A request in flight: who to complete. Exactly one of co/cb_ref. */
+typedef struct lreq {
+  hm_ctx *ctx;
+  lconn *owner;
+  lua_State *co; /* awaiting coroutine */
+  int co_ref;
+  int cb_ref; /* callback function */
+} lreq;
+
+static lconn *check_conn(lua_State *L, int idx) {
+  lconn *lc = luaL_checkudata(L, idx, HM_CONN_MT);
+  if (lc->c == NULL) luaL_error(L, "connection is closed");
+  return lc;
+}
+
+static const char *status_word(hm_status st) {
+  switch (st) {
+    case HM_TIMEOUT: return "timeout";
+    case HM_CLOSED: return "closed";
+    default: return hm_status_text(st);
+  }
+}
+
+/* {====================================================================
+** Callbacks from the core (loop thread, no Lua running)
+** ===================================================================== */
+
+static void unref(hm_ctx *ctx, int *ref) {
+  if (*ref != LUA_NOREF && *ref != LUA_REFNIL)
+    luaL_unref(ctx->L, LUA_REGISTRYINDEX, *ref);
+  *ref = LUA_NOREF;
+}
+
+static void on_event(hm_conn_t *c, hm_conn_event ev, const char *text,
+                     void *arg) {
+  lconn *lc = arg;
+  hm_ctx *ctx = lc->ctx;
+  static const char *const names[] = {"", "disconnected", "reconnected",
+                                      "error", "closed"};
+  lua_State *co;
+  int ref;
+  if (lc->event_ref == LUA_NOREF) return;
+  co = hm_sched_spawn_begin(ctx, &ref);
+  if (co == NULL) return;
+  lua_rawgeti(co, LUA_REGISTRYINDEX, lc->event_ref);
+  lua_pushstring(co, names[ev]);
+  lua_pushstring(co, text);
+  hm_sched_spawn_end(ctx, co, ref, 2);
+}
+
+static void on_msg(hm_sub_t *s, natsMsg *m, void *arg) {
+  lsub *ls = arg;
+  hm_ctx *ctx = ls->owner->ctx;
+  const char *reply = natsMsg_GetReply(m);
+  int ref;
+  lua_State *co = hm_sched_spawn_begin(ctx, &ref);
+  if (co != NULL) {
+    lua_rawgeti(co, LUA_REGISTRYINDEX, ls->fn_ref);
+    lua_pushstring(co, natsMsg_GetSubject(m));
+    if (reply) lua_pushstring(co, reply); else lua_pushnil(co);
+    lua_pushlstring(co, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
+    hm_sched_spawn_end(ctx, co, ref, 3);
+  }
+  natsMsg_Destroy(m);
+}
+
+static void on_reply(hm_conn_t *c, uint64_t id, hm_status st, natsMsg *m,
+                     int done, void *arg) {
+  lreq *r = arg;
+  hm_ctx *ctx = r->ctx;
+  lua_State *co;
+  int ref;
+  if (r->co != NULL) {
+    co = r->co;
+    ref = r->co_ref;
+    /* Stack room for the two resume values; the yielded ones are gone. */
+    lua_checkstack(co, 2);
+  } else {
+    co = hm_sched_spawn_begin(ctx, &ref);
+    if (co != NULL) lua_rawgeti(co, LUA_REGISTRYINDEX, r->cb_ref);
+  }
+  if (co != NULL) {
+    if (st == HM_OK) {
+      lua_pushnil(co);
+      lua_pushlstring(co, natsMsg_GetData(m),
+                      (size_t)natsMsg_GetDataLength(m));
+    } else {
+      lua_pushstring(co, status_word(st));
+      lua_pushnil(co);
+    }
+    if (r->co != NULL) {
+      hm_sched_wake(ctx, co, ref, 2);
+    } else {
+      lua_pushboolean(co, done);
+      hm_sched_spawn_end(ctx, co, ref, 3);
+    }
+  }
+  if (m) natsMsg_Destroy(m);
+  if (done) {
+    unref(ctx, &r->cb_ref);
+    free(r);
+  }
+}
+
+/* The core freed the connection: drop every pointer into it. */
+static void on_closed(hm_conn_t *c, void *arg) {
+  lconn *lc = arg;
+  hm_ctx *ctx = lc->ctx;
+  lsub *ls;
+  lc->c = NULL;
+  while ((ls = lc->subs) != NULL) {
+    lc->subs = ls->next;
+    ls->s = NULL;
+    ls->prev = ls->next = NULL;
+    unref(ctx, &ls->fn_ref);
+    unref(ctx, &ls->self_ref);
+  }
+  if (lc->prev) lc->prev->next = lc->next; else ctx->conns = lc->next;
+  if (lc->next) lc->next->prev = lc->prev;
+  lc->prev = lc->next = NULL;
+  if (lc->close_ref != LUA_NOREF) {
+    int ref;
+    lua_State *co = hm_sched_spawn_begin(ctx, &ref);
+    if (co != NULL) {
+      lua_rawgeti(co, LUA_REGISTRYINDEX, lc->close_ref);
+      hm_sched_spawn_end(ctx, co, ref, 0);
+    }
+  }
+  unref(ctx, &lc->close_ref);
+  unref(ctx, &lc->event_ref);
+  unref(ctx, &lc->self_ref);
+}
+
+/* }==================================================================== */
+
+/* {====================================================================
+** Connect
+** ===================================================================== */
+
+static const char *opt_string(lua_State *L, int t, const char *k) {
+  const char *v = NULL;
+  int ty = lua_getfield(L, t, k);
+  if (ty == LUA_TSTRING) v = lua_tostring(L, -1);
+  else if (ty != LUA_TNIL)
+    luaL_error(L, "option '%s' must be a string, got %s", k,
+               luaL_typename(L, -1));
+  lua_pop(L, 1); /* the string stays alive: the options table holds it */
+  return v;
+}
+
+static int opt_int(lua_State *L, int t, const char *k, int def) {
+  int v = def, ty = lua_getfield(L, t, k);
+  if (ty == LUA_TNUMBER && lua_isinteger(L, -1)) v = (int)lua_tointeger(L, -1);
+  else if (ty == LUA_TBOOLEAN) v = lua_toboolean(L, -1);
+  else if (ty != LUA_TNIL)
+    luaL_error(L, "option '%s' must be an integer, got %s", k,
+               luaL_typename(L, -1));
+  lua_pop(L, 1);
+  return v;
+}
+
+/* core.connect{servers = url | {url...}, name, user, password, token,
+**   tls = {ca, cert, key, verify = true}, reconnect = true,
+**   maxReconnect, reconnectWait, connectTimeout, maxPendingMsgs}
+**   [, on_event(event, text)] */
+static int l_connect(lua_State *L) {
+  hm_ctx *ctx = hm_ctx_get(L);
+  hm_conn_opts o;
+  const char *servers[32];
+  char err[512];
+  lconn *lc;
+  hm_status st;
+  int n = 0;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
+  memset(&o, 0, sizeof o);
+  switch (lua_getfield(L, 1, "servers")) {
+    case LUA_TSTRING:
+      servers[n++] = lua_tostring(L, -1);
+      break;
+    case LUA_TTABLE: {
+      int i, len = (int)luaL_len(L, -1);
+      if (len > 32) return luaL_error(L, "at most 32 servers, got %d", len);
+      for (i = 1; i <= len; i++) {
+        if (lua_rawgeti(L, -1, i) != LUA_TSTRING)
+          return luaL_error(L, "servers[%d] must be a URL string", i);
+        servers[n++] = lua_tostring(L, -1);
+        lua_pop(L, 1);
+      }
+      break;
+    }
+    case LUA_TNIL: break;
+    default: return luaL_error(L, "option 'servers' must be a URL or a list");
+  }
+  lua_pop(L, 1);
+  o.servers = servers;
+  o.nservers = n;
+  o.name = opt_string(L, 1, "name");
+  o.user = opt_string(L, 1, "user");
+  o.password = opt_string(L, 1, "password");
+  o.token = opt_string(L, 1, "token");
+  o.allow_reconnect = opt_int(L, 1, "reconnect", -1);
+  o.max_reconnect = opt_int(L, 1, "maxReconnect", 0);
+  o.reconnect_wait_ms = opt_int(L, 1, "reconnectWait", 0);
+  o.connect_timeout_ms = opt_int(L, 1, "connectTimeout", 0);
+  o.max_pending_msgs = opt_int(L, 1, "maxPendingMsgs", 0);
+  if (lua_getfield(L, 1, "tls") == LUA_TTABLE) {
+    int t = lua_gettop(L);
+    o.secure = 1;
+    o.tls_ca = opt_string(L, t, "ca");
+    o.tls_cert = opt_string(L, t, "cert");
+    o.tls_key = opt_string(L, t, "key");
+    o.tls_skip_verify = !opt_int(L, t, "verify", 1);
+  } else if (!lua_isnil(L, -1)) {
+    return luaL_error(L, "option 'tls' must be a table");
+  }
+  /* Keep the tls table on the stack: its strings are in use. */
+  lc = lua_newuserdatauv(L, sizeof *lc, 0);
+  memset(lc, 0, sizeof *lc);
+  lc->ctx = ctx;
+  lc->self_ref = lc->event_ref = lc->close_ref = LUA_NOREF;
+  luaL_setmetatable(L, HM_CONN_MT);
+  st = hm_conn_connect(ctx->loop, &o, on_event, lc, &lc->c, err, sizeof err);
+  if (st != HM_OK) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "could not connect to NATS (%s): %s",
+                    n > 0 ? servers[0] : "nats://127.0.0.1:4222", err);
+    return 2;
+  }
+  lua_pushvalue(L, -1);
+  lc->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  if (!lua_isnoneornil(L, 2)) {
+    lua_pushvalue(L, 2);
+    lc->event_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  lc->next = ctx->conns;
+  if (ctx->conns) ctx->conns->prev = lc;
+  ctx->conns = lc;
+  return 1;
+}
+
+/* }==================================================================== */
+
+/* {====================================================================
+** Conn methods
+** ===================================================================== */
+
+static int push_failure(lua_State *L, lconn *lc, hm_status st) {
+  lua_pushnil(L);
+  if (st == HM_LIMIT || st == HM_INVAL || st == HM_NATS)
+    lua_pushstring(L, hm_conn_error(lc->c));
+  else
+    lua_pushstring(L, status_word(st));
+  return 2;
+}
+
+static int c_publish(lua_State *L) {
+  lconn *lc = check_conn(L, 1);
+  const char *subj = luaL_checkstring(L, 2);
+  size_t len;
+  const char *data = luaL_checklstring(L, 3, &len);
+  const char *reply = luaL_optstring(L, 4, NULL);
+  hm_status st = hm_conn_publish(lc->c, subj, reply, data, len);
+  if (st != HM_OK) return push_failure(L, lc, st);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int c_subscribe(lua_State *L) {
+  lconn *lc = check_conn(L, 1);
+  const char *subj = luaL_checkstring(L, 2);
+  const char *queue = luaL_optstring(L, 3, NULL);
+  lua_Integer max = luaL_optinteger(L, 4, 0);
+  lsub *ls;
+  hm_status st;
+  luaL_checktype(L, 5, LUA_TFUNCTION);
+  luaL_argcheck(L, max >= 0 && max <= INT32_MAX, 4, "must be >= 0");
+  ls = lua_newuserdatauv(L, sizeof *ls, 0);
+  memset(ls, 0, sizeof *ls);
+  ls->owner = lc;
+  ls->fn_ref = ls->self_ref = LUA_NOREF;
+  luaL_setmetatable(L, HM_SUB_MT);
+  st = hm_conn_subscribe(lc->c, subj, queue, (int)max, on_msg, ls, &ls->s);
+  if (st != HM_OK) return push_failure(L, lc, st);
+  lua_pushvalue(L, 5);
+  ls->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushvalue(L, -1);
+  ls->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  ls->next = lc->subs;
+  if (lc->subs) lc->subs->prev = ls;
+  lc->subs = ls;
+  return 1;
+}
+
+static int c_request(lua_State *L) {
+  lconn *lc = check_conn(L, 1);
+  hm_ctx *ctx = lc->ctx;
+  const char *subj = luaL_checkstring(L, 2);
+  size_t len;
+  const char *data = luaL_checklstring(L, 3, &len);
+  lua_Integer timeout = luaL_checkinteger(L, 4);
+  lua_Integer max = luaL_optinteger(L, 5, 1);
+  int has_cb = !lua_isnoneornil(L, 6);
+  uint64_t id;
+  hm_status st;
+  lreq *r;
+  luaL_argcheck(L, timeout >= 0, 4, "must be >= 0");
+  luaL_argcheck(L, max >= 0 && max <= INT32_MAX, 5, "must be >= 0");
+  if (has_cb) {
+    luaL_checktype(L, 6, LUA_TFUNCTION);
+  } else {
+    luaL_argcheck(L, max == 1, 5, "several replies need a callback");
+    hm_sched_check(L, ctx, "request");
+  }
+  r = calloc(1, sizeof *r);
+  if (r == NULL) return luaL_error(L, "out of memory");
+  r->ctx = ctx;
+  r->owner = lc;
+  r->co_ref = r->cb_ref = LUA_NOREF;
+  st = hm_conn_request(lc->c, subj, data, len, (uint64_t)timeout, (int)max,
+                       on_reply, r, &id);
+  if (st != HM_OK) {
+    free(r);
+    if (has_cb) return push_failure(L, lc, st);
+    /* Same shape as a completion: a non-nil first value is a failure. */
+    push_failure(L, lc, st);
+    lua_pushstring(L, "failed");
+    lua_replace(L, -3);
+    return 2;
+  }
+  if (has_cb) {
+    lua_pushvalue(L, 6);
+    r->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushinteger(L, (lua_Integer)id);
+    return 1;
+  }
+  r->co = L;
+  hm_sched_await(L, ctx, &r->co_ref, "request");
+  return lua_yield(L, 0);
+}
+
+/* conn:flush([timeout_ms [, cb]]): without cb suspends until the server has
+** processed everything sent so far and returns nil | "timeout"|"closed". */
+static int c_flush(lua_State *L) {
+  lconn *lc = check_conn(L, 1);
+  hm_ctx *ctx = lc->ctx;
+  lua_Integer timeout = luaL_optinteger(L, 2, 5000);
+  int has_cb = !lua_isnoneornil(L, 3);
+  uint64_t id;
+  hm_status st;
+  lreq *r;
+  if (has_cb) luaL_checktype(L, 3, LUA_TFUNCTION);
+  else hm_sched_check(L, ctx, "flush");
+  r = calloc(1, sizeof *r);
+  if (r == NULL) return luaL_error(L, "out of memory");
+  r->ctx = ctx;
+  r->owner = lc;
+  r->co_ref = r->cb_ref = LUA_NOREF;
+  st = hm_conn_flush(lc->c, (uint64_t)timeout, on_reply, r, &id);
+  if (st != HM_OK) {
+    free(r);
+    lua_pushstring(L, status_word(st));
+    return 1;
+  }
+  if (has_cb) {
+    lua_pushvalue(L, 3);
+    r->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+  }
+  r->co = L;
+  hm_sched_await(L, ctx, &r->co_ref, "flush");
+  return lua_yield(L, 0);
+}
+
+static int c_cancel(lua_State *L) {
+  lconn *lc = check_conn(L, 1);
+  lua_pushboolean(L, hm_conn_cancel(lc->c, (uint64_t)luaL_checkinteger(L, 2)));
+  return 1;
+}
+
+static int c_close(lua_State *L) {
+  lconn *lc = luaL_checkudata(L, 1, HM_CONN_MT);
+  if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (lc->c == NULL) {
+    /* Already gone: the callback still runs, once. */
+    if (!lua_isnoneornil(L, 2)) {
+      lua_pushvalue(L, 2);
+      hm_sched_spawn(lc->ctx, L, 0);
+    }
+    return 0;
+  }
+  if (lc->close_ref != LUA_NOREF) return 0;
+  if (!lua_isnoneornil(L, 2)) {
+    lua_pushvalue(L, 2);
+    lc->close_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  hm_conn_close(lc->c, on_closed, lc);
+  return 0;
+}
+
+static int c_is_closed(lua_State *L) {
+  lconn *lc = luaL_checkudata(L, 1, HM_CONN_MT);
+  lua_pushboolean(L, lc->c == NULL || hm_conn_is_closed(lc->c));
+  return 1;
+}
+
+static int c_max_payload(lua_State *L) {
+  lconn *lc = check_conn(L, 1);
+  lua_pushinteger(L, (lua_Integer)hm_conn_max_payload(lc->c));
+  return 1;
+}
+
+static int c_stats(lua_State *L) {
+  lconn *lc = check_conn(L, 1);
+  hm_conn_stats s;
+  hm_conn_get_stats(lc->c, &s);
+  lua_createtable(L, 0, 7);
+#define F(name)                               \
+  lua_pushinteger(L, (lua_Integer)s.name);    \
+  lua_setfield(L, -2, #name);
+  F(msgs_in) F(replies_in) F(late_replies) F(timeouts) F(requests) F(pending)
+  F(dropped)
+#undef F
+  return 1;
+}
+
+static int c_tostring(lua_State *L) {
+  lconn *lc = luaL_checkudata(L, 1, HM_CONN_MT);
+  lua_pushfstring(L, "hemera.Conn: %p%s", (void *)lc,
+                  lc->c ? "" : " (closed)");
+  return 1;
+}
+
+/* }==================================================================== */
+
+/* {====================================================================
+** Sub methods
+** ===================================================================== */
+
+static int s_unsubscribe(lua_State *L) {
+  lsub *ls = luaL_checkudata(L, 1, HM_SUB_MT);
+  hm_ctx *ctx;
+  if (ls->s == NULL) return 0;
+  ctx = ls->owner->ctx;
+  hm_sub_unsubscribe(ls->s);
+  ls->s = NULL;
+  if (ls->prev) ls->prev->next = ls->next; else ls->owner->subs = ls->next;
+  if (ls->next) ls->next->prev = ls->prev;
+  ls->prev = ls->next = NULL;
+  unref(ctx, &ls->fn_ref);
+  unref(ctx, &ls->self_ref);
+  return 0;
+}
+
+static int s_delivered(lua_State *L) {
+  lsub *ls = luaL_checkudata(L, 1, HM_SUB_MT);
+  lua_pushinteger(L, ls->s ? (lua_Integer)hm_sub_delivered(ls->s) : 0);
+  return 1;
+}
+
+static int s_active(lua_State *L) {
+  lsub *ls = luaL_checkudata(L, 1, HM_SUB_MT);
+  lua_pushboolean(L, ls->s != NULL);
+  return 1;
+}
+
+/* }==================================================================== */
+
+void hm_lua_close_conns(hm_ctx *ctx) {
+  lconn *lc;
+  for (lc = ctx->conns; lc != NULL; lc = lc->next)
+    if (lc->c && !hm_conn_is_closed(lc->c))
+      hm_conn_close(lc->c, on_closed, lc);
+}
+
+static const luaL_Reg conn_methods[] = {
+    {"publish", c_publish},   {"subscribe", c_subscribe},
+    {"request", c_request},   {"cancel", c_cancel},
+    {"flush", c_flush},
+    {"close", c_close},       {"is_closed", c_is_closed},
+    {"max_payload", c_max_payload}, {"stats", c_stats},
+    {NULL, NULL}};
+
+static const luaL_Reg sub_methods[] = {{"unsubscribe", s_unsubscribe},
+                                       {"delivered", s_delivered},
+                                       {"active", s_active},
+                                       {NULL, NULL}};
+
+void hm_lua_open_conn(lua_State *L) {
+  luaL_newmetatable(L, HM_CONN_MT);
+  luaL_newlib(L, conn_methods);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, c_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pop(L, 1);
+  luaL_newmetatable(L, HM_SUB_MT);
+  luaL_newlib(L, sub_methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  lua_pushcfunction(L, l_connect);
+  lua_setfield(L, -2, "connect");
+}

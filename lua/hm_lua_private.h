@@ -1,0 +1,120 @@
+/*
+** hm_lua_private.h: what the binding's files share. Not installed.
+**
+** Every function here runs on the loop thread.
+*/
+#ifndef HM_LUA_PRIVATE_H
+#define HM_LUA_PRIVATE_H
+
+#include <uv.h>
+
+#include "hm_conn.h"
+#include "hm_nuid.h"
+#include "lauxlib.h"
+#include "lua.h"
+
+typedef struct hm_ready {
+  lua_State *co; /* values to resume with are on its stack */
+  int ref;       /* the coroutine's one anchor, owned by this entry */
+  int nargs;
+} hm_ready;
+
+typedef struct hm_waiter hm_waiter;
+
+typedef struct hm_ctx {
+  lua_State *L; /* the main thread: callbacks never use a coroutine's L */
+  uv_loop_t *loop;
+  uv_loop_t own_loop;
+  int owns_loop;
+  int running;  /* inside hm_lua_run */
+  int shutdown; /* hm_lua_shutdown ran: nothing new starts */
+
+  /* Ready queue of coroutines to resume: a ring. */
+  hm_ready *ready;
+  size_t rcap, rhead, rcount;
+  uv_idle_t idle; /* active exactly while the ready queue is non-empty */
+  int idle_active;
+
+  /* Idle coroutines running the pool trampoline, by registry ref. */
+  int *pool;
+  int npool, pool_cap;
+  int trampoline_ref; /* the trampoline function */
+
+  /* The coroutine the scheduler is resuming right now. An await takes
+  ** ownership of cur_ref and sets awaited. */
+  lua_State *cur_co;
+  int cur_ref;
+  int awaited;
+
+  hm_waiter *waiters; /* sleeps, for shutdown */
+  struct lconn *conns; /* open connections, for shutdown */
+  hm_nuid_t nuid;
+} hm_ctx;
+
+/* A coroutine parked on a timer (core.sleep). */
+struct hm_waiter {
+  uv_timer_t timer;
+  hm_ctx *ctx;
+  lua_State *co;
+  int ref;
+  hm_waiter *prev, *next;
+};
+
+typedef struct lsub lsub;
+
+typedef struct lconn {
+  hm_conn_t *c; /* NULL once freed by the core */
+  hm_ctx *ctx;
+  int self_ref;  /* anchors the userdata while the core may call back */
+  int event_ref; /* Lua function(event, text) or LUA_NOREF */
+  int close_ref; /* function to spawn once closed, or LUA_NOREF */
+  lsub *subs;
+  struct lconn *prev, *next;
+} lconn;
+
+struct lsub {
+  hm_sub_t *s; /* NULL once unsubscribed or its connection is gone */
+  lconn *owner;
+  int fn_ref;
+  int self_ref;
+  lsub *prev, *next;
+};
+
+#define HM_CONN_MT "hemera.Conn"
+#define HM_SUB_MT "hemera.Sub"
+#define HM_ROUTER_MT "hemera.Router"
+
+hm_ctx *hm_ctx_get(lua_State *L);
+
+/* {======== scheduler (hm_lua.c) ======== */
+/* Takes a coroutine from the pool (or makes one), moves the function and its
+** `nargs` arguments from the top of `from` onto it, and queues it. `from`
+** may be any thread of the state, or NULL to push nothing (then the caller
+** pushes onto the returned thread itself, see hm_sched_spawn_begin). */
+void hm_sched_spawn(hm_ctx *ctx, lua_State *from, int nargs);
+/* Two-step spawn for loop callbacks: begin returns a thread on which the
+** caller pushes the function and arguments, end queues it. Returns NULL
+** during shutdown. */
+lua_State *hm_sched_spawn_begin(hm_ctx *ctx, int *ref);
+void hm_sched_spawn_end(hm_ctx *ctx, lua_State *co, int ref, int nargs);
+/* Queues a parked coroutine whose resume values the caller already pushed
+** onto it. Ownership of ref passes to the scheduler. */
+void hm_sched_wake(hm_ctx *ctx, lua_State *co, int ref, int nargs);
+/* Suspends the running coroutine L (which must be the one the scheduler
+** resumed): returns its anchor in *ref, to be handed back through
+** hm_sched_wake. Raises when L is not a Hemera coroutine. The caller then
+** does `return lua_yield(L, 0);`. */
+void hm_sched_await(lua_State *L, hm_ctx *ctx, int *ref, const char *what);
+/* Raises unless L is the coroutine the scheduler is running. */
+void hm_sched_check(lua_State *L, hm_ctx *ctx, const char *what);
+/* Releases a parked coroutine that will never be woken (shutdown). */
+void hm_sched_drop(hm_ctx *ctx, int ref);
+/* }======== */
+
+/* {======== opening the parts (one per file) ======== */
+void hm_lua_open_conn(lua_State *L);   /* connect, Conn, Sub */
+void hm_lua_open_router(lua_State *L); /* router */
+void hm_lua_close_conns(hm_ctx *ctx);  /* shutdown: close every connection */
+/* }======== */
+
+#endif
