@@ -1,0 +1,162 @@
+-- hemera.pattern: patterns as Hemera reads them.
+--
+-- * String patterns in tinysonic syntax ("topic:math,cmd:add,a:1").
+-- * `$` options: Hemera spells them `timeout$`; in Lua tables write
+--   `["timeout$"] = 200` or the identifier form `timeout_ = 200` (only for
+--   Hemera's own option names, listed in OPTIONS).
+-- * The wire pattern (every `$` key removed), the routing pattern (scalars
+--   only), the schema (table values) and the `trace.method` string.
+
+local core = require "hemera.core"
+
+local M = {}
+
+-- Hemera's `$` options, all of which accept the `name_` spelling.
+M.OPTIONS = {
+  timeout = true, pubsub = true, maxMessages = true, expectedMessages = true,
+  meta = true, delegate = true, trace = true, context = true, requestId = true,
+  queue = true,
+}
+
+local jsnum, regex_mt = core.jsnum, core.regex_mt
+
+-- {==================================================================
+-- tinysonic
+-- ===================================================================
+
+local function trim(s) return (s:gsub("^%s+", ""):gsub("%s+$", "")) end
+
+local function scalar(s)
+  s = trim(s)
+  if s == "true" then return true end
+  if s == "false" then return false end
+  if s == "null" or s == "undefined" then return nil end
+  if s:match("^[-+]?%d+%.?%d*[eE]?[-+]?%d*$") or s:match("^[-+]?%.%d+$") then
+    local n = math.tointeger(tonumber(s)) or tonumber(s)
+    if n ~= nil then return n end
+  end
+  return s
+end
+
+-- Parses "k:v,k:{k:v},..." from position i; returns the table and the
+-- position after it.
+local function parse_object(s, i, nested)
+  local t = {}
+  local n = #s
+  while i <= n do
+    local colon = s:find(":", i, true)
+    if not colon then
+      local rest = trim(s:sub(i))
+      if rest == "" or (nested and rest == "}") then break end
+      error(("invalid pattern string %q: expected ':' after %q"):format(s, rest), 0)
+    end
+    local key = trim(s:sub(i, colon - 1))
+    if key == "" then
+      error(("invalid pattern string %q: empty key at byte %d"):format(s, i), 0)
+    end
+    local j = colon + 1
+    while s:sub(j, j):match("%s") do j = j + 1 end
+    local value
+    if s:sub(j, j) == "{" then
+      value, j = parse_object(s, j + 1, true)
+      while s:sub(j, j):match("%s") do j = j + 1 end
+    else
+      local stop = j
+      while stop <= n do
+        local ch = s:sub(stop, stop)
+        if ch == "," or (nested and ch == "}") then break end
+        stop = stop + 1
+      end
+      value = scalar(s:sub(j, stop - 1))
+      j = stop
+    end
+    t[key] = value
+    local ch = s:sub(j, j)
+    if ch == "," then
+      i = j + 1
+    elseif ch == "}" and nested then
+      return t, j + 1
+    elseif j > n then
+      i = j
+    else
+      error(("invalid pattern string %q: unexpected %q at byte %d"):format(s, ch, j), 0)
+    end
+  end
+  if nested then
+    error(("invalid pattern string %q: missing '}'"):format(s), 0)
+  end
+  return t, i
+end
+
+function M.parse(s)
+  return (parse_object(s, 1, false))
+end
+
+-- }==================================================================
+
+-- A fresh table from a pattern (string or table), `name_` options renamed
+-- to `name$`. The caller's table is never changed.
+function M.normalize(p)
+  if type(p) == "string" then return M.parse(p) end
+  local out = {}
+  for k, v in pairs(p) do
+    if type(k) == "string" and k:sub(-1) == "_" and M.OPTIONS[k:sub(1, -2)] then
+      k = k:sub(1, -2) .. "$"
+    end
+    out[k] = v
+  end
+  return out
+end
+
+local function is_special(k)
+  return type(k) == "string" and k:sub(-1) == "$"
+end
+
+-- The pattern without `$` keys and functions: what goes on the wire.
+function M.clean(p)
+  local out = {}
+  for k, v in pairs(p) do
+    if not is_special(k) and type(v) ~= "function" then out[k] = v end
+  end
+  return out
+end
+
+-- Hemera's Util.pattern: scalar pairs as "key:value" with JavaScript's
+-- String(), sorted, joined by ",".
+local function js_string(v)
+  local t = type(v)
+  if t == "number" then return jsnum(v) end
+  if t == "boolean" then return v and "true" or "false" end
+  if t == "table" and getmetatable(v) == regex_mt then return "/" .. v.source .. "/" end
+  return tostring(v)
+end
+
+function M.method(p)
+  local parts, n = {}, 0
+  for k, v in pairs(p) do
+    local t = type(v)
+    if type(k) == "string" and not is_special(k) and t ~= "function"
+       and (t ~= "table" or getmetatable(v) == regex_mt) then
+      n = n + 1
+      parts[n] = k .. ":" .. js_string(v)
+    end
+  end
+  table.sort(parts)
+  return table.concat(parts, ",")
+end
+
+-- Object-valued keys (schemas, `auth$`, ...) of an add pattern.
+function M.schema(p)
+  local out = {}
+  for k, v in pairs(p) do
+    if type(v) == "table" and getmetatable(v) ~= regex_mt then out[k] = v end
+  end
+  return out
+end
+
+function M.regex(source)
+  assert(type(source) == "string", "regex source must be a string")
+  return core.regex(source)
+end
+
+return M
