@@ -1,0 +1,76 @@
+-- The bundled interpreter and a plain Lua 5.4 host, as users run them.
+local bin = assert(os.getenv("HEMERA_BIN"), "HEMERA_BIN is not set")
+local url = assert(os.getenv("HEMERA_NATS_URL"), "HEMERA_NATS_URL is not set")
+
+local function run(cmd)
+  local out = os.tmpname()
+  local ok, _, code = os.execute(cmd .. " >" .. out .. " 2>&1")
+  local f = assert(io.open(out))
+  local text = f:read("a")
+  f:close()
+  os.remove(out)
+  return ok, code, text
+end
+
+local function shell_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+local DEMO_LINES = {
+  "1 + 2 = 3",
+  "10 / 4 = 2.5",
+  "sum of 1..4 = 10",
+  "1 / 0 fails: DivisionByZero: cannot divide by zero (code 400)",
+  "math.sqrt: PatternNotFound: No action found for this pattern",
+  "nobody serves physics: TimeoutError: Client timeout",
+}
+
+describe("the hemera interpreter", function()
+  it("runs the demo against a given server and exits 0 when every instance closed", function()
+    local ok, code, text = run(("HEMERA_LOG=silent %s --server %s examples/demo.lua"):format(bin, shell_quote(url)))
+    assert.is_true(ok, text)
+    assert.equal(0, code)
+    for _, line in ipairs(DEMO_LINES) do
+      assert.truthy(text:find(line, 1, true), "missing line: " .. line .. "\n" .. text)
+    end
+  end)
+
+  it("starts a private nats-server when no URL is given and nothing is on 4222", function()
+    local busy = os.execute("bash -c 'exec 3<>/dev/tcp/127.0.0.1/4222' 2>/dev/null")
+    local ok, code, text = run(("env -u HEMERA_NATS_URL HEMERA_LOG=silent bash -c %s"):format(
+      shell_quote(bin .. " examples/demo.lua")))
+    assert.is_true(ok, text)
+    if not busy then
+      assert.truthy(text:find("started a private nats-server on nats://127.0.0.1:", 1, true), text)
+    end
+    for _, line in ipairs(DEMO_LINES) do
+      assert.truthy(text:find(line, 1, true), "missing line: " .. line .. "\n" .. text)
+    end
+  end)
+
+  it("reports a script error with a traceback and exits non-zero", function()
+    local ok, code, text = run(("%s -e %s"):format(bin, shell_quote("error('boom')")))
+    assert.is_falsy(ok)
+    assert.equal(1, code)
+    assert.truthy(text:find("boom", 1, true), text)
+    assert.truthy(text:find("stack traceback", 1, true), text)
+  end)
+
+  it("loads C modules from Debian's Lua packages (symbols exported)", function()
+    local ok, _, text = run(("%s --server %s -e %s"):format(bin, shell_quote(url),
+      shell_quote("local cjson = require 'cjson'; print(cjson.encode({1}))")))
+    assert.is_true(ok, text)
+    assert.truthy(text:find("[1]", 1, true), text)
+  end)
+end)
+
+describe("a plain lua5.4 host", function()
+  it("requires the module and serves under Hemera.run()", function()
+    local lua_path = os.getenv("LUA_PATH") or ""
+    local ok, code, text = run(("HEMERA_LOG=silent lua5.4 spec/fixtures/plain_host.lua"))
+    assert.is_true(ok, text .. "\nLUA_PATH=" .. lua_path)
+    assert.equal(0, code)
+    for _, line in ipairs(DEMO_LINES) do
+      assert.truthy(text:find(line, 1, true), "missing line: " .. line .. "\n" .. text)
+    end
+    assert.truthy(text:find("loop ended", 1, true), text)
+  end)
+end)
