@@ -417,10 +417,10 @@ int hm_lua_run(lua_State *L) {
   return 0;
 }
 
+/* Hemera.run(): also allowed on a host's loop (the interpreter's), so
+** scripts run the same in every host; a host that runs the loop itself must
+** not call it from inside a loop callback. */
 static int l_run(lua_State *L) {
-  hm_ctx *ctx = hm_ctx_get(L);
-  if (!ctx->owns_loop)
-    return luaL_error(L, "the host owns the event loop; it runs it");
   if (hm_lua_run(L) != 0) return luaL_error(L, "the loop is already running");
   return 0;
 }

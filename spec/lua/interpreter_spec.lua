@@ -65,7 +65,10 @@ end)
 describe("a plain lua5.4 host", function()
   it("requires the module and serves under Hemera.run()", function()
     local lua_path = os.getenv("LUA_PATH") or ""
-    local ok, code, text = run(("HEMERA_LOG=silent lua5.4 spec/fixtures/plain_host.lua"))
+    -- Sanitizer builds need their runtimes preloaded into a plain lua5.4.
+    local preload = os.getenv("HEMERA_LUA_PRELOAD") or ""
+    if preload ~= "" then preload = "LD_PRELOAD=" .. shell_quote(preload) .. " ASAN_OPTIONS=detect_leaks=0 " end
+    local ok, code, text = run(preload .. "HEMERA_LOG=silent lua5.4 spec/fixtures/plain_host.lua")
     assert.is_true(ok, text .. "\nLUA_PATH=" .. lua_path)
     assert.equal(0, code)
     for _, line in ipairs(DEMO_LINES) do
