@@ -46,6 +46,7 @@ struct hm_sub {
 typedef struct req {
   uint64_t id;
   uint64_t deadline; /* uv_now ms; 0: none */
+  uint64_t timeout;  /* ms; with max 0 each reply pushes the deadline */
   size_t hidx;       /* index in the heap, or SIZE_MAX */
   int max;
   int count;
@@ -366,6 +367,12 @@ static void on_reply(hm_conn_t *c, natsMsg *msg) {
     free(r);
     arm_timer(c);
   } else {
+    if (r->max == 0 && r->hidx != SIZE_MAX) {
+      /* An open-ended stream times out when replies stop coming. */
+      r->deadline = uv_now(c->loop) + r->timeout;
+      heap_down(c, r->hidx);
+      arm_timer(c);
+    }
     /* The callback may cancel this very request: touch nothing after. */
     r->cb(c, id, HM_OK, msg, 0, r->arg);
   }
@@ -756,6 +763,7 @@ static hm_status start_request(hm_conn_t *c, const char *subject,
   if (r == NULL) return HM_NOMEM;
   r->id = ++c->next_id;
   r->max = max_replies;
+  r->timeout = timeout_ms;
   r->cb = cb;
   r->arg = arg;
   r->hidx = SIZE_MAX;

@@ -110,8 +110,10 @@ hm_status hm_conn_publish(hm_conn_t *c, const char *subject,
                           const char *reply, const void *data, size_t len);
 
 /* Starts a request. max_replies: 1 for plain request/reply, N to accept N
-** replies, 0 for no limit (only the deadline or hm_conn_cancel ends it).
-** timeout_ms 0 means no deadline. `cb` never runs before this returns. */
+** replies before a fixed deadline, 0 for no limit: then the deadline is an
+** idle timeout, pushed back by each reply, and the request ends when
+** replies stop coming or on hm_conn_cancel. timeout_ms 0 means no deadline.
+** `cb` never runs before this returns. */
 hm_status hm_conn_request(hm_conn_t *c, const char *subject,
                           const void *data, size_t len, uint64_t timeout_ms,
                           int max_replies, hm_reply_cb cb, void *arg,

@@ -437,6 +437,7 @@ void hm_lua_shutdown(lua_State *L) {
   if (ctx == NULL || ctx->shutdown) return;
   ctx->shutdown = 1;
   hm_lua_close_conns(ctx);
+  hm_lua_close_sampler(ctx);
   while (ctx->waiters != NULL) {
     hm_waiter *w = ctx->waiters;
     waiter_unlink(w);
@@ -598,6 +599,7 @@ int luaopen_hemera_core(lua_State *L) {
   hm_codec_register(L);
   hm_lua_open_conn(L);
   hm_lua_open_router(L);
+  hm_lua_open_guard(L);
 
   if (luaL_loadbuffer(L, trampoline_src, sizeof trampoline_src - 1,
                       "=hemera.trampoline") != LUA_OK)

@@ -47,6 +47,7 @@ typedef struct hm_ctx {
   int awaited;
 
   hm_waiter *waiters; /* sleeps, for shutdown */
+  struct sampler *sampler; /* load sampler (hm_lua_guard.c), or NULL */
   struct lconn *conns; /* open connections, for shutdown */
   hm_nuid_t nuid;
 } hm_ctx;
@@ -115,6 +116,8 @@ void hm_sched_drop(hm_ctx *ctx, int ref);
 void hm_lua_open_conn(lua_State *L);   /* connect, Conn, Sub */
 void hm_lua_open_router(lua_State *L); /* router */
 void hm_lua_close_conns(hm_ctx *ctx);  /* shutdown: close every connection */
+void hm_lua_open_guard(lua_State *L);  /* recursion counter, load sampler */
+void hm_lua_close_sampler(hm_ctx *ctx);
 /* }======== */
 
 #endif

@@ -33,6 +33,9 @@
 #ifndef HM_LUA_DIR
 #define HM_LUA_DIR "."
 #endif
+#ifndef HM_MODULES_DIR
+#define HM_MODULES_DIR "./modules"
+#endif
 #ifndef HM_INSTALL_LUA_DIR
 #define HM_INSTALL_LUA_DIR "/usr/local/share/lua/5.4"
 #endif
@@ -196,9 +199,11 @@ static void set_paths(lua_State *L) {
   lua_getglobal(L, "package");
   lua_getfield(L, -1, "path");
   lua_pushfstring(L,
-                  "%s/?.lua;%s/?/init.lua;%s/?.lua;%s/?/init.lua;%s",
-                  HM_LUA_DIR, HM_LUA_DIR, HM_INSTALL_LUA_DIR,
-                  HM_INSTALL_LUA_DIR, lua_tostring(L, -1));
+                  "%s/?.lua;%s/?/init.lua;%s/?.lua;%s/?/init.lua;"
+                  "%s/?.lua;%s/?/init.lua;%s",
+                  HM_LUA_DIR, HM_LUA_DIR, HM_MODULES_DIR, HM_MODULES_DIR,
+                  HM_INSTALL_LUA_DIR, HM_INSTALL_LUA_DIR,
+                  lua_tostring(L, -1));
   lua_setfield(L, -3, "path");
   lua_pop(L, 2);
 }

@@ -8,30 +8,63 @@
 --   end)
 --   Hemera.run()   -- the `hemera` interpreter does this for you
 --
--- Handlers and callbacks run in coroutines; `act` without a callback
--- suspends the coroutine until the reply or the timeout.
+-- Handlers, hooks, plugins and callbacks run in coroutines; `act` without
+-- a callback suspends the coroutine until the reply or the timeout.
+--
+-- Scopes: a plugin gets a child of the instance that registered it
+-- (setmetatable({}, {__index = parent})), with its own copy of the hook
+-- lists; codecs, compilers, the error handler, the not-found pattern, the
+-- id generator and exposed values set on it stay in it and its children.
+-- A topic's settings belong to the scope that first subscribed it.
 
 local core = require "hemera.core"
 local errors = require "hemera.errors"
 local pattern = require "hemera.pattern"
 local log = require "hemera.log"
+local util = require "hemera.util"
+local wire = require "hemera.wire"
+local server = require "hemera.server"
+local client = require "hemera.client"
+local config_mod = require "hemera.config"
 
-local encode, decode, null, array_mt = core.encode, core.decode, core.null, core.array_mt
-local hrtime, spawn, nuid = core.hrtime, core.spawn, core.nuid
-local traceback = debug.traceback
+local spawn, nuid = core.spawn, core.nuid
+local copy, call = util.copy, util.call
 
 local Hemera = {}
-Hemera.__index = Hemera
 Hemera.VERSION = "0.1.0"
 
+-- Computed fields of every instance and scope.
+local getters = {
+  load = function() return core.load() end,
+  notFoundPattern = function(self) return self._notFoundPattern end,
+  topics = function(self)
+    local out = {}
+    for k in pairs(self._i.topics) do out[#out + 1] = k end
+    table.sort(out)
+    return out
+  end,
+  router = function(self) return self._i.router end,
+  transport = function(self) return self._i.conn end,
+  errorDetails = function(self)
+    return { app = self._i.config.name, isServer = self.replyTo ~= nil, pattern = self.trace and self.trace.method }
+  end,
+}
+
+Hemera.__index = function(t, k)
+  local g = getters[k]
+  if g then return g(t) end
+  return Hemera[k]
+end
+
 Hemera.errors = errors
-Hemera.null = null
+Hemera.null = core.null
 Hemera.array = core.array
 Hemera.regex = pattern.regex
 Hemera.parsePattern = pattern.parse
 Hemera.run = core.run
 Hemera.spawn = core.spawn
 Hemera.sleep = core.sleep
+Hemera.future = core.future
 Hemera.encode = core.encode
 Hemera.decode = core.decode
 
@@ -42,17 +75,19 @@ function Hemera.createError(name)
   return errors.registry[name] or errors.class(name)
 end
 
--- Key orders on the wire, as Node Hemera writes them.
-local TRACE_MT = { __jsonorder = { "spanId", "traceId", "parentSpanId", "timestamp", "service", "method" } }
-local REQINFO_MT = { __jsonorder = { "id", "type", "service", "method" } }
-local REQUEST_MT = { __jsonorder = { "pattern", "meta", "delegate", "trace", "request" } }
-local REPLY_MT = { __jsonorder = { "meta", "trace", "request", "result", "error" } }
-local HOP_MT = { __jsonorder = { "service", "method", "app", "ts" } }
+local HOOKS = {
+  onAct = true, onActFinished = true, onRequest = true, preHandler = true, onSend = true,
+  onResponse = true, onError = true, onAdd = true, onClose = true,
+}
 
-local open_instances = {} -- instance -> true while connected
+local open_instances = {} -- root instance -> true while connected
+
+local function hemera_error(msg, fields, level)
+  error(errors.HemeraError(msg, fields), (level or 1) + 1)
+end
 
 -- {==================================================================
--- Options
+-- Creation
 -- ===================================================================
 
 local function hostname()
@@ -62,262 +97,119 @@ local function hostname()
   return h or os.getenv("HOSTNAME") or "localhost"
 end
 
--- key -> expected Lua type(s)
-local OPTION_TYPES = {
-  servers = { string = true, table = true },
-  name = { string = true },
-  timeout = { number = true },
-  logLevel = { string = true },
-  logger = { table = true },
-  bloomrun = { table = true },
-  nats = { table = true },
-  closeTimeout = { number = true },
-}
-
-local function check_options(opts)
-  for k, v in pairs(opts) do
-    local want = OPTION_TYPES[k]
-    if not want then
-      error(errors.HemeraError(("Invalid option '%s': unknown key (known: bloomrun, closeTimeout, logLevel, logger, name, nats, servers, timeout)"):format(tostring(k))), 3)
-    end
-    if not want[type(v)] then
-      local names = {}
-      for t in pairs(want) do names[#names + 1] = t end
-      table.sort(names)
-      error(errors.HemeraError(("Invalid option '%s': expected %s, got %s (%s)"):format(
-        k, table.concat(names, " or "), type(v), tostring(v))), 3)
-    end
-  end
-  if opts.timeout and (opts.timeout < 0 or math.type(opts.timeout) ~= "integer") then
-    error(errors.HemeraError(("Invalid option 'timeout': expected an integer >= 0 (ms), got %s"):format(tostring(opts.timeout))), 3)
-  end
-  local b = opts.bloomrun
-  if b then
-    if b.indexing ~= nil and b.indexing ~= "insertion" and b.indexing ~= "depth" then
-      error(errors.HemeraError(("Invalid option 'bloomrun.indexing': expected 'insertion' or 'depth', got %s"):format(tostring(b.indexing))), 3)
-    end
-  end
-end
-
--- }==================================================================
-
--- Hemera.new([opts]): a new instance; nothing connects before ready().
---   servers   NATS URL or list (default: $HEMERA_NATS_URL or nats://127.0.0.1:4222)
---   name      app name, sent in error hops (default hemera-<host>-<id>)
---   timeout   act timeout in ms (default 2000)
---   logLevel  fatal|error|warn|info|debug|trace|silent (default silent)
---   logger    a table with the level methods, replacing the built-in one
---   bloomrun  { indexing = "insertion"|"depth", lookupBeforeAdd = false }
---   nats      connection options: user, password, token, tls = {ca, cert,
---             key, verify}, reconnect, maxReconnect, reconnectWait,
---             connectTimeout, maxPendingMsgs
---   closeTimeout  ms close() waits for running handlers (default 2000)
+-- Hemera.new([options]) -> hemera. See docs/api.md for every option.
 function Hemera.new(opts)
-  opts = opts or {}
-  check_options(opts)
-  local bloomrun = opts.bloomrun or {}
-  local name = opts.name or ("hemera-" .. hostname() .. "-" .. nuid())
+  local cfg = config_mod.build(opts or {}, 2)
+  if cfg.name == nil then cfg.name = "hemera-" .. hostname() .. "-" .. nuid() end
   local i = {
-    config = {
-      timeout = opts.timeout or 2000,
-      name = name,
-      logLevel = opts.logLevel or "silent",
-      closeTimeout = opts.closeTimeout or 2000,
-      bloomrun = {
-        indexing = bloomrun.indexing or "insertion",
-        lookupBeforeAdd = bloomrun.lookupBeforeAdd or false,
-      },
-    },
-    servers = opts.servers or os.getenv("HEMERA_NATS_URL") or "nats://127.0.0.1:4222",
-    nats = opts.nats or {},
-    topics = {},   -- topic -> { topic, pubsub, queue, maxMessages, sub, count }
-    inflight = 0,  -- handlers running now
-    idgen = nuid,
+    config = cfg,
+    servers = cfg.servers or os.getenv("HEMERA_NATS_URL") or "nats://127.0.0.1:4222",
+    topics = {},   -- topic -> { topic, pubsub, queue, maxMessages, sub, count, owner }
+    inflight = 0,  -- messages being served now
+    plugins = {},  -- registered plugin names, in order
   }
-  i.router = core.router(i.config.bloomrun.indexing)
-  i.log = opts.logger or log.new { level = i.config.logLevel, app = name }
+  i.router = core.router(cfg.bloomrun.indexing)
+  local logger
+  if cfg.logger and type(cfg.logger.info) == "function" then
+    logger = log.wrap and log.wrap(cfg.logger) or cfg.logger
+  else
+    logger = log.new { level = cfg.logLevel, app = cfg.name, pretty = cfg.prettyLog or nil,
+                       stream = cfg.logger }
+  end
+  local p = cfg.load.policy
+  i.load_limits = p.maxHeapUsedBytes > 0 or p.maxRssBytes > 0 or p.maxEventLoopDelay > 0
   local self = setmetatable({
     _i = i,
+    _ext = {},
+    _queue = {},
     meta = {},
     trace = {},
     delegate = {},
     context = {},
-    request = setmetatable({ type = "request", id = "" }, REQINFO_MT),
-    log = i.log,
+    request = setmetatable({ type = "request", id = "" }, wire.REQINFO_MT),
+    log = logger,
+    config = cfg,
   }, Hemera)
+  for name in pairs(HOOKS) do self._ext[name] = {} end
   i.root = self
   return self
 end
 
+-- }==================================================================
+
 -- {==================================================================
--- Server side
+-- Server actions
 -- ===================================================================
 
-local function hop(i, trace, topic)
-  return setmetatable({ service = trace.service or topic, method = trace.method,
-                        app = i.config.name, ts = hrtime() }, HOP_MT)
-end
+local Add = {}
+Add.__index = Add
 
-local function send_reply(i, reply, out, topic)
-  local payload, err = encode(out)
-  if not payload then
-    -- Node Hemera logs and sends nothing, leaving the caller to time out;
-    -- we tell the caller what went wrong instead.
-    i.log:error("Server encoding", { error = err })
-    out.result = null
-    out.error = errors.to_wire(errors.ParseError("Server encoding: " .. err), hop(i, out.trace, topic))
-    payload = assert(encode(out))
+-- def:use(fn | {fn...}): middleware, run in order before the handler:
+-- fn(req, reply, ctx) may reply (reply:send) to answer at once, or
+-- return nil, err (or raise) to answer with that error.
+function Add:use(fn)
+  if type(fn) == "table" then
+    for _, f in ipairs(fn) do self:use(f) end
+    return self
   end
-  local ok, perr = i.conn and i.conn:publish(reply, payload)
-  if not ok and i.conn and not i.conn:is_closed() then
-    i.log:error("Could not send the reply", { error = perr })
-    out.result = null
-    out.error = errors.to_wire(errors.HemeraError("Reply could not be sent: " .. tostring(perr)), hop(i, out.trace, topic))
-    i.conn:publish(reply, assert(encode(out)))
+  if type(fn) ~= "function" then
+    hemera_error("Middleware must be a function, got " .. type(fn), nil, 2)
   end
+  self.middleware[#self.middleware + 1] = fn
+  return self
 end
 
-local function reply_error(i, reply, topic, err, meta, trace, request)
-  if not reply then
-    i.log:warn("Dropped a message without reply subject", { topic = topic, error = tostring(err) })
-    return
+-- def:end_(handler): sets the handler (`end` is a Lua keyword).
+function Add:end_(handler)
+  if type(handler) ~= "function" then
+    hemera_error("Action handler must be a function, got " .. type(handler), nil, 2)
   end
-  local out = setmetatable({ meta = meta or {}, trace = trace or {}, request = request or {} }, REPLY_MT)
-  out.result = null
-  out.error = errors.to_wire(errors.root(err), hop(i, out.trace, topic))
-  send_reply(i, reply, out, topic)
+  self.action = handler
+  return self
 end
 
--- Captures the error value and the traceback of the failing coroutine.
-local function capture(e)
-  return { err = e, trace = traceback(type(e) == "string" and e or nil, 2) }
+local function no_handler()
+  return nil, errors.HemeraError("No handler set for this action: call :end_(handler)")
 end
 
-local function obj(v)
-  return type(v) == "table" and getmetatable(v) ~= array_mt and v or nil
+local function subscribe(scope, t)
+  local i = scope._i
+  local queue = nil
+  if not t.pubsub then queue = t.queue or ("queue." .. t.topic) end
+  local owner = t.owner
+  local sub, err = i.conn:subscribe(t.topic, queue, t.maxMessages or 0, function(subject, reply, data)
+    return server.serve(owner, t, subject, reply, data)
+  end)
+  if not sub then
+    hemera_error(("Could not subscribe to topic '%s': %s"):format(t.topic, tostring(err)), { topic = t.topic }, 3)
+  end
+  t.sub = sub
 end
 
-local function clean_topic(i, topic)
+function Hemera:_cleanTopic(topic)
+  local i = self._i
   local t = i.topics[topic]
   if not t then return false end
   if t.sub then t.sub:unsubscribe() end
+  t.sub = nil
   i.router:remove_topic(topic)
   i.topics[topic] = nil
   return true
 end
 
-local function handler_done(i)
-  i.inflight = i.inflight - 1
-  if i.inflight == 0 and i.on_drained then
-    local f = i.on_drained
-    i.on_drained = nil
-    f()
-  end
-end
-
--- One incoming message, in its own coroutine.
-local function serve_message(self, t, subject, reply, data)
-  local i = self._i
-  if t.maxMessages then
-    t.count = t.count + 1
-    -- The NATS subscription already ends itself after maxMessages; the
-    -- topic's patterns leave the router with the last one.
-    if t.count >= t.maxMessages and i.topics[t.topic] == t then
-      t.last = true
-    end
-  end
-  local msg, derr = decode(data)
-  if type(msg) ~= "table" or getmetatable(msg) == array_mt then
-    local e = msg == nil
-      and errors.ParseError("Invalid request: " .. tostring(derr))
-      or errors.ParseError("Invalid request: expected a JSON object, got " .. (type(msg) == "table" and "an array" or type(msg)))
-    i.log:warn("Invalid request", { topic = subject, error = e.message })
-    if t.last then clean_topic(i, t.topic) end
-    return reply_error(i, reply, subject, e)
-  end
-  local meta = obj(msg.meta) or {}
-  local trace = setmetatable(obj(msg.trace) or {}, TRACE_MT)
-  local request = setmetatable(obj(msg.request) or {}, REQINFO_MT)
-  local delegate = obj(msg.delegate) or {}
-  local p = obj(msg.pattern)
-  if not p then
-    if t.last then clean_topic(i, t.topic) end
-    return reply_error(i, reply, subject,
-      errors.ParseError("Invalid request: 'pattern' must be an object, got " .. type(msg.pattern)),
-      meta, trace, request)
-  end
-  local def = i.router:lookup(p)
-  if t.last then clean_topic(i, t.topic) end
-  local ctx = setmetatable({ meta = meta, trace = trace, delegate = delegate, request = request,
-                             context = self.context, matchedAction = def, topic = subject },
-                           { __index = self })
-  local result, err
-  if not def then
-    err = errors.PatternNotFound("No action found for this pattern",
-      { app = i.config.name, isServer = true, pattern = trace.method or pattern.method(p) })
-  else
-    local ok, r, e = xpcall(def.action, capture, p, ctx)
-    if not ok then
-      err = errors.from_value(r.err, r.trace)
-    elseif e ~= nil then
-      err = errors.from_value(e)
-    else
-      result = r
-    end
-  end
-  if err then
-    i.log:debug("Request failed", { topic = subject, error = tostring(err) })
-  end
-  if not reply then return end
-  local out = setmetatable({ meta = ctx.meta, trace = trace, request = request }, REPLY_MT)
-  if err then
-    out.result = null
-    out.error = errors.to_wire(errors.root(err), hop(i, trace, subject))
-  else
-    out.result = result
-    out.error = null
-  end
-  send_reply(i, reply, out, subject)
-  i.log:debug("Request responded", { topic = subject })
-end
-
--- Counted while it runs (reply included), so close() can wait for it.
-local function serve(self, t, subject, reply, data)
-  local i = self._i
-  i.inflight = i.inflight + 1
-  local ok, err = xpcall(serve_message, traceback, self, t, subject, reply, data)
-  if not ok then i.log:error("Internal error while serving a request", { error = err }) end
-  handler_done(i)
-end
-
-local function subscribe(self, t)
-  local i = self._i
-  local queue = nil
-  if not t.pubsub then queue = t.queue or ("queue." .. t.topic) end
-  local sub, err = i.conn:subscribe(t.topic, queue, t.maxMessages or 0, function(subject, reply, data)
-    return serve(self, t, subject, reply, data)
-  end)
-  if not sub then
-    error(errors.HemeraError(("Could not subscribe to topic '%s': %s"):format(t.topic, tostring(err))), 3)
-  end
-  t.sub = sub
-end
-
--- hemera:add(pattern, handler) -> the action definition
--- handler(req, ctx): return the result; `return nil, err` or error(err)
--- for an error reply. `ctx:act{...}` is a nested act.
+-- hemera:add(pattern [, handler]) -> the action definition (see Add).
 function Hemera:add(p, handler)
   local i = self._i
-  if p == nil then error(errors.HemeraError("Pattern is required to define a server action"), 2) end
+  if p == nil then hemera_error("Pattern is required to define a server action", nil, 2) end
   if type(p) ~= "table" and type(p) ~= "string" then
-    error(errors.HemeraError("Pattern must be a table or a string, got " .. type(p)), 2)
+    hemera_error("Pattern must be a table or a string, got " .. type(p), nil, 2)
   end
   p = pattern.normalize(p)
   if type(p.topic) ~= "string" or p.topic == "" then
-    error(errors.HemeraError("Topic is required and must be from type string"), 2)
+    hemera_error("Topic is required and must be from type string", nil, 2)
   end
-  if type(handler) ~= "function" then
-    error(errors.HemeraError("Action handler must be a function, got " .. type(handler)), 2)
+  if handler ~= nil and type(handler) ~= "function" then
+    hemera_error("Action handler must be a function, got " .. type(handler), nil, 2)
   end
   local transport = {
     topic = p.topic,
@@ -327,169 +219,318 @@ function Hemera:add(p, handler)
   }
   local t = i.topics[p.topic]
   if t and (t.pubsub ~= transport.pubsub or t.queue ~= transport.queue or t.maxMessages ~= transport.maxMessages) then
-    error(errors.HemeraError("Topic is already registered with special transport options",
-      { topic = p.topic }), 2)
+    hemera_error("Topic is already registered with special transport options", { topic = p.topic }, 2)
   end
   if i.config.bloomrun.lookupBeforeAdd and i.router:lookup(p) then
-    error(errors.HemeraError("Pattern is already in use", { pattern = pattern.method(p) }), 2)
+    hemera_error("Pattern is already in use", { pattern = pattern.method(p) }, 2)
   end
-  local def = {
+  local def = setmetatable({
     pattern = pattern.clean(p),
     schema = pattern.schema(p),
     transport = transport,
-    action = handler,
-  }
+    action = handler or no_handler,
+    middleware = {},
+    scope = self,
+  }, Add)
   local id, err = i.router:add(p, def)
-  if not id then error(errors.HemeraError("Invalid pattern: " .. tostring(err)), 2) end
+  if not id then hemera_error("Invalid pattern: " .. tostring(err), nil, 2) end
   def.id = id
   if not t then
     t = { topic = p.topic, pubsub = transport.pubsub, queue = transport.queue,
-          maxMessages = transport.maxMessages, count = 0 }
+          maxMessages = transport.maxMessages, count = 0, owner = self }
     i.topics[p.topic] = t
     if i.conn then subscribe(self, t) end
   end
-  i.log:debug("Server action added", { pattern = pattern.method(p) })
+  for _, hook in ipairs(self._ext.onAdd) do
+    local ok, herr = call(hook, def)
+    if not ok then error(herr, 2) end
+  end
+  self.log:debug("Server action added", { pattern = pattern.method(p) })
   return def
 end
 
--- hemera:remove(topic) -> true, or false when the topic is unknown.
+-- hemera:remove(topic) -> true, or false when unknown. remove(sid) ends a
+-- pending act (ctx.sid) without calling it back.
 function Hemera:remove(topic)
-  if topic == nil then error(errors.HemeraError("The sid or topic name is required"), 2) end
-  if type(topic) ~= "string" then
-    error(errors.HemeraError(("Topic must be from type string or number but got '%s'"):format(type(topic))), 2)
+  if topic == nil then hemera_error("The sid or topic name is required", nil, 2) end
+  if type(topic) == "number" then
+    return self._i.conn ~= nil and self._i.conn:cancel(topic)
   end
-  return clean_topic(self._i, topic)
+  if type(topic) ~= "string" then
+    hemera_error(("Topic must be from type string or number but got '%s'"):format(type(topic)), nil, 2)
+  end
+  return self:_cleanTopic(topic)
 end
 
 function Hemera:removeAll()
-  for topic in pairs(self._i.topics) do clean_topic(self._i, topic) end
+  for topic in pairs(self._i.topics) do self:_cleanTopic(topic) end
 end
 
--- hemera:list([pattern]) -> the action definitions (matching `pattern`).
-function Hemera:list(p)
+-- hemera:list([pattern] [, {patterns = true}]) -> definitions, or their
+-- patterns, in lookup order.
+function Hemera:list(p, opts)
   if p ~= nil then p = pattern.normalize(p) end
-  return self._i.router:list(p)
+  local defs = self._i.router:list(p)
+  if opts and opts.patterns then
+    for k, d in ipairs(defs) do defs[k] = d.pattern end
+  end
+  return defs
 end
 
 -- }==================================================================
 
 -- {==================================================================
--- Client side
+-- Client
 -- ===================================================================
 
-local function copy(t)
-  local o = {}
-  if t then for k, v in pairs(t) do o[k] = v end end
-  return o
-end
-
--- Turns the outcome of a request into result, err (and updates actx).
-local function complete(i, actx, method, st, data)
-  if st == "timeout" then
-    return nil, errors.TimeoutError("Client timeout", { app = i.config.name, isServer = false, pattern = method })
-  elseif st == "failed" then
-    return nil, errors.HemeraError("Request could not be sent: " .. tostring(data),
-      { app = i.config.name, isServer = false, pattern = method })
-  elseif st ~= nil then
-    return nil, errors.HemeraError("NATS connection closed before the reply",
-      { app = i.config.name, isServer = false, pattern = method, code = st })
+local function check_act(self, p, level)
+  if p == nil then hemera_error("Pattern is required to start a request", nil, level + 1) end
+  if type(p) ~= "table" and type(p) ~= "string" then
+    hemera_error("Pattern must be a table or a string, got " .. type(p), nil, level + 1)
   end
-  local msg, derr = decode(data)
-  if type(msg) ~= "table" or getmetatable(msg) == array_mt then
-    return nil, errors.ParseError("Client payload decoding: " .. tostring(derr or "expected a JSON object"))
+  p = pattern.normalize(p)
+  if type(p.topic) ~= "string" or p.topic == "" then
+    hemera_error("Topic is required and must be from type string", nil, level + 1)
   end
-  if obj(msg.meta) then actx.meta = msg.meta end
-  if obj(msg.request) then actx.request = setmetatable(msg.request, REQINFO_MT) end
-  local trace = obj(msg.trace)
-  if trace then
-    setmetatable(trace, TRACE_MT)
-    if type(trace.timestamp) == "number" then trace.duration = hrtime() - trace.timestamp end
-    actx.trace = trace
+  if not self._i.conn then
+    hemera_error("Not connected: call hemera:ready() first", nil, level + 1)
   end
-  if msg.error ~= nil and msg.error ~= false then
-    return nil, errors.from_wire(msg.error)
-  end
-  return msg.result, nil
+  return p
 end
 
 -- hemera:act(pattern [, cb])
 --   In a Hemera coroutine without cb: returns result, err, ctx.
---   With cb: returns at once; cb(err, result, ctx) runs once in a coroutine.
+--   With cb: returns the act context at once; cb(err, result, ctx) runs in
+--   a coroutine once per reply (several with maxMessages$/expectedMessages$).
 function Hemera:act(p, cb)
-  local i = self._i
-  if p == nil then error(errors.HemeraError("Pattern is required to start a request"), 2) end
-  if type(p) ~= "table" and type(p) ~= "string" then
-    error(errors.HemeraError("Pattern must be a table or a string, got " .. type(p)), 2)
-  end
   if cb ~= nil and type(cb) ~= "function" then
-    error(errors.HemeraError("act callback must be a function, got " .. type(cb)), 2)
+    hemera_error("act callback must be a function, got " .. type(cb), nil, 2)
   end
-  p = pattern.normalize(p)
-  if type(p.topic) ~= "string" or p.topic == "" then
-    error(errors.HemeraError("Topic is required and must be from type string"), 2)
-  end
-  if not i.conn then
-    error(errors.HemeraError("Not connected: call hemera:ready() first"), 2)
-  end
+  p = check_act(self, p, 2)
   if not cb and not core.in_coroutine() then
-    error(errors.HemeraError("act outside a Hemera coroutine needs a callback: hemera:act(pattern, function(err, result) ... end)"), 2)
+    hemera_error("act outside a Hemera coroutine needs a callback: hemera:act(pattern, function(err, result) ... end)", nil, 2)
   end
-  local method = pattern.method(p)
-  local meta = copy(self.meta)
-  if type(p["meta$"]) == "table" then
-    for k, v in pairs(p["meta$"]) do meta[k] = v end
-  end
-  local parent = self.trace or {}
-  local tr = p["trace$"]
-  local trace = setmetatable({}, TRACE_MT)
-  if type(tr) == "table" then
-    trace.spanId = tr.spanId or i.idgen()
-    trace.traceId = tr.traceId or i.idgen()
-    trace.parentSpanId = tr.parentSpanId or parent.spanId
-  else
-    -- Hemera quirk kept for the wire: a nested call reuses its parent's
-    -- spanId as its own.
-    trace.spanId = parent.spanId or i.idgen()
-    trace.traceId = parent.traceId or i.idgen()
-    trace.parentSpanId = parent.spanId
-  end
-  trace.timestamp = hrtime()
-  trace.service = p.topic
-  trace.method = method
-  local pubsub = p["pubsub$"] == true
-  local request = setmetatable({ id = p["requestId$"] or i.idgen(), type = pubsub and "pubsub" or "request",
-                                 service = p.topic, method = method }, REQINFO_MT)
-  local delegate = obj(p["delegate$"]) or {}
-  local actx = setmetatable({ meta = meta, trace = trace, delegate = delegate, request = request,
-                              context = p["context$"] or self.context }, { __index = i.root })
-  local payload, eerr = encode(setmetatable({ pattern = pattern.clean(p), meta = meta, delegate = delegate,
-                                              trace = trace, request = request }, REQUEST_MT))
-  local function finish(result, err)
-    if cb then
-      spawn(cb, err, result, actx)
-      return
-    end
-    return result, err, actx
-  end
-  if not payload then
-    return finish(nil, errors.ParseError("Client payload encoding: " .. eerr))
-  end
-  if pubsub then
-    local ok, perr = i.conn:publish(p.topic, payload)
-    if not ok then return finish(nil, errors.HemeraError("Publish failed: " .. tostring(perr))) end
-    return finish(nil, nil)
-  end
-  local timeout = p["timeout$"] or i.config.timeout
   if cb then
-    local id, rerr = i.conn:request(p.topic, payload, timeout, 1, function(st, data)
-      local result, err = complete(i, actx, method, st, data)
-      return cb(err, result, actx)
-    end)
-    if not id then return finish(nil, errors.HemeraError("Request failed: " .. tostring(rerr))) end
-    return
+    return client.act(self, p, function(err, result, ctx) return cb(err, result, ctx) end)
   end
-  local st, data = i.conn:request(p.topic, payload, timeout, 1)
-  return finish(complete(i, actx, method, st, data))
+  return client.act(self, p)
+end
+
+-- hemera:stream(pattern) -> iterator over replies (see hemera.client).
+function Hemera:stream(p)
+  p = check_act(self, p, 2)
+  if not core.in_coroutine() then
+    hemera_error("stream must run in a Hemera coroutine", nil, 2)
+  end
+  return client.stream(self, p)
+end
+
+-- }==================================================================
+
+-- {==================================================================
+-- Extension points and scope settings
+-- ===================================================================
+
+function Hemera:ext(name, fn)
+  if not HOOKS[name] then
+    error(errors.HemeraError("Extension type is unknown", { type = name, handler = fn }), 2)
+  end
+  if type(fn) ~= "function" then hemera_error("Extension handler must be a function", nil, 2) end
+  local list = self._ext[name]
+  list[#list + 1] = fn
+  return self
+end
+
+local function setter(field, label)
+  return function(self, fn)
+    if type(fn) ~= "function" then hemera_error(label .. " must be a function", nil, 2) end
+    rawset(self, field, fn)
+    return self
+  end
+end
+
+Hemera.setClientEncoder = setter("_clientEncoder", "ClientEncoder")
+Hemera.setClientDecoder = setter("_clientDecoder", "ClientDecoder")
+Hemera.setServerEncoder = setter("_serverEncoder", "ServerEncoder")
+Hemera.setServerDecoder = setter("_serverDecoder", "ServerDecoder")
+Hemera.setSchemaCompiler = setter("_schemaCompiler", "SchemaCompiler handler")
+Hemera.setResponseSchemaCompiler = setter("_responseSchemaCompiler", "ResponseSchemaCompiler handler")
+Hemera.setErrorHandler = setter("_errorHandler", "ErrorHandler handler")
+Hemera.setIdGenerator = setter("_idGenerator", "IdGenerator")
+
+-- hemera:setNotFoundPattern(pattern | string | nil): unmatched requests of
+-- this scope's topics run that pattern's action with the original request.
+function Hemera:setNotFoundPattern(p)
+  if p == nil then
+    rawset(self, "_notFoundPattern", false)
+    return self
+  end
+  rawset(self, "_notFoundPattern", pattern.normalize(p))
+  return self
+end
+
+-- }==================================================================
+
+-- {==================================================================
+-- Plugins and decorators
+-- ===================================================================
+
+-- hemera:decorate(name, value [, deps]): a member on the root instance,
+-- visible to every scope.
+function Hemera:decorate(name, value, deps)
+  local root = self._i.root
+  if root[name] ~= nil then hemera_error("Decoration has been already added", { name = name }, 2) end
+  for _, d in ipairs(deps or {}) do
+    if root[d] == nil then hemera_error(("Missing member dependency '%s'"):format(d), nil, 2) end
+  end
+  rawset(root, name, value)
+  return self
+end
+
+-- hemera:expose(name, value [, deps]): a member of this scope and its
+-- children only.
+function Hemera:expose(name, value, deps)
+  if self[name] ~= nil then hemera_error("Exposition has been already added", { name = name }, 2) end
+  for _, d in ipairs(deps or {}) do
+    if self[d] == nil then hemera_error(("Missing member dependency '%s'"):format(d), nil, 2) end
+  end
+  rawset(self, name, value)
+  return self
+end
+
+function Hemera:hasDecorator(name)
+  return self[name] ~= nil
+end
+
+-- The plugin's description, whatever form it was given in.
+local function plugin_meta(plugin)
+  if type(plugin) == "function" then
+    return { register = plugin, name = nil, options = {}, scoped = true }
+  end
+  if type(plugin) ~= "table" or type(plugin.register) ~= "function" then
+    hemera_error("A plugin must be a function or a table with a register function, got " .. type(plugin), nil, 3)
+  end
+  return {
+    register = plugin.register,
+    name = plugin.name,
+    options = plugin.options or {},
+    dependencies = plugin.dependencies,
+    decorators = plugin.decorators,
+    scoped = plugin.scoped ~= false,
+    plugin = plugin,
+  }
+end
+
+-- hemera:use(plugin [, opts]): registers a plugin, loaded in order when
+-- ready() runs; inside a plugin's register, after that plugin. Returns the
+-- instance, so use/after chain.
+function Hemera:use(plugin, opts)
+  local meta = plugin_meta(plugin)
+  if opts ~= nil and type(opts) ~= "table" then hemera_error("The options object should be a table", nil, 2) end
+  local q = rawget(self, "_queue") or self._queue
+  q[#q + 1] = { meta = meta, opts = opts or {} }
+  if self._i.plugins_loaded then
+    hemera_error("Plugins must be registered before ready() (or inside another plugin)", nil, 2)
+  end
+  return self
+end
+
+-- hemera:after(fn): fn(hemera) runs once the plugins registered before it
+-- have loaded.
+function Hemera:after(fn)
+  if type(fn) ~= "function" then hemera_error("after callback must be a function", nil, 2) end
+  local q = rawget(self, "_queue") or self._queue
+  q[#q + 1] = { after = fn }
+  return self
+end
+
+local function check_plugin(scope, meta)
+  local deps = meta.dependencies
+  if deps ~= nil then
+    if type(deps) ~= "table" then hemera_error("Plugin dependencies must be an array of strings", nil, 4) end
+    for _, d in ipairs(deps) do
+      if not scope._i.plugins[d] then
+        hemera_error(("The dependency '%s' is not registered"):format(tostring(d)), nil, 4)
+      end
+    end
+  end
+  for _, d in ipairs(meta.decorators or {}) do
+    if scope[d] == nil then
+      hemera_error(("The decorator dependency '%s' is not registered"):format(tostring(d)), nil, 4)
+    end
+  end
+end
+
+local function child_scope(parent, meta)
+  local ext = {}
+  for name, list in pairs(parent._ext) do ext[name] = copy(list) end
+  local child = setmetatable({ _ext = ext, _queue = {}, _plugin = meta.name }, { __index = parent })
+  if meta.name and parent._i.config.childLogger and parent.log.child then
+    child.log = parent.log:child { plugin = meta.name }
+  end
+  return child
+end
+
+-- Runs one plugin's register within pluginTimeout, then its own plugins.
+local function load_plugin(scope, entry)
+  local i = scope._i
+  local meta = entry.meta
+  local ok, err = pcall(check_plugin, scope, meta)
+  if not ok then return err end
+  local target = meta.scoped and child_scope(scope, meta) or scope
+  local opts = copy(meta.options)
+  for k, v in pairs(entry.opts) do opts[k] = v end
+  -- Nested use() calls inside register land in a fresh queue, loaded right
+  -- after this plugin (avvio's order), also for unscoped plugins.
+  local saved = rawget(target, "_queue")
+  rawset(target, "_queue", {})
+  local done = core.future()
+  spawn(function()
+    done:set(call(meta.register, target, opts))
+  end)
+  local limit = i.config.pluginTimeout
+  local rok, rerr, timeout = done:wait(limit > 0 and limit or nil)
+  local nested = rawget(target, "_queue")
+  rawset(target, "_queue", saved)
+  if rok == nil and rerr == "timeout" then
+    return errors.HemeraError("ERR_AVVIO_PLUGIN_TIMEOUT: plugin did not start in time: " .. tostring(meta.name or "anonymous"),
+      { code = "ERR_AVVIO_PLUGIN_TIMEOUT", fn = meta.plugin or meta.register })
+  end
+  if not rok then return rerr end
+  if meta.name then
+    i.plugins[meta.name] = true
+    i.plugin_list[#i.plugin_list + 1] = meta.name
+  end
+  for _, e in ipairs(nested) do
+    local nerr
+    if e.after then
+      local aok, a = call(e.after, target)
+      if not aok then nerr = a end
+    else
+      nerr = load_plugin(target, e)
+    end
+    if nerr then return nerr end
+  end
+  return nil
+end
+
+local function load_plugins(self)
+  local i = self._i
+  i.plugin_list = {}
+  local q = self._queue
+  self._queue = {}
+  for _, e in ipairs(q) do
+    local err
+    if e.after then
+      local ok, a = call(e.after, self)
+      if not ok then err = a end
+    else
+      err = load_plugin(self, e)
+    end
+    if err then return err end
+  end
+  i.plugins_loaded = true
+  return nil
 end
 
 -- }==================================================================
@@ -498,43 +539,67 @@ end
 -- Lifecycle
 -- ===================================================================
 
--- hemera:ready([fn]): connects to NATS and subscribes the topics added so
--- far; then fn(hemera) runs in a coroutine (so it may act). Raises when
--- NATS cannot be reached.
+local function on_nats_event(i, event, text)
+  local l = i.root.log
+  if event == "disconnected" then
+    if not i.closing then l:warn("NATS disconnected!") end
+  elseif event == "reconnected" then
+    l:info("NATS reconnected!")
+  elseif event == "closed" then
+    l:info("NATS connection closed")
+  else
+    l:error("NATS error", { error = text })
+  end
+end
+
+-- hemera:ready([fn]): connects to NATS (raising a HemeraError with code
+-- CONN_ERR when it cannot), subscribes the topics added so far, loads the
+-- plugins in order, and confirms the subscriptions with the server. Then
+-- fn(err) runs in a coroutine (err: a plugin's failure). In a coroutine
+-- without fn it returns true, or nil and the error.
 function Hemera:ready(fn)
   local i = self._i
-  if i.readied then error(errors.HemeraError("Hemera was already bootstraped"), 2) end
+  if i.readied then hemera_error("Hemera was already bootstraped", nil, 2) end
   if fn ~= nil and type(fn) ~= "function" then
-    error(errors.HemeraError("ready callback must be a function, got " .. type(fn)), 2)
+    hemera_error("ready callback must be a function, got " .. type(fn), nil, 2)
   end
   i.readied = true
-  local copts = copy(i.nats)
+  local copts = copy(i.config.nats)
   copts.servers = i.servers
   copts.name = copts.name or i.config.name
-  local conn, err = core.connect(copts, function(event, text)
-    if event == "disconnected" then
-      if not i.closing then i.log:warn("NATS disconnected!") end
-    elseif event == "reconnected" then i.log:info("NATS reconnected!")
-    elseif event == "closed" then i.log:info("NATS connection closed")
-    else i.log:error("NATS error", { error = text }) end
-  end)
+  local conn, err = core.connect(copts, function(event, text) on_nats_event(i, event, text) end)
   if not conn then
-    i.log:fatal("Could not connect to NATS!", { error = err })
-    error(errors.HemeraError(err, { code = "CONN_ERR" }), 2)
+    self.log:fatal("Could not connect to NATS!", { error = err })
+    hemera_error(err, { code = "CONN_ERR" }, 2)
   end
   i.conn = conn
   open_instances[self] = true
-  i.log:info("Connected!")
-  for _, t in pairs(i.topics) do subscribe(self, t) end
-  -- Ready means the server has our subscriptions: a round trip proves it.
-  if not fn and core.in_coroutine() then
+  self.log:info("Connected!")
+  local interval = i.config.load.process.sampleInterval
+  if interval > 0 then core.load_start(interval) end
+  for _, t in pairs(i.topics) do subscribe(t.owner, t) end
+  local function boot()
+    local perr = load_plugins(self)
+    if perr then
+      self.log:fatal("Plugin failed to load", { error = perr })
+    end
+    -- Ready means the server has our subscriptions: a round trip proves it.
     local st = conn:flush(i.config.timeout)
-    if st then error(errors.HemeraError("NATS did not confirm the subscriptions: " .. st), 2) end
+    if st and not perr then perr = errors.HemeraError("NATS did not confirm the subscriptions: " .. st) end
+    return perr
+  end
+  if not fn and core.in_coroutine() then
+    local perr = boot()
+    if perr then return nil, perr end
     return true
   end
-  conn:flush(i.config.timeout, function(st)
-    if st then i.log:error("NATS did not confirm the subscriptions", { error = st }) end
-    if fn then fn(self) end
+  spawn(function()
+    local perr = boot()
+    if fn then
+      fn(perr)
+    elseif perr then
+      self:close()
+    end
   end)
   return true
 end
@@ -544,34 +609,54 @@ end
 -- after ready). Returns true, or nil and "timeout" / "closed".
 function Hemera:flush()
   local i = self._i
-  if not i.conn then error(errors.HemeraError("Not connected: call hemera:ready() first"), 2) end
+  if not i.conn then hemera_error("Not connected: call hemera:ready() first", nil, 2) end
   local st = i.conn:flush(i.config.timeout)
   if st then return nil, st end
   return true
 end
 
 -- hemera:close([fn]): stops taking requests, lets running handlers finish
--- (at most closeTimeout ms), then closes the connection; fn() runs after.
+-- (at most closeTimeout ms) and send their replies, flushes and closes the
+-- connection, runs the onClose hooks (last added first), then fn(err) with
+-- the first onClose error, if any.
 function Hemera:close(fn)
   local i = self._i
+  local root = i.root
+  if fn ~= nil and type(fn) ~= "function" then
+    hemera_error("close callback must be a function, got " .. type(fn), nil, 2)
+  end
   if i.closing then
     if fn then
-      if i.closed then spawn(fn) else i.close_waiters[#i.close_waiters + 1] = fn end
+      if i.closed then spawn(fn, i.close_error) else i.close_waiters[#i.close_waiters + 1] = fn end
     end
     return
   end
   i.closing = true
   i.close_waiters = { fn }
   local function finish()
+    core.load_stop()
+    local first
+    local hooks = root._ext.onClose
+    for k = #hooks, 1, -1 do
+      local ok, err = call(hooks[k], root)
+      if not ok then
+        root.log:error("onClose extension", { error = err })
+        first = first or err
+      end
+    end
     i.closed = true
-    open_instances[self] = nil
-    for _, f in ipairs(i.close_waiters) do spawn(f) end
+    i.close_error = first
+    open_instances[root] = nil
+    for _, f in ipairs(i.close_waiters) do spawn(f, first) end
   end
   for _, t in pairs(i.topics) do
     if t.sub then t.sub:unsubscribe() end
     t.sub = nil
   end
-  if not i.conn then return finish() end
+  if not i.conn then
+    spawn(finish)
+    return
+  end
   local done = false
   local function shut()
     if done then return end
@@ -580,14 +665,19 @@ function Hemera:close(fn)
     i.conn:close(finish)
   end
   if i.inflight == 0 then return shut() end
-  i.on_drained = shut
+  local drained = core.future()
+  i.on_drained = function() drained:set(true) end
   spawn(function()
-    core.sleep(i.config.closeTimeout)
-    if not done then
-      i.log:warn("Closing with handlers still running", { running = i.inflight })
-      shut()
+    if not drained:wait(i.config.closeTimeout) and not done then
+      root.log:warn("Closing with handlers still running", { running = i.inflight })
     end
+    shut()
   end)
+end
+
+-- hemera:fatal(): closes, then exits the process with status 1.
+function Hemera:fatal()
+  self:close(function() os.exit(1) end)
 end
 
 -- Closes every connected instance (the interpreter calls this on SIGINT).
@@ -595,15 +685,9 @@ function Hemera.closeAll()
   for inst in pairs(open_instances) do inst:close() end
 end
 
--- Read-only views.
-function Hemera:config() return self._i.config end
-function Hemera:topics()
-  local out = {}
-  for k in pairs(self._i.topics) do out[#out + 1] = k end
-  table.sort(out)
-  return out
-end
 function Hemera:stats() return self._i.conn and self._i.conn:stats() end
+
+function Hemera:plugins() return copy(self._i.plugin_list) end
 
 -- }==================================================================
 

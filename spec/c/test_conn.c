@@ -101,7 +101,6 @@ TEST(timeout_completes_once_and_late_reply_is_counted) {
   hm_conn_t *c;
   uint64_t id;
   counts k;
-  hm_conn_stats st;
   memset(&k, 0, sizeof k);
   uv_loop_init(&loop);
   c = connect_to(&loop);
@@ -180,7 +179,6 @@ TEST(many_concurrent_requests) {
   hm_sub_t *s;
   counts k;
   int i;
-  hm_conn_stats st;
   memset(&k, 0, sizeof k);
   uv_loop_init(&loop);
   c = connect_to(&loop);
@@ -199,7 +197,6 @@ TEST(many_concurrent_requests) {
   ASSERT_EQ(k.timeouts, 0);
   ASSERT_EQ(k.done_calls, 1000);
   ASSERT_EQ(uv_loop_close(&loop), 0);
-  (void)st;
 }
 
 TEST(multiple_replies_and_close_fails_pending) {

@@ -1,0 +1,47 @@
+-- hemera.reply: the server's reply to one request.
+--
+--   reply:send(value)        the result (an error value takes the error path)
+--   reply:send(nil, err)     an error reply
+--   reply:next(value)        one more reply for a stream (maxMessages$ callers)
+--   reply.payload, reply.error, reply.sent, reply.isError
+--
+-- Only one send counts: a second one logs "Reply already sent" and is
+-- ignored; `next` is the way to send several replies.
+
+local errors = require "hemera.errors"
+
+local Reply = {}
+Reply.__index = Reply
+
+-- deliver(reply) does the sending (hooks, encode, publish); it may yield.
+function Reply.new(deliver, log)
+  return setmetatable({ sent = false, count = 0, isError = false, _deliver = deliver, log = log }, Reply)
+end
+
+function Reply:send(value, err)
+  if self.sent then
+    self.log:warn("Reply already sent", { error = tostring(errors.HemeraError("Reply already sent")) })
+    return false
+  end
+  if err == nil and errors.is_error(value) then value, err = nil, value end
+  if err ~= nil then
+    self.error = errors.from_value(err)
+    self.isError = true
+    self.payload = nil
+  else
+    self.payload = value
+  end
+  self.sent = true
+  self.count = self.count + 1
+  self._deliver(self)
+  return true
+end
+
+function Reply:next(value, err)
+  self.sent = false
+  self.error = nil
+  self.isError = false
+  return self:send(value, err)
+end
+
+return Reply

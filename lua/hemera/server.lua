@@ -1,0 +1,216 @@
+-- hemera.server: one incoming message, from decode to onResponse, in the
+-- order of Hemera v7 (spec §5.2). It runs in its own coroutine, so every
+-- hook, the middleware and the handler may yield (act, sleep, ...).
+
+local core = require "hemera.core"
+local errors = require "hemera.errors"
+local pattern = require "hemera.pattern"
+local Reply = require "hemera.reply"
+local util = require "hemera.util"
+local wire = require "hemera.wire"
+
+local M = {}
+
+local obj, call, run_hooks, run_all = util.obj, util.call, util.run_hooks, util.run_all
+
+-- A validator per (action, compiler), compiled on first use.
+local function validator(def, compiler, slot)
+  local cache = def[slot]
+  if cache and cache.compiler == compiler then return cache.fn end
+  local ok, fn = call(compiler, def.schema, def)
+  if not ok then return nil, fn end
+  def[slot] = { compiler = compiler, fn = fn or false }
+  return fn or false
+end
+
+local function check_load(i)
+  local policy = i.config.load.policy
+  local s = core.load()
+  local fields = { eventLoopDelay = s.eventLoopDelay, heapUsed = s.heapUsed, rss = s.rss }
+  if policy.maxEventLoopDelay > 0 and s.eventLoopDelay > policy.maxEventLoopDelay then
+    return errors.ProcessLoadError("Server under heavy load (event loop)", fields)
+  elseif policy.maxHeapUsedBytes > 0 and s.heapUsed > policy.maxHeapUsedBytes then
+    return errors.ProcessLoadError("Server under heavy load (heap)", fields)
+  elseif policy.maxRssBytes > 0 and s.rss > policy.maxRssBytes then
+    return errors.ProcessLoadError("Server under heavy load (rss)", fields)
+  end
+end
+
+-- Sends what the reply holds: error handler and onError for errors, the
+-- onSend chain (response validation first), encode, publish, onResponse.
+local function deliver(owner, ctx, reply)
+  local i = owner._i
+  local log = ctx.log
+  if reply.error then
+    local eh = owner._errorHandler
+    if eh then
+      local ok, e = call(eh, ctx, reply.error, reply)
+      if not ok then log:error("errorHandler", { error = e }) end
+    end
+    run_all(owner._ext.onError, function(e) log:error("onError extension", { error = e }) end,
+            ctx, reply.error, reply)
+  end
+  local send_err
+  local rc = owner._responseSchemaCompiler
+  if not reply.error and rc and ctx.matchedAction then
+    local fn, cerr = validator(ctx.matchedAction, rc, "_response_validator")
+    if fn == nil then
+      send_err = cerr
+    elseif fn then
+      local ok, v = call(fn, reply.payload, ctx)
+      if not ok then send_err = v elseif v ~= nil then reply.payload = v end
+    end
+  end
+  if not send_err then send_err = run_hooks(owner._ext.onSend, ctx, ctx.pattern, reply) end
+  if send_err then
+    log:error("onSend extension", { error = send_err })
+    -- The first error wins: an onSend failure replaces only a success,
+    -- and the error path (error handler, onError, onSend) runs once more.
+    if not reply.error and not reply._resent then
+      reply._resent = true
+      reply.error = send_err
+      reply.isError = true
+      reply.payload = nil
+      return deliver(owner, ctx, reply)
+    end
+  end
+  log:info("Request responded", { topic = ctx.topic })
+  local to = ctx.replyTo
+  if to and i.conn then
+    local encode = owner._serverEncoder or core.encode
+    local hop = reply.error and wire.hop(i.config.name, ctx.trace, ctx.topic)
+    local out = wire.reply(ctx.meta, ctx.trace, ctx.request, reply.payload, reply.error, hop)
+    local ok, payload, eerr = pcall(encode, out)
+    if not ok or payload == nil then
+      -- Node Hemera logs and sends nothing, leaving the caller to time
+      -- out; we tell the caller what went wrong instead.
+      local e = errors.ParseError("Server encoding: " .. tostring(ok and eerr or payload))
+      log:error("Server encoding", { error = e })
+      ok, payload = pcall(encode, wire.reply(ctx.meta, ctx.trace, ctx.request, nil, e,
+                                              wire.hop(i.config.name, ctx.trace, ctx.topic)))
+      if not ok or payload == nil then payload = nil end
+    end
+    if payload then
+      local sent, perr = i.conn:publish(to, payload)
+      if not sent and not i.conn:is_closed() then
+        local e = errors.HemeraError("Reply could not be sent: " .. tostring(perr))
+        log:error("Reply could not be sent", { error = e })
+        i.conn:publish(to, assert(core.encode(wire.reply(ctx.meta, ctx.trace, ctx.request, nil, e,
+          wire.hop(i.config.name, ctx.trace, ctx.topic)))))
+      end
+    end
+  end
+  run_all(owner._ext.onResponse, function(e) log:error("onResponse extension", { error = e }) end, ctx, reply)
+end
+
+-- Everything up to the handler. Returns when the reply has been sent (or
+-- there is none to send).
+local function process(owner, t, ctx, reply, data)
+  local i = owner._i
+  local decode = owner._serverDecoder or core.decode
+  local ok, msg, derr = pcall(decode, data)
+  if not ok or type(msg) ~= "table" or getmetatable(msg) == core.array_mt then
+    local why = not ok and tostring(msg) or msg == nil and tostring(derr)
+      or "expected a JSON object, got " .. (type(msg) == "table" and "an array" or type(msg))
+    ctx.log:warn("Invalid request", { topic = ctx.topic, error = why })
+    return reply:send(nil, errors.ParseError("Invalid request: " .. why))
+  end
+  ctx.meta = obj(msg.meta) or {}
+  ctx.trace = setmetatable(obj(msg.trace) or {}, wire.TRACE_MT)
+  ctx.request = setmetatable(obj(msg.request) or {}, wire.REQINFO_MT)
+  ctx.delegate = obj(msg.delegate) or {}
+  local p = obj(msg.pattern)
+  if not p then
+    return reply:send(nil, errors.ParseError("Invalid request: 'pattern' must be an object, got "
+      .. type(msg.pattern)))
+  end
+  ctx.pattern = p
+  local def = i.router:lookup(p)
+  if t.last then owner:_cleanTopic(t.topic) end
+  if not def and owner._notFoundPattern then def = i.router:lookup(owner._notFoundPattern) end
+  ctx.matchedAction = def
+  if i.config.traceLog then
+    ctx.log = ctx.log:child { tag = i.config.tag, requestId = ctx.request.id, traceId = ctx.trace.traceId,
+                              spanId = ctx.trace.spanId, parentSpanId = ctx.trace.parentSpanId }
+  end
+  ctx.log:info("Request received", { topic = ctx.topic })
+  local sc = owner._schemaCompiler
+  if def and sc then
+    local fn, cerr = validator(def, sc, "_request_validator")
+    if fn == nil then return reply:send(nil, cerr) end
+    if fn then
+      local vok, v = call(fn, p, ctx)
+      if not vok then return reply:send(nil, v) end
+      if v ~= nil then p = v; ctx.pattern = v end
+    end
+  end
+  if i.config.load.checkPolicy and i.load_limits then
+    local lerr = check_load(i)
+    if lerr then return reply:send(nil, lerr) end
+  end
+  local err = run_hooks(owner._ext.onRequest, ctx, p, reply)
+  if err then return reply:send(nil, err) end
+  if not def then
+    return reply:send(nil, errors.PatternNotFound("No action found for this pattern",
+      { app = i.config.name, isServer = true, pattern = ctx.trace.method or pattern.method(p) }))
+  end
+  err = run_hooks(owner._ext.preHandler, ctx, p, reply)
+  if err then
+    if not reply.sent then reply:send(nil, err) end
+    return
+  end
+  if reply.sent then return end
+  for k = 1, #def.middleware do
+    local mok, merr = call(def.middleware[k], p, reply, ctx)
+    if not mok then
+      if not reply.sent then reply:send(nil, merr) end
+      return
+    end
+    if reply.sent then return end
+  end
+  local aok, r = call(def.action, p, ctx)
+  if ctx.request.type == "pubsub" then
+    if not aok then ctx.log:error("Pubsub action failed", { error = r }) end
+    if not reply.sent then reply:send() end
+    return
+  end
+  if not aok then
+    if reply.count > 0 then reply:next(nil, r) else reply:send(nil, r) end
+  elseif reply.count > 0 then
+    -- The handler streamed with reply:next; a final value is one more.
+    if r ~= nil then reply:next(r) end
+  elseif not reply.sent then
+    reply:send(r)
+  end
+end
+
+-- One message of topic t, owned by scope `owner`.
+function M.serve(owner, t, subject, reply_to, data)
+  local i = owner._i
+  if t.maxMessages then
+    t.count = t.count + 1
+    -- NATS already ends the subscription after maxMessages; the topic's
+    -- patterns leave the router with the last message.
+    if t.count >= t.maxMessages and i.topics[t.topic] == t then t.last = true end
+  end
+  i.inflight = i.inflight + 1
+  local ctx = setmetatable({ topic = subject, replyTo = reply_to, context = owner.context,
+                             auth = {}, log = owner.log }, { __index = owner })
+  local reply
+  reply = Reply.new(function(r) return deliver(owner, ctx, r) end, owner.log)
+  ctx.reply = reply
+  local ok, err = xpcall(process, debug.traceback, owner, t, ctx, reply, data)
+  if not ok then
+    owner.log:error("Internal error while serving a request", { error = err })
+    if not reply.sent then reply:send(nil, errors.HemeraError("Internal error: " .. tostring(err))) end
+  end
+  if t.last and i.topics[t.topic] == t then owner:_cleanTopic(t.topic) end
+  i.inflight = i.inflight - 1
+  if i.inflight == 0 and i.on_drained then
+    local f = i.on_drained
+    i.on_drained = nil
+    f()
+  end
+end
+
+return M

@@ -1,0 +1,56 @@
+-- hemera.util: small helpers shared by the library's parts.
+local core = require "hemera.core"
+local errors = require "hemera.errors"
+
+local M = {}
+
+local array_mt = core.array_mt
+local traceback = debug.traceback
+
+function M.copy(t)
+  local o = {}
+  if t then for k, v in pairs(t) do o[k] = v end end
+  return o
+end
+
+-- The table itself when it is a JSON object (not an array), else nil.
+function M.obj(v)
+  return type(v) == "table" and getmetatable(v) ~= array_mt and v or nil
+end
+
+-- xpcall message handler: keeps the error value and the traceback of the
+-- coroutine where it was raised.
+function M.capture(e)
+  return { err = e, trace = traceback(type(e) == "string" and e or nil, 2) }
+end
+
+-- Calls fn(...) protected. Returns ok, r1, r2: a raise, or a `nil, err`
+-- (or `false, err`) return, becomes ok = false and an error value in r1.
+function M.call(fn, ...)
+  local ok, r, e = xpcall(fn, M.capture, ...)
+  if not ok then return false, errors.from_value(r.err, r.trace) end
+  if (r == nil or r == false) and e ~= nil then return false, errors.from_value(e) end
+  return true, r, e
+end
+
+-- Runs hooks in order; the first failure stops the chain and is returned.
+function M.run_hooks(list, ...)
+  if not list then return nil end
+  for k = 1, #list do
+    local ok, err = M.call(list[k], ...)
+    if not ok then return err end
+  end
+  return nil
+end
+
+-- Runs every hook, logging failures instead of stopping (onError,
+-- onResponse, onClose collect their errors).
+function M.run_all(list, on_error, ...)
+  if not list then return end
+  for k = 1, #list do
+    local ok, err = M.call(list[k], ...)
+    if not ok then on_error(err) end
+  end
+end
+
+return M

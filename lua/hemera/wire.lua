@@ -1,0 +1,33 @@
+-- hemera.wire: the envelope shapes of Hemera v7, key order included.
+local core = require "hemera.core"
+local errors = require "hemera.errors"
+
+local M = {}
+
+-- Key orders on the wire, as Node Hemera writes them.
+M.TRACE_MT = { __jsonorder = { "spanId", "traceId", "parentSpanId", "timestamp", "service", "method" } }
+M.REQINFO_MT = { __jsonorder = { "id", "type", "service", "method" } }
+M.REQUEST_MT = { __jsonorder = { "pattern", "meta", "delegate", "trace", "request" } }
+M.REPLY_MT = { __jsonorder = { "meta", "trace", "request", "result", "error" } }
+M.HOP_MT = { __jsonorder = { "service", "method", "app", "ts" } }
+
+-- The hop a server appends to an error it sends on.
+function M.hop(app, trace, topic)
+  return setmetatable({ service = trace.service or topic, method = trace.method,
+                        app = app, ts = core.hrtime() }, M.HOP_MT)
+end
+
+-- A reply envelope. `err` (an error value) wins over `result`.
+function M.reply(meta, trace, request, result, err, hop)
+  local out = setmetatable({ meta = meta or {}, trace = trace or {}, request = request or {} }, M.REPLY_MT)
+  if err ~= nil then
+    out.result = core.null
+    out.error = errors.to_wire(errors.root(err), hop)
+  else
+    out.result = result
+    out.error = core.null
+  end
+  return out
+end
+
+return M
