@@ -270,6 +270,9 @@ typedef struct node {
   struct node *parent;
   bucket *edge;
   size_t nchild;
+  /* A bit per child edge (hashed); stale bits only cost a probe. It
+  ** spares most failing probes the trip to the big edge table. */
+  uint64_t cmask;
   oset set; /* of route nlinks */
 } node;
 
@@ -448,8 +451,13 @@ static void bucket_release(hm_router_t *r, bucket *b) {
   }
 }
 
+static uint64_t cbit(const bucket *b) {
+  return UINT64_C(1) << (fmix((uint64_t)(uintptr_t)b) & 63);
+}
+
 static node *edge_find(const hm_router_t *r, const node *parent,
                        const bucket *b) {
+  if (!(parent->cmask & cbit(b))) return NULL;
   uint64_t h = hptrs(parent, b);
   for (hnode *n = htab_chain(&r->edges, h); n; n = n->next) {
     node *c = (node *)n;
@@ -466,8 +474,10 @@ static node *edge_get(hm_router_t *r, node *parent, bucket *b) {
   c->parent = parent;
   c->edge = b;
   c->nchild = 0;
+  c->cmask = 0;
   oset_init(&c->set);
   parent->nchild++;
+  parent->cmask |= cbit(b);
   htab_insert(r, &r->edges, &c->h, hptrs(parent, b));
   return c;
 }
@@ -479,7 +489,7 @@ static void node_prune(hm_router_t *r, node *nd) {
     htab_remove(r, &r->edges, &nd->h);
     oset_fini(r, &nd->set);
     rfree(r, nd, sizeof *nd);
-    parent->nchild--;
+    if (--parent->nchild == 0) parent->cmask = 0;
     nd = parent;
   }
 }
@@ -593,7 +603,7 @@ static int plain_equal(const hm_field *a, const hm_field *b) {
 static int value_match(const hm_router_t *r, const hm_field *f, const fx *x,
                        const hm_field *q) {
   char buf[HM_JSNUM_BUFSIZE];
-  size_t len;
+  size_t len = 0;
   const char *s;
   switch (x->kind) {
     case K_PLAIN:
@@ -766,6 +776,11 @@ static hm_status check_fields(hm_router_t *r, const hm_field *fields,
     snprintf(r->err, sizeof r->err, "fields missing");
     return HM_INVAL;
   }
+  /* Field positions are kept in 32 bits; no real pattern comes close. */
+  if (n > 65536) {
+    snprintf(r->err, sizeof r->err, "too many fields (%zu)", n);
+    return HM_LIMIT;
+  }
   for (size_t i = 0; i < n; i++) {
     const hm_field *f = &fields[i];
     if (f->key_len && !f->key) {
@@ -918,7 +933,7 @@ hm_status hm_router_add(hm_router_t *r, const hm_field *fields, size_t n,
     const hm_field *f = &rt->fields[i];
     if (rt->fx[i].kind != K_PLAIN) continue;
     char buf[HM_JSNUM_BUFSIZE];
-    size_t vlen;
+    size_t vlen = 0;
     const char *v = jsstr(f, buf, &vlen);
     rt->pairs[k].link.route = rt;
     rt->pairs[k].fidx = (uint32_t)i;
@@ -1039,9 +1054,10 @@ typedef struct lctx {
   size_t ne;
   size_t *path;
   int all;
-  /* first match */
+  /* first match; bestg is computed only once a rival needs it */
   hm_route_t *best;
   okey bestg;
+  int bestg_ok;
   /* every match */
   hit *hits;
   size_t nhits, caphits;
@@ -1072,9 +1088,21 @@ static void push_hit(lctx *c, hm_route_t *rt, okey g) {
   c->nhits++;
 }
 
+/* Bucket keys read scattered heads, so a node's key is only worked out
+** when there is something to compare it with: usually a lookup has a
+** single candidate node and never needs one. */
 static void visit_node(lctx *c, const node *nd) {
-  okey g = node_key(nd);
-  if (!c->all && c->best && okey_cmp(&g, &c->bestg) > 0) return;
+  okey g = {0, 0, 0};
+  int g_ok = 0;
+  if (!c->all && c->best) {
+    if (!c->bestg_ok) {
+      c->bestg = node_key(c->best->nd);
+      c->bestg_ok = 1;
+    }
+    g = node_key(nd);
+    g_ok = 1;
+    if (okey_cmp(&g, &c->bestg) > 0) return;
+  }
   for (uint32_t i = 0; i < nd->set.ng; i++)
     for (const olink *l = nd->set.g[i].first; l; l = l->next) {
       hm_route_t *rt = l->route;
@@ -1083,11 +1111,16 @@ static void visit_node(lctx *c, const node *nd) {
         if (okey_cmp(&a, &b) >= 0) return;
       }
       if (!route_match(c->r, rt, c->req, c->n, c->path)) continue;
+      if (!g_ok && c->all) {
+        g = node_key(nd);
+        g_ok = 1;
+      }
       if (c->all) {
         push_hit(c, rt, g);
       } else {
         c->best = rt;
         c->bestg = g;
+        c->bestg_ok = g_ok;
         return;
       }
     }
@@ -1126,7 +1159,7 @@ static int collect(lctx *c, rq *ebuf, size_t *pbuf, size_t cap) {
   for (size_t i = 0; i < c->n; i++) {
     const hm_field *q = &c->req[i];
     char buf[HM_JSNUM_BUFSIZE];
-    size_t vlen;
+    size_t vlen = 0;
     const char *v = jsstr(q, buf, &vlen);
     if (!v) continue; /* a request regex only equals a stored regex */
     key *k = key_find(r, q->key_len ? q->key : "", q->key_len,
@@ -1180,6 +1213,7 @@ static void scan_all(lctx *c) {
     }
     c->best = rt;
     c->bestg = g;
+    c->bestg_ok = 1;
   }
 }
 

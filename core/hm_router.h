@@ -17,6 +17,26 @@
 ** added). Routes whose every value is a regex or a wildcard topic are
 ** searched after all others.
 **
+** Exactly (bloomrun 4.1.1's bucket scan, whose result the index computes
+** without scanning): every indexed field (string, number or boolean value;
+** not a regex, not a wildcard topic) puts its route in the bucket
+** (key, String(value)). Routes in a bucket are in weight order (insertion:
+** add order; depth: more keys first, then add order); a bucket's place is
+** its first route's place, and when two buckets share a first route, the
+** bucket whose key comes earlier in that route's fields goes first. A
+** lookup scans the request's buckets in that order and returns the first
+** route that matches. So usually the earliest (insertion) or deepest
+** (depth) matching route wins, but not always: with insertion, after
+** {topic:z,cmd:y}, {topic:x}, {topic:x,cmd:y}, the request {topic:x,cmd:y}
+** gets the third, because bucket cmd:y starts with the older first route.
+** Regex-and-wildcard-only routes (and routes with no field at all, which
+** match everything) come after, in weight order. Lookup cost does not
+** grow with the number of routes, only with the request and the matches.
+** Wildcards: a token that is exactly `*` matches one token, a last token
+** exactly `>` one or more; a `>` elsewhere matches itself, as in NATS.
+** They and regexes see non-string request values as String() would; a
+** request regex never matches a wildcard topic.
+**
 ** Ownership: the router copies every key and string it is given; callers
 ** keep ownership of their hm_field arrays. `udata` is opaque and never
 ** touched; the caller frees it after hm_router_remove / in the remove
@@ -67,11 +87,16 @@ hm_status hm_router_add(hm_router_t *r, const hm_field *fields, size_t n,
 
 /* The first matching route's udata, or NULL. Request fields may include
 ** keys the router never saw; duplicate keys are not allowed. A request field
-** of type HM_VAL_REGEX only equals a stored regex with the same source. */
+** of type HM_VAL_REGEX only equals a stored regex with the same source.
+** With n == 0 (Hemera's lookup(undefined)) it is the first route that
+** lookup_all lists for n == 0. */
 void *hm_router_lookup(const hm_router_t *r, const hm_field *req, size_t n);
 
 /* Calls fn for every matching route in lookup order; stops when fn
-** returns non-zero. With n == 0 every route matches (list all). */
+** returns non-zero. With n == 0 every route matches (list all). fn must
+** not add or remove routes; collect handles and act after the call. Each
+** route is visited once; if memory for the sort runs out, the visit may
+** be incomplete. */
 void hm_router_lookup_all(const hm_router_t *r, const hm_field *req, size_t n,
                           int (*fn)(hm_route_t *route, void *udata, void *arg),
                           void *arg);
@@ -81,7 +106,9 @@ void hm_router_remove(hm_router_t *r, hm_route_t *route);
 
 /* Removes every route whose topic field is exactly `topic` as written
 ** (wildcards included); calls each(udata, arg) for each removed route
-** before freeing it. Returns how many were removed. */
+** before freeing it. Returns how many were removed. Only HM_VAL_STRING
+** topics count (a number 5 is not the topic "5"). `each` must not call
+** into the router. */
 size_t hm_router_remove_topic(hm_router_t *r, const char *topic, size_t len,
                               void (*each)(void *udata, void *arg), void *arg);
 
@@ -92,7 +119,8 @@ const hm_field *hm_route_fields(const hm_route_t *route, size_t *n);
 
 /* Bytes held by the router (index + routes), for benchmarks. */
 size_t hm_router_memory(const hm_router_t *r);
-/* Text of the last HM_REGEX / HM_INVAL error of this router. */
+/* Text of the last HM_REGEX / HM_INVAL error of this router ("" if none;
+** valid until the next failing add). */
 const char *hm_router_error(const hm_router_t *r);
 
 #endif

@@ -129,7 +129,7 @@ static int field_eq(const hm_naive_t *nv, const nfield *sf,
                     const hm_field *q) {
   const hm_field *f = &sf->f;
   char buf[HM_JSNUM_BUFSIZE];
-  size_t n;
+  size_t n = 0;
   const char *s;
   if (f->type == HM_VAL_REGEX) {
     if (q->type == HM_VAL_REGEX)
@@ -328,7 +328,7 @@ static int cmp_rank(const rank *a, const rank *b) {
 ** position of the key among the head's fields. */
 static void bucket_head(const hm_naive_t *nv, const hm_field *f, rank *out) {
   char buf[HM_JSNUM_BUFSIZE], buf2[HM_JSNUM_BUFSIZE];
-  size_t n, n2;
+  size_t n = 0, n2 = 0;
   const char *s = tostr(f, buf, &n);
   int found = 0;
   for (size_t i = 0; i < nv->count; i++) {
