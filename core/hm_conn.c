@@ -1,6 +1,16 @@
 /*
-** hm_conn.c: NATS connection on a libuv loop, cross-thread inbox queue,
-** request multiplexer with a pending table and one deadline heap.
+** hm_conn.c: NATS connection on a libuv loop, request multiplexer with a
+** pending table and one deadline heap.
+**
+** The connection is attached to the loop by our own event-loop glue
+** (cnats' natsOptions_SetEventLoop callbacks): the socket is polled by a
+** uv_poll_t and cnats parses what arrives from the loop thread. Every
+** subscription is synchronous (SubscribeSync), so parsed messages wait in
+** cnats' per-subscription queue and we take them right after each read, on
+** the loop thread: no delivery thread, no hand-off per message. cnats still
+** calls a few things from its own threads (connection events from its
+** callback thread, attach and poll changes from its reconnect thread);
+** those go through a locked queue and a uv_async wake-up.
 */
 #include "hm_conn.h"
 
@@ -9,26 +19,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* cnats' adapter is header-only with external linkage: include it in this
-** one translation unit only. */
-#include <nats/adapters/libuv.h>
-
 #include "hm_nuid.h"
 
 /* Items handed from cnats threads to the loop. */
-enum { Q_MSG = 1, Q_SUB_DONE, Q_EVENT };
+enum { Q_EVENT = 1, Q_ATTACH, Q_POLL, Q_DETACH };
 
 typedef struct qitem {
   int kind;
-  int status;         /* Q_EVENT: hm_conn_event; Q_MSG: unused */
+  int status;         /* Q_EVENT: hm_conn_event; Q_POLL: add (1) or remove */
   natsStatus nstatus; /* Q_EVENT: cnats status for HM_EV_ERROR */
-  natsMsg *msg;
-  hm_sub_t *sub;
+  int which;          /* Q_POLL: UV_READABLE or UV_WRITABLE */
+  natsSock fd;        /* Q_ATTACH */
 } qitem;
-
-/* How many items one wake-up handles before yielding to the rest of the
-** loop (timers, I/O); the rest are taken on the next iteration. */
-#define QBATCH 256
 
 struct hm_sub {
   hm_conn_t *c;
@@ -36,9 +38,9 @@ struct hm_sub {
   hm_msg_cb cb;
   void *arg;
   uint64_t delivered;
-  int stopped;   /* no more callbacks (unsubscribed, or connection closing) */
-  int released;  /* the owner called hm_sub_unsubscribe */
-  int completed; /* cnats will not touch it again */
+  int stopped;  /* no more callbacks (unsubscribed, or connection closing) */
+  int released; /* the owner called hm_sub_unsubscribe */
+  int ended;    /* cnats closed it (auto-unsubscribe, connection closed) */
   int is_mux;
   hm_sub_t *prev, *next;
 };
@@ -72,8 +74,18 @@ struct hm_conn {
   uv_timer_t timer;
   int handles_open;
 
-  hm_sub_t *subs; /* every subscription not yet completed or freed */
-  int live_subs;  /* subscriptions cnats may still call */
+  /* Event-loop glue. The poll handle is malloc'd: on reconnect the old one
+  ** closes while the new one starts. */
+  uv_thread_t loop_thread;
+  uv_poll_t *poll;
+  int poll_events;
+  int polls_open; /* poll handles not yet closed */
+  int attached;   /* between the first attach and detach */
+
+  hm_sub_t *subs; /* every subscription not yet freed */
+  int draining;   /* inside drain_subs: frees wait */
+  int max_pending_msgs; /* per subscription, 0: cnats' default */
+  int64_t max_pending_bytes;
 
   /* Request mux. */
   hm_sub_t *mux;
@@ -130,21 +142,8 @@ static int qpush(hm_conn_t *c, const qitem *it) {
   return ok;
 }
 
-static void on_nats_msg(natsConnection *nc, natsSubscription *ns,
-                        natsMsg *msg, void *closure) {
-  hm_sub_t *s = closure;
-  qitem it = {Q_MSG, 0, NATS_OK, msg, s};
-  if (!qpush(s->c, &it)) natsMsg_Destroy(msg);
-}
-
-static void on_nats_sub_done(void *closure) {
-  hm_sub_t *s = closure;
-  qitem it = {Q_SUB_DONE, 0, NATS_OK, NULL, s};
-  qpush(s->c, &it);
-}
-
 static void push_event(hm_conn_t *c, int ev, natsStatus st) {
-  qitem it = {Q_EVENT, ev, st, NULL, NULL};
+  qitem it = {Q_EVENT, ev, st, 0, -1};
   qpush(c, &it);
 }
 
@@ -378,6 +377,155 @@ static void on_reply(hm_conn_t *c, natsMsg *msg) {
   }
 }
 
+/* Takes every message cnats parsed for our subscriptions and hands each
+** to its owner, on the loop thread. Subscriptions released meanwhile are
+** freed at the end, not under our feet. */
+static void drain_subs(hm_conn_t *c) {
+  hm_sub_t *s, *next;
+  c->draining++;
+  for (s = c->subs; s != NULL; s = s->next) {
+    natsMsg *m;
+    natsStatus st;
+    if (s->ended || s->released) continue;
+    while (!s->released && (st = natsSubscription_NextMsg(&m, s->ns, 0)) == NATS_OK) {
+      if (s->is_mux) {
+        /* Replies still count while closing: the final flush is one. */
+        on_reply(c, m);
+      } else if (s->stopped) {
+        c->stats.dropped++;
+        natsMsg_Destroy(m);
+      } else {
+        s->delivered++;
+        c->stats.msgs_in++;
+        s->cb(s, m, s->arg);
+      }
+    }
+    /* Anything but "nothing pending" means cnats closed it: auto-
+    ** unsubscribe reached its count, or the connection closed. */
+    if (!s->released && st != NATS_TIMEOUT) s->ended = 1;
+  }
+  if (--c->draining == 0) {
+    for (s = c->subs; s != NULL; s = next) {
+      next = s->next;
+      if (s->released) sub_unlink_free(s);
+    }
+  }
+}
+
+/* {====================================================================
+** Event-loop glue (natsOptions_SetEventLoop callbacks)
+** ===================================================================== */
+
+static int on_loop_thread(hm_conn_t *c) {
+  uv_thread_t self = uv_thread_self();
+  return uv_thread_equal(&self, &c->loop_thread);
+}
+
+static void poll_closed(uv_handle_t *h) {
+  hm_conn_t *c = h->data;
+  free(h);
+  c->polls_open--;
+  try_finish(c);
+}
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+  hm_conn_t *c = h->data;
+  if (h != c->poll) return; /* an old handle still closing */
+  /* On error let cnats read: it notices the broken socket and reconnects. */
+  if (status < 0 || (events & UV_READABLE)) {
+    natsConnection_ProcessReadEvent(c->nc);
+    drain_subs(c);
+  }
+  if (status == 0 && (events & UV_WRITABLE) && h == c->poll)
+    natsConnection_ProcessWriteEvent(c->nc);
+}
+
+static void poll_apply(hm_conn_t *c) {
+  if (c->poll == NULL) return;
+  if (c->poll_events)
+    uv_poll_start(c->poll, c->poll_events, on_poll);
+  else
+    uv_poll_stop(c->poll);
+}
+
+static void do_attach(hm_conn_t *c, natsSock fd) {
+  if (c->poll != NULL) {
+    uv_close((uv_handle_t *)c->poll, poll_closed);
+    c->poll = NULL;
+  }
+  c->poll = malloc(sizeof *c->poll);
+  if (c->poll == NULL || uv_poll_init_socket(c->loop, c->poll, fd) != 0) {
+    free(c->poll);
+    c->poll = NULL;
+    snprintf(c->err, sizeof c->err, "cannot poll the NATS socket");
+    return;
+  }
+  c->poll->data = c;
+  c->polls_open++;
+  c->attached = 1;
+  c->poll_events = UV_READABLE;
+  poll_apply(c);
+}
+
+static void do_detach(hm_conn_t *c) {
+  c->attached = 0;
+  if (c->poll != NULL) {
+    uv_poll_stop(c->poll);
+    uv_close((uv_handle_t *)c->poll, poll_closed);
+    c->poll = NULL;
+  }
+  try_finish(c);
+}
+
+static void do_poll(hm_conn_t *c, int which, int add) {
+  if (add) c->poll_events |= which; else c->poll_events &= ~which;
+  poll_apply(c);
+}
+
+static natsStatus evl_attach(void **user, void *loop, natsConnection *nc,
+                             natsSock fd) {
+  hm_conn_t *c = *user ? *user : loop; /* first attach: see hm_conn_connect */
+  *user = c;
+  if (on_loop_thread(c)) {
+    do_attach(c, fd);
+    return c->poll ? NATS_OK : NATS_ERR;
+  } else {
+    qitem it = {Q_ATTACH, 0, NATS_OK, 0, fd};
+    return qpush(c, &it) ? NATS_OK : NATS_NO_MEMORY;
+  }
+}
+
+static natsStatus evl_poll(hm_conn_t *c, int which, bool add) {
+  if (on_loop_thread(c)) {
+    do_poll(c, which, add);
+    return NATS_OK;
+  } else {
+    qitem it = {Q_POLL, add ? 1 : 0, NATS_OK, which, -1};
+    return qpush(c, &it) ? NATS_OK : NATS_NO_MEMORY;
+  }
+}
+
+static natsStatus evl_read(void *user, bool add) {
+  return evl_poll(user, UV_READABLE, add);
+}
+
+static natsStatus evl_write(void *user, bool add) {
+  return evl_poll(user, UV_WRITABLE, add);
+}
+
+static natsStatus evl_detach(void *user) {
+  hm_conn_t *c = user;
+  if (on_loop_thread(c)) {
+    do_detach(c);
+  } else {
+    qitem it = {Q_DETACH, 0, NATS_OK, 0, -1};
+    qpush(c, &it);
+  }
+  return NATS_OK;
+}
+
+/* }==================================================================== */
+
 static const char *event_text(int ev, natsStatus st) {
   switch (ev) {
     case HM_EV_DISCONNECTED: return "disconnected";
@@ -388,30 +536,10 @@ static const char *event_text(int ev, natsStatus st) {
 }
 
 static void dispatch(hm_conn_t *c, qitem *it) {
-  hm_sub_t *s = it->sub;
   switch (it->kind) {
-    case Q_MSG:
-      if (s->is_mux) {
-        /* Replies still count while closing: the final flush is one. */
-        on_reply(c, it->msg);
-      } else if (s->stopped) {
-        c->stats.dropped++;
-        natsMsg_Destroy(it->msg);
-      } else {
-        s->delivered++;
-        c->stats.msgs_in++;
-        s->cb(s, it->msg, s->arg);
-      }
-      break;
-    case Q_SUB_DONE:
-      /* Every message of this subscription was queued before this item,
-      ** so none is left to reference it. */
-      s->completed = 1;
-      c->live_subs--;
-      if (s == c->mux) c->mux = NULL;
-      if (s->released) sub_unlink_free(s);
-      try_finish(c);
-      break;
+    case Q_ATTACH: do_attach(c, it->fd); break;
+    case Q_POLL: do_poll(c, it->which, it->status); break;
+    case Q_DETACH: do_detach(c); break;
     case Q_EVENT:
       if (it->status == HM_EV_CLOSED) {
         c->nats_closed = 1;
@@ -429,11 +557,11 @@ static void dispatch(hm_conn_t *c, qitem *it) {
 
 static void on_wake(uv_async_t *h) {
   hm_conn_t *c = h->data;
-  qitem batch[QBATCH];
+  qitem batch[64];
   size_t n, i;
   int more;
   uv_mutex_lock(&c->qlock);
-  n = c->rcount < QBATCH ? c->rcount : QBATCH;
+  n = c->rcount < 64 ? c->rcount : 64;
   for (i = 0; i < n; i++) batch[i] = c->ring[(c->rhead + i) % c->rcap];
   if (n > 0) c->rhead = (c->rhead + n) % c->rcap;
   c->rcount -= n;
@@ -450,14 +578,10 @@ static void on_wake(uv_async_t *h) {
 ** ===================================================================== */
 
 static void free_conn(hm_conn_t *c) {
-  size_t i;
   hm_closed_cb done = c->done;
   void *done_arg = c->done_arg;
-  /* Nothing can be queued any more (qdead); release what is left. */
-  for (i = 0; i < c->rcount; i++) {
-    qitem *it = &c->ring[(c->rhead + i) % c->rcap];
-    if (it->msg) natsMsg_Destroy(it->msg);
-  }
+  /* Nothing can be queued any more (qdead); what is left holds no
+  ** resource. */
   while (c->subs != NULL) sub_unlink_free(c->subs);
   natsConnection_Destroy(c->nc);
   uv_mutex_destroy(&c->qlock);
@@ -473,12 +597,15 @@ static void on_handle_closed(uv_handle_t *h) {
   if (--c->handles_open == 0) free_conn(c);
 }
 
-/* The connection can go once the user asked for it, cnats reported it
-** closed, and cnats has completed every subscription (so no cnats thread
-** holds a pointer into our memory). */
+/* The connection can go once the user asked for it and cnats reported it
+** closed (its callback thread will not call us again); our poll handle must
+** be closed first. */
 static void try_finish(hm_conn_t *c) {
-  if (!c->closing || !c->nats_closed || c->live_subs > 0 || c->finishing)
-    return;
+  if (!c->closing || !c->nats_closed || c->finishing) return;
+  /* cnats is done with the socket once it reports the connection closed,
+  ** whether or not it told us to detach. */
+  if (c->poll != NULL) do_detach(c);
+  if (c->polls_open > 0) return;
   c->finishing = 1;
   uv_mutex_lock(&c->qlock);
   c->qdead = 1;
@@ -567,8 +694,8 @@ static hm_status set_opts(natsOptions *o, const hm_conn_opts *co,
     s = natsOptions_SetTimeout(o, co->connect_timeout_ms);
   if (s == NATS_OK && co->max_pending_msgs > 0)
     s = natsOptions_SetMaxPendingMsgs(o, co->max_pending_msgs);
-  /* One shared delivery thread instead of one thread per subscription. */
-  if (s == NATS_OK) s = natsOptions_UseGlobalMessageDelivery(o, true);
+  c->max_pending_msgs = co->max_pending_msgs;
+  c->max_pending_bytes = -1;
   /* Write each publish out at once instead of waiting for cnats' flusher,
   ** which runs about once per millisecond and caps request/reply rates. */
   if (s == NATS_OK) s = natsOptions_SetSendAsap(o, true);
@@ -576,9 +703,10 @@ static hm_status set_opts(natsOptions *o, const hm_conn_opts *co,
   ** service may subscribe a moment later); the server's instant
   ** "no responders" status would end requests early and differently. */
   if (s == NATS_OK) s = natsOptions_DisableNoResponders(o, true);
+  /* The "loop" cnats passes to our attach is the connection itself. */
   if (s == NATS_OK)
-    s = natsOptions_SetEventLoop(o, loop, natsLibuv_Attach, natsLibuv_Read,
-                                 natsLibuv_Write, natsLibuv_Detach);
+    s = natsOptions_SetEventLoop(o, c, evl_attach, evl_read, evl_write,
+                                 evl_detach);
   if (s == NATS_OK)
     s = natsOptions_SetDisconnectedCB(o, on_nats_disconnected, c);
   if (s == NATS_OK) s = natsOptions_SetReconnectedCB(o, on_nats_reconnected, c);
@@ -604,10 +732,9 @@ hm_status hm_conn_connect(uv_loop_t *loop, const hm_conn_opts *co,
     free(c);
     return HM_NOMEM;
   }
-  natsLibuv_Init();
-  /* The adapter schedules work through the loop unless it runs on the
-  ** thread registered here; connecting happens on the loop thread. */
-  natsLibuv_SetThreadLocalLoop(loop);
+  /* Connecting happens on the loop thread; calls from any other thread
+  ** are queued for it. */
+  c->loop_thread = uv_thread_self();
   if (natsOptions_Create(&o) != NATS_OK) {
     st = HM_NOMEM;
     snprintf(err, errlen, "cannot create NATS options");
@@ -663,39 +790,37 @@ hm_status hm_conn_subscribe(hm_conn_t *c, const char *subject,
   s->c = c;
   s->cb = cb;
   s->arg = arg;
+  /* Synchronous: messages wait in cnats until drain_subs takes them on
+  ** the loop thread (no delivery thread). */
   if (queue)
-    ns = natsConnection_QueueSubscribe(&s->ns, c->nc, subject, queue,
-                                       on_nats_msg, s);
+    ns = natsConnection_QueueSubscribeSync(&s->ns, c->nc, subject, queue);
   else
-    ns = natsConnection_Subscribe(&s->ns, c->nc, subject, on_nats_msg, s);
+    ns = natsConnection_SubscribeSync(&s->ns, c->nc, subject);
   if (ns != NATS_OK) {
     snprintf(c->err, sizeof c->err, "subscribe to '%s': %s", subject,
              natsStatus_GetText(ns));
     free(s);
     return ns == NATS_INVALID_SUBJECT ? HM_INVAL : HM_NATS;
   }
-  natsSubscription_SetOnCompleteCB(s->ns, on_nats_sub_done, s);
+  if (c->max_pending_msgs > 0)
+    natsSubscription_SetPendingLimits(s->ns, c->max_pending_msgs,
+                                      c->max_pending_bytes);
   if (max > 0) natsSubscription_AutoUnsubscribe(s->ns, max);
   s->next = c->subs;
   if (c->subs) c->subs->prev = s;
   c->subs = s;
-  c->live_subs++;
   *out = s;
   return HM_OK;
 }
 
 void hm_sub_unsubscribe(hm_sub_t *s) {
-  int was_stopped = s->stopped;
+  hm_conn_t *c = s->c;
   if (s->released) return;
   s->released = 1;
   s->stopped = 1;
-  if (s->completed) {
-    sub_unlink_free(s);
-    return;
-  }
-  /* Fails harmlessly when cnats already closed it (auto-unsubscribe or
-  ** connection closed); completion arrives through the queue either way. */
-  if (!was_stopped) natsSubscription_Unsubscribe(s->ns);
+  /* Fails harmlessly when cnats already closed it. */
+  if (!s->ended && !c->nats_closed) natsSubscription_Unsubscribe(s->ns);
+  if (!c->draining) sub_unlink_free(s);
 }
 
 uint64_t hm_sub_delivered(const hm_sub_t *s) { return s->delivered; }
@@ -729,7 +854,7 @@ hm_status hm_conn_publish(hm_conn_t *c, const char *subject,
 }
 
 static void on_mux_msg(hm_sub_t *s, natsMsg *msg, void *arg) {
-  /* Unused: mux messages are routed in dispatch(). */
+  /* Unused: mux messages are routed in drain_subs(). */
   natsMsg_Destroy(msg);
 }
 

@@ -3,12 +3,14 @@
 ** multiplexer.
 **
 ** Threads. Every function here must be called on the loop thread (the
-** thread that runs uv_run on the loop given to hm_conn_connect). cnats calls
-** its handlers on its own threads even with the libuv adapter; this module
-** only pushes what they hand over onto a locked queue and wakes the loop,
-** which drains the queue in bounded batches. Every callback below therefore
-** runs on the loop thread, from the top of a libuv callback, except where a
-** function says it calls back synchronously.
+** thread that calls hm_conn_connect and runs uv_run on its loop), and every
+** callback below runs there, from the top of a libuv callback, except where
+** a function says it calls back synchronously. The socket is polled by the
+** loop; cnats parses on the loop thread and, since every subscription is
+** synchronous, messages are taken from cnats right after each read: no
+** delivery thread and no cross-thread hand-off per message. What cnats still
+** does on its own threads (connection events, reconnect attach) goes
+** through a locked queue and a uv_async wake-up.
 **
 ** Requests. One `_INBOX.<nuid>.*` subscription per connection, made on the
 ** first request; each request publishes with the reply subject
@@ -19,8 +21,8 @@
 **
 ** Ownership. Messages handed to hm_msg_cb / hm_reply_cb belong to the
 ** callee, which must natsMsg_Destroy them. A hm_sub_t belongs to the caller
-** until hm_sub_unsubscribe; the memory itself is freed later, once cnats
-** reports the subscription complete. A hm_conn_t belongs to the caller until
+** until hm_sub_unsubscribe, which frees it (or right after the current
+** drain, when called from a message callback). A hm_conn_t belongs to the caller until
 ** hm_conn_close; it is freed after the `closed` callback has run.
 */
 #ifndef HM_CONN_H

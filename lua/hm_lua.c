@@ -3,6 +3,7 @@
 ** (the one place that calls lua_resume), the coroutine pool, sleep, and the
 ** embedding API of hm_lua.h.
 */
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -547,6 +548,16 @@ static const luaL_Reg funcs[] = {
     {"future", l_future},
     {NULL, NULL}};
 
+/* cnats keeps threads of its own alive for the whole process. If Lua
+** unloaded this module at lua_close, libnats could go with it while those
+** threads still run: pin the module (and so libnats) for the process's
+** lifetime. */
+static void pin_module(void) {
+  Dl_info info;
+  if (dladdr((void *)&luaopen_hemera_core, &info) && info.dli_fname)
+    dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+}
+
 int luaopen_hemera_core(lua_State *L) {
   hm_ctx *ctx;
   uv_loop_t *host_loop;
@@ -556,6 +567,7 @@ int luaopen_hemera_core(lua_State *L) {
   if (lua_touserdata(L, -1) != NULL)
     return luaL_error(L, "hemera.core is already open in this state");
   lua_pop(L, 1);
+  pin_module();
 
   lua_rawgetp(L, LUA_REGISTRYINDEX, &loop_key);
   host_loop = lua_touserdata(L, -1);
