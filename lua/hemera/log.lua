@@ -61,7 +61,7 @@ local core = require "hemera.core"
 local errors = require "hemera.errors"
 
 local encode, jsnum, null = core.encode, core.jsnum, core.null
-local type, pairs, ipairs, next, tostring, rawget, select = type, pairs, ipairs, next, tostring, rawget, select
+local type, pairs, ipairs, next, tostring, rawget = type, pairs, ipairs, next, tostring, rawget
 local getmetatable, setmetatable, error = getmetatable, setmetatable, error
 local sub, byte, find, gsub, format = string.sub, string.byte, string.find, string.gsub, string.format
 local concat, sort = table.concat, table.sort
@@ -313,13 +313,16 @@ local function record(self, lv, time, msg, fields, err)
 end
 
 local HEAD = {}
-for name, lv in pairs(RECORD) do HEAD[lv] = '{"level":' .. lv .. ',"time":' end
+for _, lv in pairs(RECORD) do HEAD[lv] = '{"level":' .. lv .. ',"time":' end
 
 local function out(self, line)
   local s = self._stream
   s:write(line)
   if self._flush then s:flush() end
 end
+
+-- The JSON text of recent messages: most are constant strings.
+local MSGS, nmsgs, MAXMSGS = {}, 0, 256
 
 local function write_json(self, lv, msg, fields)
   local chind = self._chind or build(self)
@@ -347,8 +350,14 @@ local function write_json(self, lv, msg, fields)
   if tail then
     local m = ""
     if msg ~= nil then
-      m = encode(msg) or encode(valid_utf8(msg))
-      m = ',"msg":' .. m
+      m = MSGS[msg]
+      if not m then
+        m = ',"msg":' .. (encode(msg) or encode(valid_utf8(msg)))
+        if nmsgs < MAXMSGS then
+          nmsgs = nmsgs + 1
+          MSGS[msg] = m
+        end
+      end
     end
     return out(self, HEAD[lv] .. time .. m .. chind .. tail)
   end
