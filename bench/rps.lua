@@ -2,6 +2,7 @@
 -- at 1 and 128 requests in flight, service and client in separate
 -- processes. Run: make bench (or HEMERA_NATS_URL=... hemera bench/rps.lua).
 --   hemera bench/rps.lua [seconds-per-run] [inflight...]
+collectgarbage(os.getenv("GCMODE") or "incremental")
 local Hemera = require "hemera"
 local core = require "hemera.core"
 

@@ -612,6 +612,7 @@ int luaopen_hemera_core(lua_State *L) {
   hm_lua_open_conn(L);
   hm_lua_open_router(L);
   hm_lua_open_guard(L);
+  hm_lua_open_pattern(L);
 
   if (luaL_loadbuffer(L, trampoline_src, sizeof trampoline_src - 1,
                       "=hemera.trampoline") != LUA_OK)

@@ -117,6 +117,7 @@ void hm_lua_open_conn(lua_State *L);   /* connect, Conn, Sub */
 void hm_lua_open_router(lua_State *L); /* router */
 void hm_lua_close_conns(hm_ctx *ctx);  /* shutdown: close every connection */
 void hm_lua_open_guard(lua_State *L);  /* recursion counter, load sampler */
+void hm_lua_open_pattern(lua_State *L); /* core.method */
 void hm_lua_close_sampler(hm_ctx *ctx);
 /* }======== */
 

@@ -62,7 +62,7 @@ local function prepare(self, p)
     context = p["context$"] or self.context, pattern = clean, method = method,
     transport = { topic = p.topic, pubsub = pubsub, timeout = p["timeout$"] or i.config.timeout,
                   maxMessages = p["maxMessages$"], expectedMessages = p["expectedMessages$"] },
-  }, { __index = self })
+  }, util.inherit(self))
   local maxr = i.config.maxRecursion
   if maxr > 1 then
     local ok, count = core.recursion(meta, trace.traceId .. ":" .. method, maxr)
@@ -115,7 +115,9 @@ local function finish_reply(self, actx, st, data)
   actx.responseError = err
   local herr = run_hooks(self._ext.onActFinished, actx)
   if herr then return nil, herr end
-  actx.log:debug("Request completed", { topic = actx.transport.topic, responseTime = actx.trace.duration })
+  if i.log_requests then
+    actx.log:info("Request completed", { topic = actx.transport.topic, responseTime = actx.trace.duration })
+  end
   return result, err
 end
 
@@ -135,7 +137,7 @@ function M.act(self, p, on_reply)
   if perr then return deliver(nil, perr) end
   local herr = run_hooks(self._ext.onAct, actx)
   if herr then return deliver(nil, herr) end
-  actx.log:debug("Request started", { topic = p.topic, pattern = actx.method })
+  if i.log_requests then actx.log:info("Request started", { topic = p.topic, pattern = actx.method }) end
   local encode = self._clientEncoder or core.encode
   local ok, payload, eerr = pcall(encode, env)
   if not ok or payload == nil then
@@ -175,7 +177,10 @@ end
 -- `false, err`, a reply without result as `Hemera.null`, so the loop never
 -- stops on them.
 function M.stream(self, p)
-  if p["maxMessages$"] == nil and p["expectedMessages$"] == nil then p["maxMessages$"] = -1 end
+  if p["maxMessages$"] == nil and p["expectedMessages$"] == nil then
+    p = copy(p)
+    p["maxMessages$"] = -1
+  end
   local i = self._i
   local items, head, tail = {}, 1, 0
   local finished, waiter = false, nil

@@ -110,12 +110,17 @@ function Hemera.new(opts)
   }
   i.router = core.router(cfg.bloomrun.indexing)
   local logger
-  if cfg.logger and type(cfg.logger.info) == "function" then
-    logger = log.wrap and log.wrap(cfg.logger) or cfg.logger
+  local given = cfg.logger
+  if given ~= nil and type(given) == "table" and type(given.info) == "function" then
+    logger = log.wrap(given)
+  elseif given ~= nil and type(given.write) ~= "function" then
+    hemera_error("Invalid option 'logger': expected a logger (a table with the level methods) "
+      .. "or a stream (with a write method), got " .. tostring(given), { option = "logger" }, 2)
   else
-    logger = log.new { level = cfg.logLevel, app = cfg.name, pretty = cfg.prettyLog or nil,
-                       stream = cfg.logger }
+    logger = log.new { level = cfg.logLevel, app = cfg.name, pretty = cfg.prettyLog or nil, stream = given }
   end
+  -- Request logs cost tables on every message: decided once.
+  i.log_requests = logger.enabled == nil or logger:enabled("info")
   local p = cfg.load.policy
   i.load_limits = p.maxHeapUsedBytes > 0 or p.maxRssBytes > 0 or p.maxEventLoopDelay > 0
   local self = setmetatable({
@@ -225,7 +230,7 @@ function Hemera:add(p, handler)
     hemera_error("Pattern is already in use", { pattern = pattern.method(p) }, 2)
   end
   local def = setmetatable({
-    pattern = pattern.clean(p),
+    pattern = util.copy(pattern.clean(p)),
     schema = pattern.schema(p),
     transport = transport,
     action = handler or no_handler,

@@ -18,7 +18,7 @@ M.OPTIONS = {
   queue = true,
 }
 
-local jsnum, regex_mt = core.jsnum, core.regex_mt
+local regex_mt = core.regex_mt
 
 -- {==================================================================
 -- tinysonic
@@ -96,15 +96,20 @@ end
 
 -- A fresh table from a pattern (string or table), `name_` options renamed
 -- to `name$`. The caller's table is never changed.
+local ALIASES = {}
+for name in pairs(M.OPTIONS) do ALIASES[name .. "_"] = name .. "$" end
+
+-- A pattern table with `name_` options renamed to `name$`. The caller's
+-- table is never changed: it is copied only when it has such options.
 function M.normalize(p)
   if type(p) == "string" then return M.parse(p) end
-  local out = {}
-  for k, v in pairs(p) do
-    if type(k) == "string" and k:sub(-1) == "_" and M.OPTIONS[k:sub(1, -2)] then
-      k = k:sub(1, -2) .. "$"
-    end
-    out[k] = v
+  local has = false
+  for k in pairs(p) do
+    if ALIASES[k] then has = true break end
   end
+  if not has then return p end
+  local out = {}
+  for k, v in pairs(p) do out[ALIASES[k] or k] = v end
   return out
 end
 
@@ -112,8 +117,14 @@ local function is_special(k)
   return type(k) == "string" and k:sub(-1) == "$"
 end
 
--- The pattern without `$` keys and functions: what goes on the wire.
+-- The pattern without `$` keys and functions: what goes on the wire (the
+-- table itself when it has none).
 function M.clean(p)
+  local dirty = false
+  for k, v in pairs(p) do
+    if is_special(k) or type(v) == "function" then dirty = true break end
+  end
+  if not dirty then return p end
   local out = {}
   for k, v in pairs(p) do
     if not is_special(k) and type(v) ~= "function" then out[k] = v end
@@ -122,28 +133,8 @@ function M.clean(p)
 end
 
 -- Hemera's Util.pattern: scalar pairs as "key:value" with JavaScript's
--- String(), sorted, joined by ",".
-local function js_string(v)
-  local t = type(v)
-  if t == "number" then return jsnum(v) end
-  if t == "boolean" then return v and "true" or "false" end
-  if t == "table" and getmetatable(v) == regex_mt then return "/" .. v.source .. "/" end
-  return tostring(v)
-end
-
-function M.method(p)
-  local parts, n = {}, 0
-  for k, v in pairs(p) do
-    local t = type(v)
-    if type(k) == "string" and not is_special(k) and t ~= "function"
-       and (t ~= "table" or getmetatable(v) == regex_mt) then
-      n = n + 1
-      parts[n] = k .. ":" .. js_string(v)
-    end
-  end
-  table.sort(parts)
-  return table.concat(parts, ",")
-end
+-- String(), sorted, joined by "," (in C: it runs for every act).
+M.method = core.method
 
 -- Object-valued keys (schemas, `auth$`, ...) of an add pattern.
 function M.schema(p)

@@ -74,7 +74,7 @@ local function deliver(owner, ctx, reply)
       return deliver(owner, ctx, reply)
     end
   end
-  log:info("Request responded", { topic = ctx.topic })
+  if i.log_requests then log:info("Request responded", { topic = ctx.topic }) end
   local to = ctx.replyTo
   if to and i.conn then
     local encode = owner._serverEncoder or core.encode
@@ -133,7 +133,7 @@ local function process(owner, t, ctx, reply, data)
     ctx.log = ctx.log:child { tag = i.config.tag, requestId = ctx.request.id, traceId = ctx.trace.traceId,
                               spanId = ctx.trace.spanId, parentSpanId = ctx.trace.parentSpanId }
   end
-  ctx.log:info("Request received", { topic = ctx.topic })
+  if i.log_requests then ctx.log:info("Request received", { topic = ctx.topic }) end
   local sc = owner._schemaCompiler
   if def and sc then
     local fn, cerr = validator(def, sc, "_request_validator")
@@ -195,7 +195,7 @@ function M.serve(owner, t, subject, reply_to, data)
   end
   i.inflight = i.inflight + 1
   local ctx = setmetatable({ topic = subject, replyTo = reply_to, context = owner.context,
-                             auth = {}, log = owner.log }, { __index = owner })
+                             auth = {}, log = owner.log }, util.inherit(owner))
   local reply
   reply = Reply.new(function(r) return deliver(owner, ctx, r) end, owner.log)
   ctx.reply = reply

@@ -53,4 +53,15 @@ function M.run_all(list, on_error, ...)
   end
 end
 
+-- The metatable that makes a context inherit from `scope`, made once per
+-- scope (contexts are made for every message and act).
+function M.inherit(scope)
+  local mt = rawget(scope, "_inherit")
+  if not mt then
+    mt = { __index = scope }
+    rawset(scope, "_inherit", mt)
+  end
+  return mt
+end
+
 return M
