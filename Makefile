@@ -4,7 +4,7 @@ ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build test demo asan test-asan bench clean install
+.PHONY: all deps build test demo asan test-asan bench fuzz clean install
 
 all: build
 
@@ -17,9 +17,17 @@ $(BUILD)/CMakeCache.txt:
 build: deps $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS)
 
-# Starts a private nats-server on a free loopback port for the whole run.
+# Starts a private nats-server on a free loopback port for the whole run,
+# then gives each fuzzer a bounded run over its corpus.
 test: build
 	tools/with-nats.sh ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+	FUZZ_SECONDS=$(FUZZ_SECONDS) tools/fuzz.sh $(FUZZ_BUILD)
+
+FUZZ_SECONDS ?= 15
+FUZZ_BUILD ?= build-fuzz
+
+fuzz: deps
+	FUZZ_SECONDS=$(FUZZ_SECONDS) tools/fuzz.sh $(FUZZ_BUILD)
 
 demo: build
 	$(BUILD)/hemera examples/demo.lua
@@ -38,4 +46,4 @@ install: build
 	cmake --install $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

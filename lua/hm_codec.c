@@ -569,7 +569,7 @@ static int writeobject(enc *e, int idx, frame *fr, int order, int depth) {
     }
   }
   size_t n = st->nents - base;
-  sortkeys(st->ents + base, n);
+  if (n > 1) sortkeys(st->ents + base, n); /* ents may be NULL when n == 0 */
   if (putchr(e, '{')) return -1;
   int first = 1;
   if (order) {

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets with clang (coverage in the core too) and
+# runs each for FUZZ_SECONDS (default 20) over its corpus in fuzz/corpus.
+# New inputs go to a scratch directory, never into the repository.
+#   tools/fuzz.sh [build-dir]
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+build=${1:-$here/build-fuzz}
+seconds=${FUZZ_SECONDS:-20}
+if ! command -v clang >/dev/null; then
+  echo "fuzz: clang is not installed (make deps installs it)" >&2
+  exit 2
+fi
+CC=clang cmake -S "$here" -B "$build" -DHM_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug \
+  -DCMAKE_C_FLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined" >/dev/null
+cmake --build "$build" -j "$(nproc)" --target fuzz_router fuzz_codec >/dev/null
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+status=0
+for target in router codec; do
+  mkdir -p "$scratch/$target"
+  echo "fuzz: $target for ${seconds}s"
+  if ! (cd "$scratch" && "$build/fuzz_$target" -max_total_time="$seconds" -print_final_stats=1 \
+        -max_len=4096 "$scratch/$target" "$here/fuzz/corpus/$target" 2>"$scratch/$target.log"); then
+    echo "fuzz: $target FAILED; its log:" >&2
+    tail -n 60 "$scratch/$target.log" >&2
+    cp "$scratch"/crash-* "$scratch"/leak-* "$here/fuzz/" 2>/dev/null || true
+    status=1
+  else
+    grep -E "stat::number_of_executed_units|stat::peak_rss_mb" "$scratch/$target.log" | sed "s/^/fuzz: $target /"
+  fi
+done
+exit $status
