@@ -4,7 +4,7 @@ ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build test demo asan test-asan bench fuzz clean install
+.PHONY: all deps build test demo asan test-asan soak bench fuzz clean install
 
 all: build
 
@@ -38,6 +38,10 @@ asan test-asan: deps
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  tools/with-nats.sh ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS)
+
+# 100,000 requests natively (RSS flat) and under valgrind memcheck.
+soak: build
+	tools/with-nats.sh tools/soak.sh $(BUILD)
 
 bench: build
 	tools/with-nats.sh bench/run.sh $(BUILD)
