@@ -898,6 +898,10 @@ static hm_status start_request(hm_conn_t *c, const char *subject,
     return HM_NOMEM;
   }
   if (timeout_ms > 0) {
+    /* The loop's clock is cached at the top of each iteration; a request
+    ** made after a long callback would get a deadline already partly
+    ** spent. */
+    uv_update_time(c->loop);
     r->deadline = uv_now(c->loop) + timeout_ms;
     if (heap_push(c, r) != 0) {
       table_remove(c, r);

@@ -257,6 +257,9 @@ static int l_sleep(lua_State *L) {
   w->co = L;
   uv_timer_init(ctx->loop, &w->timer);
   w->timer.data = w;
+  /* Timers count from the loop's cached clock: refresh it first so time
+  ** Lua spent since the iteration began is not taken off the sleep. */
+  uv_update_time(ctx->loop);
   uv_timer_start(&w->timer, on_sleep, (uint64_t)ms, 0);
   w->next = ctx->waiters;
   if (ctx->waiters) ctx->waiters->prev = w;
@@ -380,6 +383,7 @@ static int f_wait(lua_State *L) {
     if (f->timer) {
       uv_timer_init(ctx->loop, f->timer);
       f->timer->data = f;
+      uv_update_time(ctx->loop); /* see l_sleep */
       uv_timer_start(f->timer, on_future_timeout, (uint64_t)timeout, 0);
     }
   }

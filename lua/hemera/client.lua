@@ -63,6 +63,10 @@ local function prepare(self, p)
     transport = { topic = p.topic, pubsub = pubsub, timeout = p["timeout$"] or i.config.timeout,
                   maxMessages = p["maxMessages$"], expectedMessages = p["expectedMessages$"] },
   }, util.inherit(self))
+  if i.config.traceLog then
+    actx.log = self.log:child { tag = i.config.tag, requestId = request.id, traceId = trace.traceId,
+                                spanId = trace.spanId, parentSpanId = trace.parentSpanId }
+  end
   local maxr = i.config.maxRecursion
   if maxr > 1 then
     local ok, count = core.recursion(meta, trace.traceId .. ":" .. method, maxr)
@@ -92,10 +96,13 @@ local function finish_reply(self, actx, st, data)
   else
     local decode = self._clientDecoder or core.decode
     local ok, msg, derr = pcall(decode, data)
-    if not ok or type(msg) ~= "table" or getmetatable(msg) == core.array_mt then
+    if not ok or msg == nil then
       -- A decode failure goes to the caller as is, without hooks.
-      return nil, errors.ParseError("Client payload decoding: "
-        .. tostring(not ok and msg or derr or "expected a JSON object"))
+      return nil, util.codec_error("Client payload decoding", ok, msg, derr)
+    end
+    if type(msg) ~= "table" or getmetatable(msg) == core.array_mt then
+      return nil, errors.ParseError("Client payload decoding: expected a JSON object, got "
+        .. (type(msg) == "table" and "an array" or type(msg)))
     end
     if obj(msg.meta) then actx.meta = msg.meta end
     if obj(msg.request) then actx.request = setmetatable(msg.request, wire.REQINFO_MT) end
@@ -116,7 +123,8 @@ local function finish_reply(self, actx, st, data)
   local herr = run_hooks(self._ext.onActFinished, actx)
   if herr then return nil, herr end
   if i.log_requests then
-    actx.log:info("Request completed", { topic = actx.transport.topic, responseTime = actx.trace.duration })
+    actx.log:info("Request completed", { topic = actx.transport.topic, requestId = actx.request.id,
+                                         pattern = actx.method, responseTime = actx.trace.duration })
   end
   return result, err
 end
@@ -137,11 +145,13 @@ function M.act(self, p, on_reply)
   if perr then return deliver(nil, perr) end
   local herr = run_hooks(self._ext.onAct, actx)
   if herr then return deliver(nil, herr) end
-  if i.log_requests then actx.log:info("Request started", { topic = p.topic, pattern = actx.method }) end
+  if i.log_requests then
+    actx.log:info("Request started", { topic = p.topic, requestId = actx.request.id, pattern = actx.method })
+  end
   local encode = self._clientEncoder or core.encode
   local ok, payload, eerr = pcall(encode, env)
   if not ok or payload == nil then
-    return deliver(nil, errors.ParseError("Client payload encoding: " .. tostring(not ok and payload or eerr)))
+    return deliver(nil, util.codec_error("Client payload encoding", ok, payload, eerr))
   end
   if actx.transport.pubsub then
     local sent, serr = i.conn:publish(p.topic, payload)

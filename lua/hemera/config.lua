@@ -20,7 +20,14 @@ local SCHEMA = {
   maxRecursion = { types = { "integer" }, default = 0, check = function(v) return v < 0 and "must be >= 0" end },
   logger = { types = { "table", "userdata" } },
   traceLog = { types = { "boolean" }, default = false },
-  errio = { types = { "table" }, default = {} },
+  errio = { types = { "table" }, fields = {
+    recursive = { types = { "boolean" }, default = true },
+    inherited = { types = { "boolean" }, default = true },
+    stack = { types = { "boolean" }, default = true },
+    private = { types = { "boolean" }, default = false },
+    exclude = { types = { "table" }, default = {} },
+    include = { types = { "table" }, default = {} },
+  } },
   bloomrun = { types = { "table" }, fields = {
     indexing = { types = { "string" }, default = "insertion",
                  check = function(v) return v ~= "insertion" and v ~= "depth" and "must be 'insertion' or 'depth'" end },

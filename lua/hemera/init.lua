@@ -36,7 +36,7 @@ Hemera.VERSION = "0.1.0"
 -- Computed fields of every instance and scope.
 local getters = {
   load = function() return core.load() end,
-  notFoundPattern = function(self) return self._notFoundPattern end,
+  notFoundPattern = function(self) return self._notFoundPattern or nil end,
   topics = function(self)
     local out = {}
     for k in pairs(self._i.topics) do out[#out + 1] = k end
@@ -54,6 +54,18 @@ Hemera.__index = function(t, k)
   local g = getters[k]
   if g then return g(t) end
   return Hemera[k]
+end
+
+-- The metatable of a plugin scope: like the root's, getters see the scope
+-- itself, everything else comes from the parent.
+local function scope_mt(parent)
+  return {
+    __index = function(t, k)
+      local g = getters[k]
+      if g then return g(t) end
+      return parent[k]
+    end,
+  }
 end
 
 Hemera.errors = errors
@@ -106,7 +118,7 @@ function Hemera.new(opts)
     servers = cfg.servers or os.getenv("HEMERA_NATS_URL") or "nats://127.0.0.1:4222",
     topics = {},   -- topic -> { topic, pubsub, queue, maxMessages, sub, count, owner }
     inflight = 0,  -- messages being served now
-    plugins = {},  -- registered plugin names, in order
+    on_close = {}, -- onClose hooks of every scope: { fn, scope }
   }
   i.router = core.router(cfg.bloomrun.indexing)
   local logger
@@ -127,6 +139,7 @@ function Hemera.new(opts)
     _i = i,
     _ext = {},
     _queue = {},
+    _plugins = {}, -- names of the plugins registered in this scope and above
     meta = {},
     trace = {},
     delegate = {},
@@ -230,7 +243,7 @@ function Hemera:add(p, handler)
     hemera_error("Pattern is already in use", { pattern = pattern.method(p) }, 2)
   end
   local def = setmetatable({
-    pattern = util.copy(pattern.clean(p)),
+    pattern = pattern.routing(p),
     schema = pattern.schema(p),
     transport = transport,
     action = handler or no_handler,
@@ -257,7 +270,7 @@ end
 -- hemera:remove(topic) -> true, or false when unknown. remove(sid) ends a
 -- pending act (ctx.sid) without calling it back.
 function Hemera:remove(topic)
-  if topic == nil then hemera_error("The sid or topic name is required", nil, 2) end
+  if topic == nil or topic == "" then hemera_error("The sid or topic name is required", nil, 2) end
   if type(topic) == "number" then
     return self._i.conn ~= nil and self._i.conn:cancel(topic)
   end
@@ -341,6 +354,12 @@ function Hemera:ext(name, fn)
     error(errors.HemeraError("Extension type is unknown", { type = name, handler = fn }), 2)
   end
   if type(fn) ~= "function" then hemera_error("Extension handler must be a function", nil, 2) end
+  if name == "onClose" then
+    -- Every scope's onClose hooks run at close, last added first.
+    local list = self._i.on_close
+    list[#list + 1] = { fn = fn, scope = self }
+    return self
+  end
   local list = self._ext[name]
   list[#list + 1] = fn
   return self
@@ -453,8 +472,10 @@ local function check_plugin(scope, meta)
   local deps = meta.dependencies
   if deps ~= nil then
     if type(deps) ~= "table" then hemera_error("Plugin dependencies must be an array of strings", nil, 4) end
+    local known = {}
+    for _, n in ipairs(scope._plugins) do known[n] = true end
     for _, d in ipairs(deps) do
-      if not scope._i.plugins[d] then
+      if not known[d] then
         hemera_error(("The dependency '%s' is not registered"):format(tostring(d)), nil, 4)
       end
     end
@@ -469,7 +490,8 @@ end
 local function child_scope(parent, meta)
   local ext = {}
   for name, list in pairs(parent._ext) do ext[name] = copy(list) end
-  local child = setmetatable({ _ext = ext, _queue = {}, _plugin = meta.name }, { __index = parent })
+  local child = setmetatable({ _ext = ext, _queue = {}, _plugin = meta.name,
+                               _plugins = copy(parent._plugins) }, scope_mt(parent))
   if meta.name and parent._i.config.childLogger and parent.log.child then
     child.log = parent.log:child { plugin = meta.name }
   end
@@ -482,6 +504,12 @@ local function load_plugin(scope, entry)
   local meta = entry.meta
   local ok, err = pcall(check_plugin, scope, meta)
   if not ok then return err end
+  -- A plugin is registered in the scope that uses it, before its register
+  -- runs: it sees itself, its children see it, its parent's siblings not.
+  if meta.name then
+    local list = rawget(scope, "_plugins")
+    list[#list + 1] = meta.name
+  end
   local target = meta.scoped and child_scope(scope, meta) or scope
   local opts = copy(meta.options)
   for k, v in pairs(entry.opts) do opts[k] = v end
@@ -502,10 +530,6 @@ local function load_plugin(scope, entry)
       { code = "ERR_AVVIO_PLUGIN_TIMEOUT", fn = meta.plugin or meta.register })
   end
   if not rok then return rerr end
-  if meta.name then
-    i.plugins[meta.name] = true
-    i.plugin_list[#i.plugin_list + 1] = meta.name
-  end
   for _, e in ipairs(nested) do
     local nerr
     if e.after then
@@ -521,7 +545,6 @@ end
 
 local function load_plugins(self)
   local i = self._i
-  i.plugin_list = {}
   local q = self._queue
   self._queue = {}
   for _, e in ipairs(q) do
@@ -641,9 +664,9 @@ function Hemera:close(fn)
   local function finish()
     core.load_stop()
     local first
-    local hooks = root._ext.onClose
+    local hooks = i.on_close
     for k = #hooks, 1, -1 do
-      local ok, err = call(hooks[k], root)
+      local ok, err = call(hooks[k].fn, hooks[k].scope)
       if not ok then
         root.log:error("onClose extension", { error = err })
         first = first or err
@@ -654,10 +677,8 @@ function Hemera:close(fn)
     open_instances[root] = nil
     for _, f in ipairs(i.close_waiters) do spawn(f, first) end
   end
-  for _, t in pairs(i.topics) do
-    if t.sub then t.sub:unsubscribe() end
-    t.sub = nil
-  end
+  -- Stop taking requests; the topics leave with their subscriptions.
+  root:removeAll()
   if not i.conn then
     spawn(finish)
     return
@@ -692,7 +713,8 @@ end
 
 function Hemera:stats() return self._i.conn and self._i.conn:stats() end
 
-function Hemera:plugins() return copy(self._i.plugin_list) end
+-- The names of the plugins registered in this scope and its parents.
+function Hemera:plugins() return copy(self._plugins) end
 
 -- }==================================================================
 

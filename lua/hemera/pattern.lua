@@ -136,6 +136,19 @@ end
 -- String(), sorted, joined by "," (in C: it runs for every act).
 M.method = core.method
 
+-- The routing pattern of an add: keys not ending in `$` whose values are
+-- scalars or regexes (Hemera's Util.cleanPattern).
+function M.routing(p)
+  local out = {}
+  for k, v in pairs(p) do
+    local t = type(v)
+    if not is_special(k) and t ~= "function" and (t ~= "table" or getmetatable(v) == regex_mt) then
+      out[k] = v
+    end
+  end
+  return out
+end
+
 -- Object-valued keys (schemas, `auth$`, ...) of an add pattern.
 function M.schema(p)
   local out = {}

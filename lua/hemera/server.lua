@@ -47,8 +47,10 @@ local function deliver(owner, ctx, reply)
       local ok, e = call(eh, ctx, reply.error, reply)
       if not ok then log:error("errorHandler", { error = e }) end
     end
-    run_all(owner._ext.onError, function(e) log:error("onError extension", { error = e }) end,
-            ctx, reply.error, reply)
+    -- The chain stops at a failing hook, whose error is only logged: the
+    -- reply keeps its own error.
+    local herr = run_hooks(owner._ext.onError, ctx, reply.error, reply)
+    if herr then log:error("onError extension", { error = herr }) end
   end
   local send_err
   local rc = owner._responseSchemaCompiler
@@ -74,7 +76,9 @@ local function deliver(owner, ctx, reply)
       return deliver(owner, ctx, reply)
     end
   end
-  if i.log_requests then log:info("Request responded", { topic = ctx.topic }) end
+  if i.log_requests then
+    log:info("Request responded", { topic = ctx.topic, requestId = ctx.request.id, pattern = ctx.trace.method })
+  end
   local to = ctx.replyTo
   if to and i.conn then
     local encode = owner._serverEncoder or core.encode
@@ -86,9 +90,10 @@ local function deliver(owner, ctx, reply)
       -- out; we tell the caller what went wrong instead.
       local e = errors.ParseError("Server encoding: " .. tostring(ok and eerr or payload))
       log:error("Server encoding", { error = e })
-      ok, payload = pcall(encode, wire.reply(ctx.meta, ctx.trace, ctx.request, nil, e,
-                                              wire.hop(i.config.name, ctx.trace, ctx.topic)))
-      if not ok or payload == nil then payload = nil end
+      -- The error reply itself goes out with the default encoder: a custom
+      -- one that failed once may fail again.
+      payload = core.encode(wire.reply(ctx.meta, ctx.trace, ctx.request, nil, e,
+                                       wire.hop(i.config.name, ctx.trace, ctx.topic)))
     end
     if payload then
       local sent, perr = i.conn:publish(to, payload)
@@ -109,11 +114,16 @@ local function process(owner, t, ctx, reply, data)
   local i = owner._i
   local decode = owner._serverDecoder or core.decode
   local ok, msg, derr = pcall(decode, data)
-  if not ok or type(msg) ~= "table" or getmetatable(msg) == core.array_mt then
-    local why = not ok and tostring(msg) or msg == nil and tostring(derr)
-      or "expected a JSON object, got " .. (type(msg) == "table" and "an array" or type(msg))
-    ctx.log:warn("Invalid request", { topic = ctx.topic, error = why })
-    return reply:send(nil, errors.ParseError("Invalid request: " .. why))
+  if not ok or msg == nil then
+    local e = util.codec_error("Invalid request", ok, msg, derr)
+    ctx.log:warn("Invalid request", { topic = ctx.topic, error = e })
+    return reply:send(nil, e)
+  end
+  if type(msg) ~= "table" or getmetatable(msg) == core.array_mt then
+    local e = errors.ParseError("Invalid request: expected a JSON object, got "
+      .. (type(msg) == "table" and "an array" or type(msg)))
+    ctx.log:warn("Invalid request", { topic = ctx.topic, error = e })
+    return reply:send(nil, e)
   end
   ctx.meta = obj(msg.meta) or {}
   ctx.trace = setmetatable(obj(msg.trace) or {}, wire.TRACE_MT)
@@ -133,7 +143,9 @@ local function process(owner, t, ctx, reply, data)
     ctx.log = ctx.log:child { tag = i.config.tag, requestId = ctx.request.id, traceId = ctx.trace.traceId,
                               spanId = ctx.trace.spanId, parentSpanId = ctx.trace.parentSpanId }
   end
-  if i.log_requests then ctx.log:info("Request received", { topic = ctx.topic }) end
+  if i.log_requests then
+    ctx.log:info("Request received", { topic = ctx.topic, requestId = ctx.request.id, pattern = ctx.trace.method })
+  end
   local sc = owner._schemaCompiler
   if def and sc then
     local fn, cerr = validator(def, sc, "_request_validator")

@@ -53,6 +53,16 @@ function M.run_all(list, on_error, ...)
   end
 end
 
+-- The error of a failed codec call (pcall(codec, x) gave ok, v, err): a
+-- custom codec's own error value goes on as it is, as Node Hemera passes
+-- the raw codec error; anything else becomes a HemeraParseError whose
+-- message starts with `what`.
+function M.codec_error(what, ok, v, err)
+  local e = not ok and v or err
+  if errors.is_error(e) then return e end
+  return errors.ParseError(what .. ": " .. tostring(e or "no value"))
+end
+
 -- The metatable that makes a context inherit from `scope`, made once per
 -- scope (contexts are made for every message and act).
 function M.inherit(scope)
