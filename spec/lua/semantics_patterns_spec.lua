@@ -1,0 +1,134 @@
+-- Hemera v7 behaviour, ported from nats-hemera's
+-- test/hemera/pattern-matching.spec.js and test/hemera/unit/util.spec.js.
+-- util.spec.js's natsWildcardToRegex cases are in semantics_wildcards_spec.lua
+-- (Lua routes topics by NATS rules instead of converting them to a RegExp).
+local Hemera = require "hemera"
+local core = require "hemera.core"
+local pattern = require "hemera.pattern"
+local h = require "helper"
+
+local function raises(fn)
+  local ok, err = pcall(fn)
+  assert.is_false(ok, "expected an error")
+  return err
+end
+
+local function add_three(hemera, topic)
+  local noop = function() end
+  hemera:add({ topic = topic, cmd = "CMD" }, noop)
+  hemera:add({ topic = topic, cmd = "CMD", type = "TYPE1" }, noop)
+  hemera:add({ topic = topic, cmd = "CMD", type = "TYPE2" }, noop)
+end
+
+describe("pattern-matching.spec.js", function()
+  it("throws when the pattern is already defined (lookupBeforeAdd)", function()
+    h.run(function()
+      local topic = h.topic("TOPIC")
+      local hemera = h.new { bloomrun = { lookupBeforeAdd = true } }
+      hemera:ready()
+      local err = raises(function() add_three(hemera, topic) end)
+      assert.equal("HemeraError", err.name)
+      assert.equal("Pattern is already in use", err.message)
+      -- The superset {topic, cmd, type:TYPE1} already matches {topic, cmd}.
+      assert.equal(1, #hemera:list())
+    end)
+  end)
+
+  it("does not throw when a pattern is a subset of another", function()
+    h.run(function()
+      local topic = h.topic("TOPIC")
+      local hemera = h.new()
+      hemera:ready()
+      add_three(hemera, topic)
+      assert.equal(3, #hemera:list())
+    end)
+  end)
+
+  it("matches in insertion order", function()
+    h.run(function()
+      local topic = h.topic("TOPIC")
+      local hemera = h.new { bloomrun = { indexing = "insertion" } }
+      hemera:ready()
+      add_three(hemera, topic)
+      local a = hemera.router:lookup { topic = topic, cmd = "CMD", type = "TYPE2" }
+      assert.same({ topic = topic, cmd = "CMD" }, a.pattern)
+    end)
+  end)
+
+  it("does not send the $ options", function()
+    h.run(function()
+      local topic = h.topic("TOPIC")
+      local hemera = h.new()
+      hemera:ready()
+      local seen
+      hemera:add({ topic = topic, cmd = "CMD" }, function(req) seen = req end)
+      local _, err = hemera:act { topic = topic, cmd = "CMD", a = { b = 1 }, timeout_ = 5000, ["meta$"] = { x = 1 } }
+      assert.is_nil(err)
+      assert.same({ topic = topic, cmd = "CMD", a = { b = 1 } }, seen)
+    end)
+  end)
+
+  it("matches in depth order", function()
+    h.run(function()
+      local topic = h.topic("TOPIC")
+      local hemera = h.new { bloomrun = { lookupBeforeAdd = false, indexing = "depth" } }
+      hemera:ready()
+      add_three(hemera, topic)
+      local a = hemera.router:lookup { topic = topic, cmd = "CMD", type = "TYPE2" }
+      assert.same({ topic = topic, cmd = "CMD", type = "TYPE2" }, a.pattern)
+    end)
+  end)
+
+  it("routes the act to the pattern the order picks (insertion and depth, over the wire)", function()
+    h.run(function()
+      for _, indexing in ipairs { "insertion", "depth" } do
+        local topic = h.topic("TOPIC")
+        local hemera = h.new { bloomrun = { indexing = indexing } }
+        hemera:add({ topic = topic, cmd = "a" }, function() return "short" end)
+        hemera:add({ topic = topic, cmd = "a", foo = "bar" }, function() return "long" end)
+        hemera:ready()
+        local res, err = hemera:act { topic = topic, cmd = "a", foo = "bar" }
+        assert.is_nil(err)
+        assert.equal(indexing == "insertion" and "short" or "long", res)
+      end
+    end)
+  end)
+end)
+
+describe("unit/util.spec.js", function()
+  it("extracts the schema (object values) of a pattern", function()
+    local schema = pattern.schema { topic = "foo", fn = function() end, a = { b = 1 } }
+    assert.same({ a = { b = 1 } }, schema)
+  end)
+
+  it("generates random ids (NUID: 22 characters of [0-9A-Z])", function()
+    local id = core.nuid()
+    assert.is_string(id)
+    assert.equal(22, #id)
+    assert.truthy(id:match("^[0-9A-Z]+$"))
+    assert.not_equal(id, core.nuid())
+  end)
+
+  it("cleans an add pattern to its routing pattern (no $ keys, no objects, no functions; regexes kept)", function()
+    h.run(function()
+      local hemera = h.new()
+      local re = Hemera.regex(".")
+      local def = hemera:add({ topic = h.topic("foo"), ["test$"] = "a", regex = re, a = { b = 1 } }, function() end)
+      assert.same({ topic = def.transport.topic, regex = re }, def.pattern)
+      assert.same({ a = { b = 1 } }, def.schema)
+    end)
+  end)
+
+  it("cleans a pattern from special variables without touching the original", function()
+    local obj = { topic = "foo", ["test$"] = "a", a = { b = 1 } }
+    assert.same({ topic = "foo", a = { b = 1 } }, pattern.clean(obj))
+    assert.same({ topic = "foo", ["test$"] = "a", a = { b = 1 } }, obj)
+  end)
+
+  it("gets a pattern in string form", function()
+    assert.equal("topic:foo", pattern.method { topic = "foo", ["test$"] = "a", a = { b = 1 }, fn = function() end })
+    assert.equal("topic:/./", pattern.method { topic = Hemera.regex(".") })
+    -- JavaScript String() formatting and sorting of the pairs.
+    assert.equal("a:1,b:2.5,c:true,topic:math", pattern.method { topic = "math", c = true, b = 2.5, a = 1 })
+  end)
+end)
