@@ -943,9 +943,11 @@ hm_status hm_conn_flush(hm_conn_t *c, uint64_t timeout_ms, hm_reply_cb cb,
   return start_request(c, NULL, "", 0, timeout_ms, 1, cb, arg, id);
 }
 
-int hm_conn_cancel(hm_conn_t *c, uint64_t id) {
+int hm_conn_cancel(hm_conn_t *c, uint64_t id, void **arg) {
   req *r = table_find(c, id);
+  if (arg) *arg = NULL;
   if (r == NULL) return 0;
+  if (arg) *arg = r->arg;
   req_unlink(c, r);
   free(r);
   arm_timer(c);

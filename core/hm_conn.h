@@ -129,8 +129,9 @@ hm_status hm_conn_flush(hm_conn_t *c, uint64_t timeout_ms, hm_reply_cb cb,
                         void *arg, uint64_t *id);
 
 /* Ends a pending request without calling its callback. Returns 1 if it was
-** pending. */
-int hm_conn_cancel(hm_conn_t *c, uint64_t id);
+** pending, and then hands back its callback argument through `arg` (may be
+** NULL) so the caller can release it. */
+int hm_conn_cancel(hm_conn_t *c, uint64_t id, void **arg);
 
 /* Closes: completes every pending request with HM_CLOSED (synchronously,
 ** from inside this call), stops every subscription, flushes and closes the

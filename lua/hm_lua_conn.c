@@ -398,7 +398,17 @@ static int c_flush(lua_State *L) {
 
 static int c_cancel(lua_State *L) {
   lconn *lc = check_conn(L, 1);
-  lua_pushboolean(L, hm_conn_cancel(lc->c, (uint64_t)luaL_checkinteger(L, 2)));
+  void *arg;
+  int was = hm_conn_cancel(lc->c, (uint64_t)luaL_checkinteger(L, 2), &arg);
+  if (was) {
+    lreq *r = arg;
+    /* A coroutine waiting on it would never wake: only callback requests
+    ** can be cancelled from Lua (a waiting coroutine cannot call this). */
+    if (r->co != NULL) hm_sched_drop(lc->ctx, r->co_ref);
+    unref(lc->ctx, &r->cb_ref);
+    free(r);
+  }
+  lua_pushboolean(L, was);
   return 1;
 }
 

@@ -301,6 +301,32 @@ TEST(oversize_payload_is_refused) {
   ASSERT_EQ(uv_loop_close(&loop), 0);
 }
 
+TEST(cancel_hands_back_the_argument_and_never_calls_back) {
+  uv_loop_t loop;
+  hm_conn_t *c;
+  uint64_t id;
+  counts k;
+  void *arg = NULL;
+  hm_conn_stats st;
+  memset(&k, 0, sizeof k);
+  uv_loop_init(&loop);
+  c = connect_to(&loop);
+  ASSERT(c != NULL);
+  ASSERT_EQ(hm_conn_request(c, "hmtest.nobody", "x", 1, 50, 1, reply_cb, &k,
+                            &id), HM_OK);
+  ASSERT_EQ(hm_conn_cancel(c, id, &arg), 1);
+  ASSERT(arg == &k);
+  ASSERT_EQ(hm_conn_cancel(c, id, &arg), 0);
+  ASSERT(arg == NULL);
+  hm_conn_get_stats(c, &st);
+  ASSERT_EQ(st.pending, 0);
+  hm_conn_close(c, on_closed, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  ASSERT_EQ(k.done_calls, 0);
+  ASSERT_EQ(k.timeouts, 0);
+  ASSERT_EQ(uv_loop_close(&loop), 0);
+}
+
 int main(void) {
   RUN(round_trip_and_clean_close);
   RUN(timeout_completes_once_and_late_reply_is_counted);
@@ -309,6 +335,7 @@ int main(void) {
   RUN(auto_unsubscribe_and_unsubscribe);
   RUN(connect_failure_is_clean);
   RUN(oversize_payload_is_refused);
+  RUN(cancel_hands_back_the_argument_and_never_calls_back);
   nats_Close();
   TEST_EXIT();
 }
