@@ -137,13 +137,23 @@ end
 -- A copy of the error as a plain object for the encoder (functions and
 -- private fields left out), with the hop appended.
 function M.to_wire(e, hop)
-  local out = setmetatable({}, { __jsonorder = ERROR_ORDER })
+  -- errio's order: name, message, stack, the other fields, and hops last
+  -- (Node appends it to an error that already has its fields).
+  local order = { "name", "message", "stack" }
+  local out = setmetatable({}, { __jsonorder = order })
+  local others = {}
   for k, v in pairs(e) do
     if type(k) == "string" and type(v) ~= "function" and type(v) ~= "thread"
        and type(v) ~= "userdata" and k:sub(1, 1) ~= "_" and k:sub(-1) ~= "_" then
       out[k] = v
+      if k ~= "name" and k ~= "message" and k ~= "stack" and k ~= "hops" then
+        others[#others + 1] = k
+      end
     end
   end
+  table.sort(others)
+  for _, k in ipairs(others) do order[#order + 1] = k end
+  order[#order + 1] = "hops"
   out.name = e.name
   out.message = e.message
   if hop then

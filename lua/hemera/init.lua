@@ -144,7 +144,7 @@ function Hemera.new(opts)
     trace = {},
     delegate = {},
     context = {},
-    request = setmetatable({ type = "request", id = "" }, wire.REQINFO_MT),
+    request = setmetatable({ type = "request", id = "" }, wire.ROOT_REQINFO_MT),
     log = logger,
     config = cfg,
   }, Hemera)

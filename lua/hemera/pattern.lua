@@ -41,7 +41,9 @@ end
 -- Parses "k:v,k:{k:v},..." from position i; returns the table and the
 -- position after it.
 local function parse_object(s, i, nested)
-  local t = {}
+  -- The keys keep the order they were written in on the wire.
+  local order = {}
+  local t = setmetatable({}, { __jsonorder = order })
   local n = #s
   while i <= n do
     local colon = s:find(":", i, true)
@@ -70,6 +72,7 @@ local function parse_object(s, i, nested)
       value = scalar(s:sub(j, stop - 1))
       j = stop
     end
+    if t[key] == nil then order[#order + 1] = key end
     t[key] = value
     local ch = s:sub(j, j)
     if ch == "," then
@@ -125,7 +128,8 @@ function M.clean(p)
     if is_special(k) or type(v) == "function" then dirty = true break end
   end
   if not dirty then return p end
-  local out = {}
+  -- Same metatable: a parsed string pattern keeps its key order.
+  local out = setmetatable({}, getmetatable(p))
   for k, v in pairs(p) do
     if not is_special(k) and type(v) ~= "function" then out[k] = v end
   end

@@ -4,7 +4,6 @@
 
 local core = require "hemera.core"
 local errors = require "hemera.errors"
-local pattern = require "hemera.pattern"
 local Reply = require "hemera.reply"
 local util = require "hemera.util"
 local wire = require "hemera.wire"
@@ -164,7 +163,7 @@ local function process(owner, t, ctx, reply, data)
   if err then return reply:send(nil, err) end
   if not def then
     return reply:send(nil, errors.PatternNotFound("No action found for this pattern",
-      { app = i.config.name, isServer = true, pattern = ctx.trace.method or pattern.method(p) }))
+      { app = i.config.name, isServer = true, pattern = ctx.trace.method }))
   end
   err = run_hooks(owner._ext.preHandler, ctx, p, reply)
   if err then

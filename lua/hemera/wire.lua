@@ -7,13 +7,16 @@ local M = {}
 -- Key orders on the wire, as Node Hemera writes them.
 M.TRACE_MT = { __jsonorder = { "spanId", "traceId", "parentSpanId", "timestamp", "service", "method" } }
 M.REQINFO_MT = { __jsonorder = { "id", "type", "service", "method" } }
+-- An instance's own request$ before any request: Node writes {type, id}.
+M.ROOT_REQINFO_MT = { __jsonorder = { "type", "id" } }
 M.REQUEST_MT = { __jsonorder = { "pattern", "meta", "delegate", "trace", "request" } }
 M.REPLY_MT = { __jsonorder = { "meta", "trace", "request", "result", "error" } }
 M.HOP_MT = { __jsonorder = { "service", "method", "app", "ts" } }
 
 -- The hop a server appends to an error it sends on.
 function M.hop(app, trace, topic)
-  return setmetatable({ service = trace.service or topic, method = trace.method,
+  -- Fields the request's trace lacks stay out, as they do in Node's hops.
+  return setmetatable({ service = trace.service, method = trace.method,
                         app = app, ts = core.hrtime() }, M.HOP_MT)
 end
 

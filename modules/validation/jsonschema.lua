@@ -44,6 +44,8 @@
 
 local core = require "hemera.core"
 local errors = require "hemera.errors"
+local values = require "validation.values"
+local shape, array_length, count_keys, deep_copy, finite, quote, plural, child, segments = values.shape, values.array_length, values.count_keys, values.deep_copy, values.finite, values.quote, values.plural, values.child, values.segments
 
 local M = {}
 
@@ -64,46 +66,13 @@ end
 -- Values
 ------------------------------------------------------------------------------
 
--- "array", "object", or "empty" for a plain {} (see validation.schema).
-local function shape(t)
-  local mt = getmetatable(t)
-  if mt == ARRAY_MT then return "array" end
-  if next(t) == nil then return mt == nil and "empty" or "object" end
-  local n = mt == nil and rawlen(t) or 0
-  if n == 0 then return "object" end
-  local count = 0
-  for k in next, t do
-    if math_type(k) ~= "integer" or k < 1 or k > n then return "object" end
-    count = count + 1
-  end
-  return count == n and "array" or "object"
-end
 
-local function array_length(t)
-  if getmetatable(t) ~= ARRAY_MT then return rawlen(t) end
-  local n = 0
-  for k in next, t do
-    if math_type(k) == "integer" and k > n then n = k end
-  end
-  return n
-end
 
 local function is_list(v)
   return type(v) == "table" and shape(v) ~= "object"
 end
 
-local function count_keys(t)
-  local n = 0
-  for _ in next, t do n = n + 1 end
-  return n
-end
 
-local function deep_copy(v)
-  if type(v) ~= "table" then return v end
-  local out = {}
-  for k, x in next, v do out[k] = deep_copy(x) end
-  return setmetatable(out, getmetatable(v))
-end
 
 -- JSON equality: numbers by value (1 == 1.0), tables member by member.
 local function deep_equal(a, b)
@@ -120,30 +89,13 @@ local function deep_equal(a, b)
   return true
 end
 
-local function finite(v)
-  return type(v) == "number" and v == v and v ~= math.huge and v ~= -math.huge
-end
 
 local function is_integral(v)
   return math_type(v) == "integer" or (finite(v) and v == math.floor(v))
 end
 
-local ESCAPES = { ["\n"] = "\\n", ["\t"] = "\\t", ["\r"] = "\\r", ['"'] = '\\"', ["\\"] = "\\\\" }
 
-local function quote(s)
-  if #s > 60 then
-    local cut = 57 -- back to a UTF-8 character boundary
-    while cut > 0 and (s:byte(cut + 1) & 0xC0) == 0x80 do cut = cut - 1 end
-    s = s:sub(1, cut) .. "..."
-  end
-  return '"' .. s:gsub('[%c"\\]', function(c)
-    return ESCAPES[c] or ("\\%03d"):format(c:byte())
-  end) .. '"'
-end
 
-local function plural(n, unit)
-  return ("%d %s%s"):format(n, unit, n == 1 and "" or "s")
-end
 
 local function show(v)
   local t = type(v)
@@ -610,18 +562,7 @@ end
 -- Paths and errors
 ------------------------------------------------------------------------------
 
-local function child(node, key)
-  return { up = node, key = key }
-end
 
-local function segments(node)
-  local segs = {}
-  while node do
-    table.insert(segs, 1, node.key)
-    node = node.up
-  end
-  return segs
-end
 
 -- The JSON pointer of a path (RFC 6901; array indices from 0).
 local function pointer(segs)
