@@ -6,6 +6,18 @@
 ** 5% carry a regex value. Requests are a stored pattern plus payload keys
 ** in shuffled order (hit mix), or the same with an unknown `cmd` or one
 ** changed value (miss mix). Numbers are printed, never asserted.
+**
+** `bench_router --export DIR` also writes, for each size, the generated
+** pattern set (in insertion order) and both request mixes, with the route
+** hm_router picked for each request, to DIR/router-<patterns>.json, before
+** that size is measured. bench/node/bloomrun-bench.js loads that file into
+** bloomrun 4.1.1 (insertion indexing, as Hemera) and measures the same
+** lookups; bench/run.sh prints the ratio. The generator's sequence is the
+** same with or without --export, so the numbers stay comparable.
+** File: {"patterns": [{key: value, ...}], "hit": [...], "miss": [...],
+**        "hitRoute": [n], "missRoute": [n]} where a regex value is
+** {"$re": "<source>"} and a route is the 1-based index of the pattern
+** (0: none).
 */
 #include <stdint.h>
 #include <stdio.h>
@@ -157,8 +169,82 @@ static void *look_naive(const void *idx, const hm_field *f, size_t n) {
   return hm_naive_lookup(idx, f, n);
 }
 
-int main(void) {
+/* {--- export for bench/node/bloomrun-bench.js */
+
+static void json_str(FILE *f, const char *s, size_t n) {
+  fputc('"', f);
+  for (size_t i = 0; i < n; i++) {
+    unsigned char ch = (unsigned char)s[i];
+    if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
+    else if (ch < 0x20) fprintf(f, "\\u%04x", ch);
+    else fputc(ch, f);
+  }
+  fputc('"', f);
+}
+
+static void json_fields(FILE *f, const hm_field *fl, size_t n) {
+  fputc('{', f);
+  for (size_t i = 0; i < n; i++) {
+    if (i) fputc(',', f);
+    json_str(f, fl[i].key, fl[i].key_len);
+    fputc(':', f);
+    if (fl[i].type == HM_VAL_NUMBER) {
+      fprintf(f, "%.17g", fl[i].num);
+    } else if (fl[i].type == HM_VAL_BOOLEAN) {
+      fputs(fl[i].boolean ? "true" : "false", f);
+    } else if (fl[i].type == HM_VAL_REGEX) {
+      fputs("{\"$re\":", f);
+      json_str(f, fl[i].str, fl[i].str_len);
+      fputc('}', f);
+    } else {
+      json_str(f, fl[i].str, fl[i].str_len);
+    }
+  }
+  fputc('}', f);
+}
+
+static int export_set(const char *dir, size_t count, const pat *ps,
+                      const req *hq, const req *mq, const hm_router_t *r) {
+  char path[4096];
+  FILE *f;
+  snprintf(path, sizeof path, "%s/router-%zu.json", dir, count);
+  f = fopen(path, "w");
+  if (f == NULL) {
+    perror(path);
+    return -1;
+  }
+  fputs("{\"patterns\":[", f);
+  for (size_t i = 0; i < count; i++) {
+    if (i) fputs(",\n", f);
+    json_fields(f, ps[i].f, ps[i].n);
+  }
+  for (int mix = 0; mix < 2; mix++) {
+    const req *q = mix ? mq : hq;
+    fprintf(f, "],\n\"%s\":[", mix ? "miss" : "hit");
+    for (size_t i = 0; i < NREQ; i++) {
+      if (i) fputs(",\n", f);
+      json_fields(f, q[i].f, q[i].n);
+    }
+    fprintf(f, "],\n\"%sRoute\":[", mix ? "miss" : "hit");
+    for (size_t i = 0; i < NREQ; i++)
+      fprintf(f, "%s%zu", i ? "," : "",
+              (size_t)(uintptr_t)hm_router_lookup(r, q[i].f, q[i].n));
+  }
+  fputs("]}\n", f);
+  return fclose(f) == 0 ? 0 : -1;
+}
+
+/* }--- */
+
+int main(int argc, char **argv) {
   static const size_t sizes[] = {10, 1000, 10000, 100000};
+  const char *export_dir = NULL;
+  if (argc == 3 && !strcmp(argv[1], "--export")) {
+    export_dir = argv[2];
+  } else if (argc != 1) {
+    fprintf(stderr, "usage: bench_router [--export DIR]\n");
+    return 2;
+  }
   static req hitq[NREQ], missq[NREQ];
   double rate[4][2];
   for (uint32_t i = 0; i < 25000; i++) snprintf(cmdpool[i], 12, "cmd%u", i);
@@ -185,6 +271,8 @@ int main(void) {
       hitq[i].n = make_request(&ps[rnd((uint32_t)count)], hitq[i].f, 1);
       missq[i].n = make_request(&ps[rnd((uint32_t)count)], missq[i].f, 0);
     }
+    if (export_dir && export_set(export_dir, count, ps, hitq, missq, r))
+      return 1;
     size_t bytes = hm_router_memory(r) / count;
     for (int mix = 0; mix < 2; mix++) {
       const req *q = mix ? missq : hitq;

@@ -1,0 +1,262 @@
+-- The report of bench/run.sh: reads the results file it wrote (one record
+-- per line) and prints the requests/s table, memory and start-up, the
+-- targets as ratios from this one run (PASS/FAIL), and the router table.
+--   hemera bench/report.lua <results.txt>
+-- Records:
+--   meta <key> <words...>
+--   rpc <pair> <round> <inflight> <req/s> <p50 us> <p99 us> <errors>
+--   client_hwm <pair> <round> <kB>
+--   svc_idle|svc_hwm|svc_exit <service> <kB or status>
+--   startup <service> <run> <ms> <idle kB> <exit>
+--   router <patterns> <mix> <router/s> <naive/s> <bytes/pattern> <agree>
+--   bloomrun <patterns> <mix> <lookups/s> <bytes/pattern> <agree>
+
+local path = assert(arg[1], "usage: report.lua <results.txt>")
+
+local meta, rpc, client_hwm, svc, startup, router, bloom = {}, {}, {}, {}, {}, {}, {}
+local function words(line)
+  local t = {}
+  for w in line:gmatch("%S+") do t[#t + 1] = w end
+  return t
+end
+local function bucket(t, k)
+  t[k] = t[k] or {}
+  return t[k]
+end
+
+for line in io.lines(path) do
+  local w = words(line)
+  local kind = w[1]
+  if kind == "meta" then
+    meta[w[2]] = table.concat(w, " ", 3)
+  elseif kind == "rpc" then
+    local lv = bucket(bucket(rpc, w[2]), tonumber(w[4]))
+    lv[#lv + 1] = { rps = tonumber(w[5]), p50 = tonumber(w[6]), p99 = tonumber(w[7]), err = tonumber(w[8]) }
+  elseif kind == "client_hwm" then
+    client_hwm[w[2]] = math.max(client_hwm[w[2]] or 0, tonumber(w[4]) or 0)
+  elseif kind == "svc_idle" or kind == "svc_hwm" or kind == "svc_exit" then
+    bucket(svc, w[2])[kind] = tonumber(w[3])
+  elseif kind == "startup" then
+    local s = bucket(startup, w[2])
+    s[#s + 1] = { ms = tonumber(w[4]), idle = tonumber(w[5]), exit = tonumber(w[6]) }
+  elseif kind == "router" then
+    bucket(router, tonumber(w[2]))[w[3]] = {
+      rps = tonumber(w[4]), naive = tonumber(w[5]), bytes = tonumber(w[6]), agree = w[7] }
+  elseif kind == "bloomrun" then
+    bucket(bloom, tonumber(w[2]))[w[3]] = { rps = tonumber(w[4]), bytes = tonumber(w[5]), agree = w[6] }
+  end
+end
+
+local function median(list)
+  local t = {}
+  for _, v in ipairs(list) do if v then t[#t + 1] = v end end
+  if #t == 0 then return nil end
+  table.sort(t)
+  local n = #t
+  if n % 2 == 1 then return t[(n + 1) // 2] end
+  return (t[n // 2] + t[n // 2 + 1]) / 2
+end
+
+-- Median per field over the rounds of one pair at one level.
+local function stat(pair, level)
+  local runs = rpc[pair] and rpc[pair][level]
+  if not runs or #runs == 0 then return nil end
+  local f = {}
+  local errs = 0
+  for _, k in ipairs { "rps", "p50", "p99" } do
+    local l = {}
+    for _, r in ipairs(runs) do l[#l + 1] = r[k] end
+    f[k] = median(l)
+  end
+  for _, r in ipairs(runs) do errs = errs + (r.err or 0) end
+  f.err, f.n = errs, #runs
+  return f
+end
+
+local function mb(kb) return kb and kb > 0 and ("%.1f"):format(kb / 1024) or "-" end
+local function num(x, fmt) return x and (fmt or "%.0f"):format(x) or "-" end
+local function ratio(a, b) return a and b and b > 0 and a / b or nil end
+
+local levels = {}
+for l in (meta.levels or "1 16 128"):gmatch("%d+") do levels[#levels + 1] = tonumber(l) end
+local top, seq = levels[#levels], levels[1]
+
+local pairs_order = {
+  { "lua_lua", "Lua -> Lua service (Hemera envelope)", "lua" },
+  { "node_lua", "Node Hemera -> Lua service", "lua" },
+  { "node_node", "Node Hemera -> Node Hemera service", "node" },
+  { "lua_node", "Lua -> Node Hemera service", "node" },
+  { "raw_cnats", "raw cnats, its libuv adapter (C)", "cecho" },
+  { "raw_hm", "raw hm_conn.h, our transport (C)", "hecho" },
+  { "raw_js", "raw nats.js 1.2.6", "jsecho" },
+}
+
+print()
+print(("== hemera-lua benchmark: %s interleaved round(s) of %s s per level, medians over rounds; " ..
+  "nats-server %s, node %s, %s CPUs, load average at start %s"):format(
+  meta.rounds or "?", meta.slice or "?", (meta.nats or ""):match("v[%d.]+") or "?",
+  meta.node or "none", meta.cpus or "?", meta.load or "?"))
+print()
+print(("%-38s %9s %10s %9s %9s %6s %9s %9s %10s"):format(
+  "client -> service", "in flight", "req/s", "p50 us", "p99 us", "errors", "vs Node", "client MB", "service MB"))
+print(("-"):rep(38 + 9 + 10 + 9 + 9 + 6 + 9 + 9 + 10 + 8))
+for _, p in ipairs(pairs_order) do
+  local key, label, service = p[1], p[2], p[3]
+  if rpc[key] then
+    for i, l in ipairs(levels) do
+      local s = stat(key, l)
+      local ref = stat("node_node", l)
+      local vs = s and ref and key ~= "node_node" and ratio(s.rps, ref.rps)
+      print(("%-38s %9d %10s %9s %9s %6s %9s %9s %10s"):format(
+        i == 1 and label or "", l, num(s and s.rps), num(s and s.p50), num(s and s.p99),
+        s and tostring(s.err) or "-", vs and ("%.2fx"):format(vs) or "",
+        i == 1 and mb(client_hwm[key]) or "", i == 1 and mb(svc[service] and svc[service].svc_hwm) or ""))
+    end
+  end
+end
+print("vs Node: req/s over Node Hemera -> Node Hemera at the same level. MB: 2^20 bytes, peak RSS (VmHWM);")
+print("the service column is the service's peak over the whole run (it serves every client of its rows).")
+
+-- Memory, start-up, exit.
+print()
+print(("%-34s %10s %12s %12s %14s %8s"):format(
+  "service", "idle MB", "startup idle", "peak MB", "startup ms", "exit"))
+local function startup_stats(name)
+  local s = startup[name]
+  if not s or #s == 0 then return nil end
+  local ms, idle, bad = {}, {}, 0
+  for _, r in ipairs(s) do
+    if r.ms and r.ms >= 0 then ms[#ms + 1] = r.ms end
+    if r.idle and r.idle > 0 then idle[#idle + 1] = r.idle end
+    if r.exit ~= 0 then bad = bad + 1 end
+  end
+  return { ms = median(ms), idle = median(idle), n = #s, answered = #ms, bad = bad,
+    min = (function() table.sort(ms) return ms[1] end)(), max = ms[#ms] }
+end
+local svc_rows = {
+  { "lua", "Lua service (hemera rps.lua)" }, { "node", "Node Hemera service" },
+  { "cecho", "cnats echo (C)" }, { "hecho", "hm_conn echo (C)" }, { "jsecho", "nats.js echo" },
+}
+local st = { lua = startup_stats("lua"), node = startup_stats("node") }
+for _, r in ipairs(svc_rows) do
+  local s = svc[r[1]]
+  if s then
+    local su = st[r[1]]
+    print(("%-34s %10s %12s %12s %14s %8s"):format(r[2], mb(s.svc_idle), su and mb(su.idle) or "",
+      mb(s.svc_hwm), su and su.ms and ("%.1f (%.0f-%.0f)"):format(su.ms, su.min, su.max) or "",
+      s.svc_exit and tostring(s.svc_exit) or "?"))
+  end
+end
+print(("idle: 0.5 s after ready, before any load; startup idle: 0.3 s after the first reply, median of %s " ..
+  "fresh starts;"):format(st.lua and st.lua.n or 0))
+print("startup: spawn to the first answered request of a client polling every ms (median, min-max); " ..
+  "exit: status after {cmd:'stop'} (or SIGTERM for the echo services).")
+
+-- Targets.
+print()
+local results = {}
+local function target(name, value, shown, limit, ok)
+  local verdict = ok == nil and "SKIP" or ok and "PASS" or "FAIL"
+  results[#results + 1] = verdict
+  print(("%-68s %-30s %-10s %s"):format(name, shown, limit, verdict))
+end
+print(("%-68s %-30s %-10s %s"):format("target (ratios from this run)", "measured", "limit", "result"))
+print(("-"):rep(116))
+local ll, nn = stat("lua_lua", top), stat("node_node", top)
+do
+  local r = ratio(ll and ll.rps, nn and nn.rps)
+  target(("Lua<->Lua req/s at %d in flight vs nats-hemera<->nats-hemera"):format(top), r,
+    r and ("%.0f / %.0f = %.2fx"):format(ll.rps, nn.rps, r) or "n/a", ">= 2x", r and r >= 2)
+end
+do
+  local c, h = stat("raw_cnats", top), stat("raw_hm", top)
+  local ceil = math.max(c and c.rps or 0, h and h.rps or 0)
+  local r = ratio(ll and ll.rps, ceil > 0 and ceil or nil)
+  target(("Lua<->Lua req/s at %d vs raw cnats over libuv (the faster C)"):format(top), r,
+    r and ("%.0f / %.0f = %.2fx"):format(ll.rps, ceil, r) or "n/a", ">= 0.9x", r and r >= 0.9)
+  local rc, rh = ratio(ll and ll.rps, c and c.rps), ratio(ll and ll.rps, h and h.rps)
+  print(("    (vs cnats' libuv adapter %s, vs hm_conn.h %s)"):format(
+    rc and ("%.2fx"):format(rc) or "n/a", rh and ("%.2fx"):format(rh) or "n/a"))
+end
+do
+  local l1, n1 = stat("lua_lua", seq), stat("node_node", seq)
+  local r = ratio(l1 and l1.p99, n1 and n1.p99)
+  target(("sequential (%d in flight) p99 Lua<->Lua vs nats-hemera<->nats-hemera"):format(seq), r,
+    r and ("%.0f / %.0f us = %.2fx"):format(l1.p99, n1.p99, r) or "n/a", "<= 0.3x", r and r <= 0.3)
+end
+do
+  local s = svc.lua or {}
+  local idle = math.max(s.svc_idle or 0, st.lua and st.lua.idle or 0)
+  target("Lua service RSS idle (the larger of the two idle figures)", idle,
+    idle > 0 and ("%.1f MB"):format(idle / 1024) or "n/a", "<= 10 MB", (idle > 0 or nil) and idle <= 10 * 1024)
+  local hwm = s.svc_hwm
+  target(("Lua service peak RSS under load (%s in flight)"):format(table.concat(levels, "/")), hwm,
+    hwm and ("%.1f MB"):format(hwm / 1024) or "n/a", "<= 16 MB", hwm and hwm <= 16 * 1024)
+end
+do
+  local su = st.lua
+  target("Lua service start-up to its first answered request (median)", su and su.ms,
+    su and su.ms and ("%.1f ms (Node: %s)"):format(su.ms, st.node and st.node.ms and
+      ("%.0f ms"):format(st.node.ms) or "n/a") or "n/a", "< 50 ms", su and su.ms and su.ms < 50)
+end
+do
+  local worst, shown = nil, {}
+  for _, l in ipairs(levels) do
+    local a, b = stat("node_lua", l), stat("node_node", l)
+    local r = ratio(a and a.rps, b and b.rps)
+    if r then
+      worst = worst and math.min(worst, r) or r
+      shown[#shown + 1] = ("%.2f"):format(r)
+    end
+  end
+  target("Node client: Lua service vs Node service, req/s at " .. table.concat(levels, "/"), worst,
+    worst and (table.concat(shown, " / ") .. "x") or "n/a", ">= 1x all", worst and worst >= 1)
+end
+do
+  local r10 = router[10000]
+  local b10 = bloom[10000]
+  local rh = r10 and b10 and r10.hit and b10.hit and ratio(r10.hit.rps, b10.hit.rps)
+  local rm = r10 and b10 and r10.miss and b10.miss and ratio(r10.miss.rps, b10.miss.rps)
+  local ok = nil
+  if rh and rm then ok = rh >= 10 and rm >= 10 end
+  target("router at 10,000 patterns vs bloomrun 4.1.1, lookups/s hit / miss", rh,
+    rh and rm and ("%.0fx / %.0fx"):format(rh, rm) or "n/a", ">= 10x", ok)
+end
+local pass, fail, skip = 0, 0, 0
+for _, v in ipairs(results) do
+  if v == "PASS" then pass = pass + 1 elseif v == "FAIL" then fail = fail + 1 else skip = skip + 1 end
+end
+print(("%d pass, %d fail, %d skipped"):format(pass, fail, skip))
+if svc.lua and svc.lua.svc_exit ~= 0 then
+  print(("WARNING: the Lua service exited with status %s after {cmd:'stop'}"):format(tostring(svc.lua.svc_exit)))
+end
+
+-- Router.
+if next(router) then
+  print()
+  print(("%9s %5s %13s %13s %8s %11s %9s %10s %11s %10s %10s"):format(
+    "patterns", "mix", "hm_router/s", "bloomrun/s", "ratio", "naive/s", "vs naive",
+    "B/pattern", "bloomrun B", "= naive", "= bloomrun"))
+  print(("-"):rep(126))
+  local sizes = {}
+  for n in pairs(router) do sizes[#sizes + 1] = n end
+  table.sort(sizes)
+  for _, n in ipairs(sizes) do
+    for _, mix in ipairs { "hit", "miss" } do
+      local r, b = router[n][mix], bloom[n] and bloom[n][mix]
+      if r then
+        local rb = b and ratio(r.rps, b.rps)
+        print(("%9d %5s %13s %13s %8s %11s %9s %10s %11s %10s %10s%s"):format(n, mix, num(r.rps), num(b and b.rps),
+          rb and ("%.0fx"):format(rb) or "-", num(r.naive), num(ratio(r.rps, r.naive), "%.0fx"),
+          r.bytes or "-", b and n >= 1000 and tostring(b.bytes) or "-", r.agree or "-", b and b.agree or "-",
+          n == 10000 and rb and (rb >= 10 and "  10x target: PASS" or "  10x target: FAIL") or ""))
+      end
+    end
+  end
+  print("B/pattern: hm_router_memory / patterns. bloomrun B: V8 heap growth per stored pattern (the pattern objects")
+  print("and bloomrun's index) after a full GC; not shown below 1,000 patterns, where GC noise dominates.")
+  print("= naive / = bloomrun: of the first 256 requests (naive: 32 at 100,000 patterns), how many routed to the")
+  print("same pattern as hm_router. bloomrun scans whole buckets in bucket order, so with overlapping patterns it")
+  print("can pick a later-added pattern than the earliest match (spec section 2); those show up here.")
+end
+if meta.rpc_seconds then print(("\n(requests/s phase: %s s)"):format(meta.rpc_seconds)) end
