@@ -6,6 +6,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$here/build-fuzz}
+mkdir -p "$build"
+build=$(cd "$build" && pwd) # the fuzzers run from a scratch directory
 seconds=${FUZZ_SECONDS:-20}
 if ! command -v clang >/dev/null; then
   echo "fuzz: clang is not installed (make deps installs it)" >&2
