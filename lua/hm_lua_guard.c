@@ -66,6 +66,7 @@ typedef struct sampler {
   uint64_t expected; /* hrtime ns when the next tick is due */
   double delay_ms, heap, rss;
   int running;
+  int table_ref; /* the Lua table each sample is written into */
 } sampler;
 
 static sampler *the_sampler(hm_ctx *ctx) {
@@ -81,6 +82,7 @@ static sampler *the_sampler(hm_ctx *ctx) {
     s = calloc(1, sizeof *s);
     if (s == NULL) return NULL;
     s->ctx = ctx;
+    s->table_ref = LUA_NOREF;
     uv_timer_init(ctx->loop, &s->timer);
     s->timer.data = s;
     uv_unref((uv_handle_t *)&s->timer);
@@ -100,10 +102,25 @@ static double read_rss(void) {
   return (double)resident * (double)sysconf(_SC_PAGESIZE);
 }
 
+/* Writes the last sample into the shared table (hemera.load). */
+static void publish(sampler *s) {
+  lua_State *L = s->ctx->L;
+  if (s->table_ref == LUA_NOREF) return;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->table_ref);
+  lua_pushnumber(L, s->delay_ms);
+  lua_setfield(L, -2, "eventLoopDelay");
+  lua_pushnumber(L, s->heap);
+  lua_setfield(L, -2, "heapUsed");
+  lua_pushnumber(L, s->rss);
+  lua_setfield(L, -2, "rss");
+  lua_pop(L, 1);
+}
+
 static void take_sample(sampler *s) {
   lua_State *L = s->ctx->L;
   s->heap = (double)lua_gc(L, LUA_GCCOUNT) * 1024.0 + lua_gc(L, LUA_GCCOUNTB);
   s->rss = read_rss();
+  publish(s);
 }
 
 static void on_tick(uv_timer_t *t) {
@@ -161,6 +178,20 @@ static int l_load(lua_State *L) {
   return 1;
 }
 
+/* core.load_table(): the table every sample is written into (the same
+** table each call), holding a sample taken now when none runs. */
+static int l_load_table(lua_State *L) {
+  sampler *s = the_sampler(hm_ctx_get(L));
+  if (s == NULL) return luaL_error(L, "out of memory");
+  if (s->table_ref == LUA_NOREF) {
+    lua_createtable(L, 0, 3);
+    s->table_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  if (!s->running) take_sample(s);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->table_ref);
+  return 1;
+}
+
 static void sampler_free(uv_handle_t *h) { free(h->data); }
 
 void hm_lua_close_sampler(hm_ctx *ctx) {
@@ -177,6 +208,7 @@ void hm_lua_open_guard(lua_State *L) {
                                    {"load_start", l_load_start},
                                    {"load_stop", l_load_stop},
                                    {"load", l_load},
+                                   {"load_table", l_load_table},
                                    {NULL, NULL}};
   luaL_setfuncs(L, funcs, 0);
 }

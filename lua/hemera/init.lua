@@ -33,40 +33,7 @@ local copy, call = util.copy, util.call
 local Hemera = {}
 Hemera.VERSION = "0.1.0"
 
--- Computed fields of every instance and scope.
-local getters = {
-  load = function() return core.load() end,
-  notFoundPattern = function(self) return self._notFoundPattern or nil end,
-  topics = function(self)
-    local out = {}
-    for k in pairs(self._i.topics) do out[#out + 1] = k end
-    table.sort(out)
-    return out
-  end,
-  router = function(self) return self._i.router end,
-  transport = function(self) return self._i.conn end,
-  errorDetails = function(self)
-    return { app = self._i.config.name, isServer = self.replyTo ~= nil, pattern = self.trace and self.trace.method }
-  end,
-}
-
-Hemera.__index = function(t, k)
-  local g = getters[k]
-  if g then return g(t) end
-  return Hemera[k]
-end
-
--- The metatable of a plugin scope: like the root's, getters see the scope
--- itself, everything else comes from the parent.
-local function scope_mt(parent)
-  return {
-    __index = function(t, k)
-      local g = getters[k]
-      if g then return g(t) end
-      return parent[k]
-    end,
-  }
-end
+Hemera.__index = Hemera
 
 Hemera.errors = errors
 Hemera.null = core.null
@@ -147,6 +114,12 @@ function Hemera.new(opts)
     request = setmetatable({ type = "request", id = "" }, wire.ROOT_REQINFO_MT),
     log = logger,
     config = cfg,
+    -- Hemera's read-only members, kept current as plain fields (a computed
+    -- __index would slow every method call down).
+    router = i.router,
+    topics = {},          -- the subscribed topics, sorted
+    load = core.load_table(), -- the last load sample
+    transport = nil,      -- the NATS connection, once ready
   }, Hemera)
   for name in pairs(HOOKS) do self._ext[name] = {} end
   i.root = self
@@ -204,6 +177,13 @@ local function subscribe(scope, t)
   t.sub = sub
 end
 
+local function sync_topics(i)
+  local list = {}
+  for k in pairs(i.topics) do list[#list + 1] = k end
+  table.sort(list)
+  rawset(i.root, "topics", list)
+end
+
 function Hemera:_cleanTopic(topic)
   local i = self._i
   local t = i.topics[topic]
@@ -212,6 +192,7 @@ function Hemera:_cleanTopic(topic)
   t.sub = nil
   i.router:remove_topic(topic)
   i.topics[topic] = nil
+  sync_topics(i)
   return true
 end
 
@@ -257,6 +238,7 @@ function Hemera:add(p, handler)
     t = { topic = p.topic, pubsub = transport.pubsub, queue = transport.queue,
           maxMessages = transport.maxMessages, count = 0, owner = self }
     i.topics[p.topic] = t
+    sync_topics(i)
     if i.conn then subscribe(self, t) end
   end
   for _, hook in ipairs(self._ext.onAdd) do
@@ -386,10 +368,24 @@ Hemera.setIdGenerator = setter("_idGenerator", "IdGenerator")
 -- this scope's topics run that pattern's action with the original request.
 function Hemera:setNotFoundPattern(p)
   if p == nil then
+    -- false, not nil: a reset scope must not fall back to its parent's.
     rawset(self, "_notFoundPattern", false)
+    rawset(self, "notFoundPattern", nil)
+    local mt = getmetatable(self)
+    if mt ~= Hemera and type(mt.__index) == "table" then
+      -- A plugin scope reads nil here too, not its parent's pattern (a
+      -- rare call: only such scopes pay for a function __index).
+      local parent = mt.__index
+      mt.__index = function(_, k)
+        if k == "notFoundPattern" then return nil end
+        return parent[k]
+      end
+    end
     return self
   end
-  rawset(self, "_notFoundPattern", pattern.normalize(p))
+  p = pattern.normalize(p)
+  rawset(self, "_notFoundPattern", p)
+  rawset(self, "notFoundPattern", p)
   return self
 end
 
@@ -491,7 +487,7 @@ local function child_scope(parent, meta)
   local ext = {}
   for name, list in pairs(parent._ext) do ext[name] = copy(list) end
   local child = setmetatable({ _ext = ext, _queue = {}, _plugin = meta.name,
-                               _plugins = copy(parent._plugins) }, scope_mt(parent))
+                               _plugins = copy(parent._plugins) }, { __index = parent })
   if meta.name and parent._i.config.childLogger and parent.log.child then
     child.log = parent.log:child { plugin = meta.name }
   end
@@ -601,6 +597,7 @@ function Hemera:ready(fn)
     hemera_error(err, { code = "CONN_ERR" }, 2)
   end
   i.conn = conn
+  rawset(self, "transport", conn)
   open_instances[self] = true
   self.log:info("Connected!")
   local interval = i.config.load.process.sampleInterval
