@@ -30,7 +30,26 @@ typedef struct qitem {
   natsStatus nstatus; /* Q_EVENT: cnats status for HM_EV_ERROR */
   int which;          /* Q_POLL: UV_READABLE or UV_WRITABLE */
   natsSock fd;        /* Q_ATTACH */
+  const void *ns;     /* Q_EVENT: the subscription an error is about; only
+                      ** compared, never followed (it may be gone) */
 } qitem;
+
+/* What cnats holds as the closure of every callback it may call from its
+** threads. cnats can call (detach from its reconnect thread, for one) after
+** it reported the connection closed, so this outlives the hm_conn_t: `c`
+** goes NULL when the connection is freed, and the glue itself waits in a
+** list freed by hm_conn_library_close, once cnats' threads are gone. */
+typedef struct glue {
+  uv_mutex_t lock;
+  hm_conn_t *c;
+  struct glue *next;
+} glue;
+
+static uv_once_t glue_once = UV_ONCE_INIT;
+static uv_mutex_t dead_lock;
+static glue *dead_glues;
+
+static void glue_init_once(void) { uv_mutex_init(&dead_lock); }
 
 struct hm_sub {
   hm_conn_t *c;
@@ -60,6 +79,7 @@ typedef struct req {
 struct hm_conn {
   uv_loop_t *loop;
   natsConnection *nc;
+  glue *g;
   hm_event_cb on_event;
   void *event_arg;
 
@@ -85,6 +105,9 @@ struct hm_conn {
   hm_sub_t *subs; /* every subscription not yet freed */
   int draining;   /* inside drain_subs: frees wait */
   int max_pending_msgs; /* per subscription, 0: cnats' default */
+  int credits_max;      /* messages delivered and not yet done; 0: no limit */
+  int credits_used;
+  int starved;          /* a drain stopped for want of credits */
   int64_t max_pending_bytes;
 
   /* Request mux. */
@@ -142,26 +165,31 @@ static int qpush(hm_conn_t *c, const qitem *it) {
   return ok;
 }
 
-static void push_event(hm_conn_t *c, int ev, natsStatus st) {
-  qitem it = {Q_EVENT, ev, st, 0, -1};
-  qpush(c, &it);
+/* Queues an event for the loop, unless the connection is gone. */
+static void push_event(glue *g, int ev, natsStatus st, const void *ns) {
+  qitem it = {Q_EVENT, ev, st, 0, -1, ns};
+  uv_mutex_lock(&g->lock);
+  if (g->c != NULL) qpush(g->c, &it);
+  uv_mutex_unlock(&g->lock);
 }
 
 static void on_nats_disconnected(natsConnection *nc, void *closure) {
-  push_event(closure, HM_EV_DISCONNECTED, NATS_OK);
+  push_event(closure, HM_EV_DISCONNECTED, NATS_OK, NULL);
 }
 
 static void on_nats_reconnected(natsConnection *nc, void *closure) {
-  push_event(closure, HM_EV_RECONNECTED, NATS_OK);
+  push_event(closure, HM_EV_RECONNECTED, NATS_OK, NULL);
 }
 
 static void on_nats_closed(natsConnection *nc, void *closure) {
-  push_event(closure, HM_EV_CLOSED, NATS_OK);
+  push_event(closure, HM_EV_CLOSED, NATS_OK, NULL);
 }
 
 static void on_nats_error(natsConnection *nc, natsSubscription *ns,
                           natsStatus err, void *closure) {
-  push_event(closure, HM_EV_ERROR, err);
+  /* Reading the subscription here could race with its destruction on
+  ** the loop thread: the loop finds it by address instead. */
+  push_event(closure, HM_EV_ERROR, err, ns);
 }
 
 /* }==================================================================== */
@@ -380,14 +408,18 @@ static void on_reply(hm_conn_t *c, natsMsg *msg) {
 /* Takes every message cnats parsed for our subscriptions and hands each
 ** to its owner, on the loop thread. Subscriptions released meanwhile are
 ** freed at the end, not under our feet. */
-static void drain_subs(hm_conn_t *c) {
-  hm_sub_t *s, *next;
-  c->draining++;
-  for (s = c->subs; s != NULL; s = s->next) {
-    natsMsg *m;
-    natsStatus st;
-    if (s->ended || s->released) continue;
-    while (!s->released && (st = natsSubscription_NextMsg(&m, s->ns, 0)) == NATS_OK) {
+static void drain_sub(hm_conn_t *c, hm_sub_t *s) {
+  natsMsg *m;
+  natsStatus st = NATS_TIMEOUT;
+  while (!s->released) {
+    /* Out of delivery credits: what waits stays in cnats (within its
+    ** pending limits) until hm_conn_done hands credits back. */
+    if (!s->is_mux && c->credits_max > 0 && c->credits_used >= c->credits_max) {
+      c->starved = 1;
+      return;
+    }
+    st = natsSubscription_NextMsg(&m, s->ns, 0);
+    if (st == NATS_OK) {
       if (s->is_mux) {
         /* Replies still count while closing: the final flush is one. */
         on_reply(c, m);
@@ -397,13 +429,30 @@ static void drain_subs(hm_conn_t *c) {
       } else {
         s->delivered++;
         c->stats.msgs_in++;
+        if (c->credits_max > 0) c->credits_used++;
         s->cb(s, m, s->arg);
       }
+    } else if (st == NATS_SLOW_CONSUMER) {
+      /* cnats dropped messages over the pending limits and says so once;
+      ** the subscription goes on (the error handler logs which one). */
+      c->stats.slow_consumer++;
+    } else {
+      break;
     }
-    /* Anything but "nothing pending" means cnats closed it: auto-
-    ** unsubscribe reached its count, or the connection closed. */
-    if (!s->released && st != NATS_TIMEOUT) s->ended = 1;
   }
+  /* Anything else than "nothing pending" means cnats closed it: auto-
+  ** unsubscribe reached its count, or the connection closed. */
+  if (!s->released && st != NATS_TIMEOUT) s->ended = 1;
+}
+
+/* Takes every message cnats parsed for our subscriptions and hands each
+** to its owner, on the loop thread. Subscriptions released meanwhile are
+** freed at the end, not under our feet. */
+static void drain_subs(hm_conn_t *c) {
+  hm_sub_t *s, *next;
+  c->draining++;
+  for (s = c->subs; s != NULL; s = s->next)
+    if (!s->ended && !s->released) drain_sub(c, s);
   if (--c->draining == 0) {
     for (s = c->subs; s != NULL; s = next) {
       next = s->next;
@@ -482,27 +531,43 @@ static void do_poll(hm_conn_t *c, int which, int add) {
   poll_apply(c);
 }
 
-static natsStatus evl_attach(void **user, void *loop, natsConnection *nc,
-                             natsSock fd) {
-  hm_conn_t *c = *user ? *user : loop; /* first attach: see hm_conn_connect */
-  *user = c;
-  if (on_loop_thread(c)) {
-    do_attach(c, fd);
-    return c->poll ? NATS_OK : NATS_ERR;
-  } else {
-    qitem it = {Q_ATTACH, 0, NATS_OK, 0, fd};
-    return qpush(c, &it) ? NATS_OK : NATS_NO_MEMORY;
-  }
+/* The glue's connection, locked; NULL (and unlocked) when it is gone. */
+static hm_conn_t *glue_enter(glue *g) {
+  uv_mutex_lock(&g->lock);
+  if (g->c == NULL) uv_mutex_unlock(&g->lock);
+  return g->c;
 }
 
-static natsStatus evl_poll(hm_conn_t *c, int which, bool add) {
+static natsStatus evl_attach(void **user, void *loop, natsConnection *nc,
+                             natsSock fd) {
+  glue *g = *user ? *user : loop; /* first attach: see hm_conn_connect */
+  natsStatus st = NATS_OK;
+  hm_conn_t *c;
+  *user = g;
+  if ((c = glue_enter(g)) == NULL) return NATS_ERR;
+  if (on_loop_thread(c)) {
+    do_attach(c, fd);
+    if (c->poll == NULL) st = NATS_ERR;
+  } else {
+    qitem it = {Q_ATTACH, 0, NATS_OK, 0, fd, NULL};
+    if (!qpush(c, &it)) st = NATS_NO_MEMORY;
+  }
+  uv_mutex_unlock(&g->lock);
+  return st;
+}
+
+static natsStatus evl_poll(glue *g, int which, bool add) {
+  natsStatus st = NATS_OK;
+  hm_conn_t *c = glue_enter(g);
+  if (c == NULL) return NATS_OK;
   if (on_loop_thread(c)) {
     do_poll(c, which, add);
-    return NATS_OK;
   } else {
-    qitem it = {Q_POLL, add ? 1 : 0, NATS_OK, which, -1};
-    return qpush(c, &it) ? NATS_OK : NATS_NO_MEMORY;
+    qitem it = {Q_POLL, add ? 1 : 0, NATS_OK, which, -1, NULL};
+    if (!qpush(c, &it)) st = NATS_NO_MEMORY;
   }
+  uv_mutex_unlock(&g->lock);
+  return st;
 }
 
 static natsStatus evl_read(void *user, bool add) {
@@ -514,13 +579,16 @@ static natsStatus evl_write(void *user, bool add) {
 }
 
 static natsStatus evl_detach(void *user) {
-  hm_conn_t *c = user;
+  glue *g = user;
+  hm_conn_t *c = glue_enter(g);
+  if (c == NULL) return NATS_OK;
   if (on_loop_thread(c)) {
     do_detach(c);
   } else {
-    qitem it = {Q_DETACH, 0, NATS_OK, 0, -1};
+    qitem it = {Q_DETACH, 0, NATS_OK, 0, -1, NULL};
     qpush(c, &it);
   }
+  uv_mutex_unlock(&g->lock);
   return NATS_OK;
 }
 
@@ -545,11 +613,25 @@ static void dispatch(hm_conn_t *c, qitem *it) {
         c->nats_closed = 1;
         fail_all_pending(c);
       }
-      if (it->status == HM_EV_ERROR)
-        snprintf(c->err, sizeof c->err, "%s", natsStatus_GetText(it->nstatus));
+      if (it->status == HM_EV_ERROR) {
+        const char *subject = NULL;
+        hm_sub_t *s;
+        for (s = c->subs; s != NULL && it->ns != NULL; s = s->next)
+          if ((const void *)s->ns == it->ns && !s->released) {
+            subject = natsSubscription_GetSubject(s->ns);
+            break;
+          }
+        if (subject)
+          snprintf(c->err, sizeof c->err, "%s (subscription '%s')",
+                   natsStatus_GetText(it->nstatus), subject);
+        else
+          snprintf(c->err, sizeof c->err, "%s", natsStatus_GetText(it->nstatus));
+      }
       if (c->on_event)
         c->on_event(c, (hm_conn_event)it->status,
-                    event_text(it->status, it->nstatus), c->event_arg);
+                    it->status == HM_EV_ERROR ? c->err
+                                              : event_text(it->status, it->nstatus),
+                    c->event_arg);
       if (it->status == HM_EV_CLOSED) try_finish(c);
       break;
   }
@@ -580,8 +662,15 @@ static void on_wake(uv_async_t *h) {
 static void free_conn(hm_conn_t *c) {
   hm_closed_cb done = c->done;
   void *done_arg = c->done_arg;
-  /* Nothing can be queued any more (qdead); what is left holds no
-  ** resource. */
+  /* From now on cnats' late calls find no connection behind the glue. */
+  uv_mutex_lock(&c->g->lock);
+  c->g->c = NULL;
+  uv_mutex_unlock(&c->g->lock);
+  uv_mutex_lock(&dead_lock);
+  c->g->next = dead_glues;
+  dead_glues = c->g;
+  uv_mutex_unlock(&dead_lock);
+  /* Nothing can be queued any more (qdead); what is left owns nothing. */
   while (c->subs != NULL) sub_unlink_free(c->subs);
   natsConnection_Destroy(c->nc);
   uv_mutex_destroy(&c->qlock);
@@ -703,15 +792,17 @@ static hm_status set_opts(natsOptions *o, const hm_conn_opts *co,
   ** service may subscribe a moment later); the server's instant
   ** "no responders" status would end requests early and differently. */
   if (s == NATS_OK) s = natsOptions_DisableNoResponders(o, true);
-  /* The "loop" cnats passes to our attach is the connection itself. */
+  /* Every closure is the glue; the "loop" cnats passes to our first
+  ** attach is the glue too. */
   if (s == NATS_OK)
-    s = natsOptions_SetEventLoop(o, c, evl_attach, evl_read, evl_write,
+    s = natsOptions_SetEventLoop(o, c->g, evl_attach, evl_read, evl_write,
                                  evl_detach);
   if (s == NATS_OK)
-    s = natsOptions_SetDisconnectedCB(o, on_nats_disconnected, c);
-  if (s == NATS_OK) s = natsOptions_SetReconnectedCB(o, on_nats_reconnected, c);
-  if (s == NATS_OK) s = natsOptions_SetClosedCB(o, on_nats_closed, c);
-  if (s == NATS_OK) s = natsOptions_SetErrorHandler(o, on_nats_error, c);
+    s = natsOptions_SetDisconnectedCB(o, on_nats_disconnected, c->g);
+  if (s == NATS_OK)
+    s = natsOptions_SetReconnectedCB(o, on_nats_reconnected, c->g);
+  if (s == NATS_OK) s = natsOptions_SetClosedCB(o, on_nats_closed, c->g);
+  if (s == NATS_OK) s = natsOptions_SetErrorHandler(o, on_nats_error, c->g);
   return s == NATS_OK ? HM_OK : HM_INVAL;
 }
 
@@ -728,7 +819,17 @@ hm_status hm_conn_connect(uv_loop_t *loop, const hm_conn_opts *co,
   c->on_event = on_event;
   c->event_arg = arg;
   hm_nuid_init(&c->nuid);
+  uv_once(&glue_once, glue_init_once);
+  c->g = calloc(1, sizeof *c->g);
+  if (c->g == NULL || uv_mutex_init(&c->g->lock) != 0) {
+    free(c->g);
+    free(c);
+    return HM_NOMEM;
+  }
+  c->g->c = c;
   if (uv_mutex_init(&c->qlock) != 0) {
+    uv_mutex_destroy(&c->g->lock);
+    free(c->g);
     free(c);
     return HM_NOMEM;
   }
@@ -774,6 +875,8 @@ hm_status hm_conn_connect(uv_loop_t *loop, const hm_conn_opts *co,
 fail:
   if (o) natsOptions_Destroy(o);
   uv_mutex_destroy(&c->qlock);
+  uv_mutex_destroy(&c->g->lock);
+  free(c->g);
   free(c);
   return st;
 }
@@ -824,6 +927,19 @@ void hm_sub_unsubscribe(hm_sub_t *s) {
 }
 
 uint64_t hm_sub_delivered(const hm_sub_t *s) { return s->delivered; }
+
+void hm_conn_set_credits(hm_conn_t *c, int max) {
+  c->credits_max = max > 0 ? max : 0;
+}
+
+void hm_conn_done(hm_conn_t *c) {
+  if (c->credits_used > 0) c->credits_used--;
+  /* Resume once half the credits are back, not one message at a time. */
+  if (c->starved && c->credits_used <= c->credits_max / 2) {
+    c->starved = 0;
+    if (!c->closing && !c->nats_closed) drain_subs(c);
+  }
+}
 
 static hm_status pub_status(hm_conn_t *c, natsStatus ns, const char *subject,
                             size_t len) {
@@ -959,7 +1075,15 @@ int hm_conn_is_closed(const hm_conn_t *c) {
 }
 
 void hm_conn_get_stats(const hm_conn_t *c, hm_conn_stats *out) {
+  const hm_sub_t *s;
   *out = c->stats;
+  out->slow_dropped = 0;
+  out->in_use = (uint64_t)c->credits_used;
+  for (s = c->subs; s != NULL; s = s->next) {
+    int64_t d = 0;
+    if (!s->released && natsSubscription_GetDropped(s->ns, &d) == NATS_OK && d > 0)
+      out->slow_dropped += (uint64_t)d;
+  }
 }
 
 int64_t hm_conn_max_payload(const hm_conn_t *c) {
@@ -969,3 +1093,17 @@ int64_t hm_conn_max_payload(const hm_conn_t *c) {
 const char *hm_conn_error(const hm_conn_t *c) { return c->err; }
 
 /* }==================================================================== */
+
+void hm_conn_library_close(void) {
+  glue *g;
+  /* Only once cnats' threads are gone can no callback reach a glue. */
+  nats_CloseAndWait(0);
+  uv_once(&glue_once, glue_init_once);
+  uv_mutex_lock(&dead_lock);
+  while ((g = dead_glues) != NULL) {
+    dead_glues = g->next;
+    uv_mutex_destroy(&g->lock);
+    free(g);
+  }
+  uv_mutex_unlock(&dead_lock);
+}

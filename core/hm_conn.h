@@ -82,6 +82,9 @@ typedef struct hm_conn_stats {
   uint64_t requests;
   uint64_t pending;        /* requests in flight now */
   uint64_t dropped;        /* messages for subscriptions already closed */
+  uint64_t slow_consumer;  /* times cnats dropped messages over the limits */
+  uint64_t slow_dropped;   /* messages cnats dropped for live subscriptions */
+  uint64_t in_use;         /* delivery credits in use (see set_credits) */
 } hm_conn_stats;
 
 /* Connects (blocking for the handshake only) and attaches the connection to
@@ -105,6 +108,7 @@ hm_status hm_conn_subscribe(hm_conn_t *c, const char *subject,
 void hm_sub_unsubscribe(hm_sub_t *s);
 /* Messages delivered so far. */
 uint64_t hm_sub_delivered(const hm_sub_t *s);
+
 
 /* Publishes (reply may be NULL). HM_LIMIT when over the server's
 ** max_payload, HM_CLOSED when closed. */
@@ -133,6 +137,15 @@ hm_status hm_conn_flush(hm_conn_t *c, uint64_t timeout_ms, hm_reply_cb cb,
 ** NULL) so the caller can release it. */
 int hm_conn_cancel(hm_conn_t *c, uint64_t id, void **arg);
 
+/* Backpressure: at most `max` messages (0: no limit) delivered to
+** subscriptions (replies aside) and not yet marked done with
+** hm_conn_done. At the limit, messages wait in cnats within its pending
+** limits, beyond which cnats drops them and reports a slow consumer. */
+void hm_conn_set_credits(hm_conn_t *c, int max);
+/* One delivered message is done; may deliver waiting ones, synchronously,
+** from inside this call. */
+void hm_conn_done(hm_conn_t *c);
+
 /* Closes: completes every pending request with HM_CLOSED (synchronously,
 ** from inside this call), stops every subscription, flushes and closes the
 ** NATS connection; `done` runs from the loop once cnats has finished with
@@ -145,5 +158,10 @@ void hm_conn_get_stats(const hm_conn_t *c, hm_conn_stats *out);
 int64_t hm_conn_max_payload(const hm_conn_t *c);
 /* Text of the last error on this connection ("" if none). */
 const char *hm_conn_error(const hm_conn_t *c);
+
+/* At process exit, after every connection is closed: stops the NATS
+** client's threads (waiting for them) and frees what they could still
+** have reached. Any thread; once. */
+void hm_conn_library_close(void);
 
 #endif

@@ -473,7 +473,7 @@ void hm_lua_shutdown(lua_State *L) {
   ctx->pool = NULL;
 }
 
-void hm_lua_library_close(void) { nats_Close(); }
+void hm_lua_library_close(void) { hm_conn_library_close(); }
 
 static int ctx_gc(lua_State *L) {
   hm_lua_shutdown(L);

@@ -37,6 +37,17 @@ static lconn *check_conn(lua_State *L, int idx) {
   return lc;
 }
 
+/* For operations whose failure is an outcome, not a misuse: a connection
+** that closed under a running handler. */
+#define RETURN_IF_CLOSED(L, lc)                                            \
+  do {                                                                     \
+    if ((lc)->c == NULL) {                                                 \
+      lua_pushnil(L);                                                      \
+      lua_pushliteral(L, "closed");                                        \
+      return 2;                                                            \
+    }                                                                      \
+  } while (0)
+
 static const char *status_word(hm_status st) {
   switch (st) {
     case HM_TIMEOUT: return "timeout";
@@ -183,6 +194,28 @@ static int opt_int(lua_State *L, int t, const char *k, int def) {
   return v;
 }
 
+/* Pushes the URL with any user:password@ or token@ part masked, for
+** messages and logs. */
+static void push_redacted(lua_State *L, const char *url) {
+  const char *scheme = strstr(url, "://");
+  const char *start = scheme ? scheme + 3 : url;
+  const char *at = strchr(start, '@');
+  const char *slash = strchr(start, '/');
+  if (at == NULL || (slash != NULL && slash < at)) {
+    lua_pushstring(L, url);
+    return;
+  }
+  lua_pushfstring(L, "%s***%s", lua_pushlstring(L, url, (size_t)(start - url)),
+                  at);
+  lua_remove(L, -2);
+}
+
+/* core.redact(url) -> the URL with its credentials masked. */
+static int l_redact(lua_State *L) {
+  push_redacted(L, luaL_checkstring(L, 1));
+  return 1;
+}
+
 /* core.connect{servers = url | {url...}, name, user, password, token,
 **   tls = {ca, cert, key, verify = true}, reconnect = true,
 **   maxReconnect, reconnectWait, connectTimeout, maxPendingMsgs}
@@ -247,8 +280,10 @@ static int l_connect(lua_State *L) {
   st = hm_conn_connect(ctx->loop, &o, on_event, lc, &lc->c, err, sizeof err);
   if (st != HM_OK) {
     lua_pushnil(L);
+    push_redacted(L, n > 0 ? servers[0] : "nats://127.0.0.1:4222");
     lua_pushfstring(L, "could not connect to NATS (%s): %s",
-                    n > 0 ? servers[0] : "nats://127.0.0.1:4222", err);
+                    lua_tostring(L, -1), err);
+    lua_remove(L, -2); /* the redacted URL */
     return 2;
   }
   lua_pushvalue(L, -1);
@@ -279,7 +314,8 @@ static int push_failure(lua_State *L, lconn *lc, hm_status st) {
 }
 
 static int c_publish(lua_State *L) {
-  lconn *lc = check_conn(L, 1);
+  lconn *lc = luaL_checkudata(L, 1, HM_CONN_MT);
+  RETURN_IF_CLOSED(L, lc);
   const char *subj = luaL_checkstring(L, 2);
   size_t len;
   const char *data = luaL_checklstring(L, 3, &len);
@@ -317,7 +353,7 @@ static int c_subscribe(lua_State *L) {
 }
 
 static int c_request(lua_State *L) {
-  lconn *lc = check_conn(L, 1);
+  lconn *lc = luaL_checkudata(L, 1, HM_CONN_MT);
   hm_ctx *ctx = lc->ctx;
   const char *subj = luaL_checkstring(L, 2);
   size_t len;
@@ -335,6 +371,17 @@ static int c_request(lua_State *L) {
   } else {
     luaL_argcheck(L, max == 1, 5, "several replies need a callback");
     hm_sched_check(L, ctx, "request");
+  }
+  if (lc->c == NULL) {
+    /* Closed under us: the same shapes as any other failure. */
+    if (has_cb) {
+      lua_pushnil(L);
+      lua_pushliteral(L, "closed");
+    } else {
+      lua_pushliteral(L, "closed");
+      lua_pushnil(L);
+    }
+    return 2;
   }
   r = calloc(1, sizeof *r);
   if (r == NULL) return luaL_error(L, "out of memory");
@@ -432,6 +479,22 @@ static int c_close(lua_State *L) {
   return 0;
 }
 
+/* conn:credits(max): see hm_conn_set_credits. */
+static int c_credits(lua_State *L) {
+  lconn *lc = check_conn(L, 1);
+  lua_Integer max = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, max >= 0 && max <= INT32_MAX, 2, "must be >= 0");
+  hm_conn_set_credits(lc->c, (int)max);
+  return 0;
+}
+
+/* conn:done(): one delivered message is finished (hands its credit back). */
+static int c_done(lua_State *L) {
+  lconn *lc = luaL_checkudata(L, 1, HM_CONN_MT);
+  if (lc->c) hm_conn_done(lc->c);
+  return 0;
+}
+
 static int c_is_closed(lua_State *L) {
   lconn *lc = luaL_checkudata(L, 1, HM_CONN_MT);
   lua_pushboolean(L, lc->c == NULL || hm_conn_is_closed(lc->c));
@@ -453,7 +516,7 @@ static int c_stats(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)s.name);    \
   lua_setfield(L, -2, #name);
   F(msgs_in) F(replies_in) F(late_replies) F(timeouts) F(requests) F(pending)
-  F(dropped)
+  F(dropped) F(slow_consumer) F(slow_dropped) F(in_use)
 #undef F
   return 1;
 }
@@ -512,6 +575,7 @@ static const luaL_Reg conn_methods[] = {
     {"request", c_request},   {"cancel", c_cancel},
     {"flush", c_flush},
     {"close", c_close},       {"is_closed", c_is_closed},
+    {"credits", c_credits},   {"done", c_done},
     {"max_payload", c_max_payload}, {"stats", c_stats},
     {NULL, NULL}};
 
@@ -533,4 +597,6 @@ void hm_lua_open_conn(lua_State *L) {
   lua_pop(L, 1);
   lua_pushcfunction(L, l_connect);
   lua_setfield(L, -2, "connect");
+  lua_pushcfunction(L, l_redact);
+  lua_setfield(L, -2, "redact");
 }

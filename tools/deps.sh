@@ -4,7 +4,7 @@
 # not found); otherwise it prints the exact command and stops.
 set -euo pipefail
 pkgs=(gcc make cmake pkg-config libnats-dev libuv1-dev liblua5.4-dev lua5.4
-      lua-cjson lua-busted nats-server libpcre2-dev clang libclang-rt-14-dev valgrind)
+      lua-cjson lua-busted nats-server libpcre2-dev clang libclang-rt-14-dev valgrind openssl)
 missing=()
 for p in "${pkgs[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

@@ -102,7 +102,7 @@ local function finish_reply(self, actx, st, data)
     end
     if type(msg) ~= "table" or getmetatable(msg) == core.array_mt then
       return nil, errors.ParseError("Client payload decoding: expected a JSON object, got "
-        .. (type(msg) == "table" and "an array" or type(msg)))
+        .. util.json_type(msg))
     end
     if obj(msg.meta) then actx.meta = msg.meta end
     if obj(msg.request) then actx.request = setmetatable(msg.request, wire.REQINFO_MT) end

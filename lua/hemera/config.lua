@@ -48,6 +48,7 @@ local SCHEMA = {
   servers = { types = { "string", "table" } },
   nats = { types = { "table" }, default = {} },
   closeTimeout = { types = { "integer" }, default = 2000, check = function(v) return v < 0 and "must be >= 0" end },
+  maxConcurrency = { types = { "integer" }, default = 1000, check = function(v) return v < 1 and "must be >= 1" end },
 }
 
 local function type_of(v)

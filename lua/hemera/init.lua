@@ -597,6 +597,7 @@ function Hemera:ready(fn)
     hemera_error(err, { code = "CONN_ERR" }, 2)
   end
   i.conn = conn
+  conn:credits(i.config.maxConcurrency)
   rawset(self, "transport", conn)
   open_instances[self] = true
   self.log:info("Connected!")

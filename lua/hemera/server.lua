@@ -79,6 +79,14 @@ local function deliver(owner, ctx, reply)
     log:info("Request responded", { topic = ctx.topic, requestId = ctx.request.id, pattern = ctx.trace.method })
   end
   local to = ctx.replyTo
+  if reply.error and not to then
+    log:warn("Request failed, and it has no reply subject to tell", { topic = ctx.topic, error = reply.error })
+  end
+  if to and i.conn and i.conn:is_closed() then
+    -- The handler outlived close(): nobody can be answered any more.
+    log:warn("Reply dropped: the connection is closed", { topic = ctx.topic })
+    to = nil
+  end
   if to and i.conn then
     local encode = owner._serverEncoder or core.encode
     local hop = reply.error and wire.hop(i.config.name, ctx.trace, ctx.topic)
@@ -120,7 +128,7 @@ local function process(owner, t, ctx, reply, data)
   end
   if type(msg) ~= "table" or getmetatable(msg) == core.array_mt then
     local e = errors.ParseError("Invalid request: expected a JSON object, got "
-      .. (type(msg) == "table" and "an array" or type(msg)))
+      .. util.json_type(msg))
     ctx.log:warn("Invalid request", { topic = ctx.topic, error = e })
     return reply:send(nil, e)
   end
@@ -131,7 +139,7 @@ local function process(owner, t, ctx, reply, data)
   local p = obj(msg.pattern)
   if not p then
     return reply:send(nil, errors.ParseError("Invalid request: 'pattern' must be an object, got "
-      .. type(msg.pattern)))
+      .. util.json_type(msg.pattern)))
   end
   ctx.pattern = p
   local def = i.router:lookup(p)
@@ -217,6 +225,9 @@ function M.serve(owner, t, subject, reply_to, data)
   end
   if t.last and i.topics[t.topic] == t then owner:_cleanTopic(t.topic) end
   i.inflight = i.inflight - 1
+  -- Its delivery credit goes back (maxConcurrency): waiting messages may
+  -- come in now.
+  if i.conn then i.conn:done() end
   if i.inflight == 0 and i.on_drained then
     local f = i.on_drained
     i.on_drained = nil

@@ -63,6 +63,19 @@ function M.codec_error(what, ok, v, err)
   return errors.ParseError(what .. ": " .. tostring(e or "no value"))
 end
 
+-- What a decoded value is, in JSON's words, for error messages.
+function M.json_type(v)
+  if v == nil then return "nothing" end
+  if v == core.null then return "null" end
+  if type(v) == "table" then
+    return getmetatable(v) == array_mt and "an array" or "an object"
+  end
+  if type(v) == "number" then return "a number" end
+  if type(v) == "string" then return "a string" end
+  if type(v) == "boolean" then return "a boolean" end
+  return type(v)
+end
+
 -- The metatable that makes a context inherit from `scope`, made once per
 -- scope (contexts are made for every message and act).
 function M.inherit(scope)

@@ -31,7 +31,7 @@ local DEFAULTS = {
 }
 
 -- Options of this port beyond Hemera's (docs/api.md).
-local OURS = { servers = true, nats = true, closeTimeout = true, logger = true }
+local OURS = { servers = true, nats = true, closeTimeout = true, maxConcurrency = true, logger = true }
 
 local function new_raises(opts)
   local ok, err = pcall(Hemera.new, opts)
@@ -52,6 +52,7 @@ describe("Hemera default config", function()
         assert.is_true(DEFAULTS[k] ~= nil or OURS[k] or k == "errio", "unexpected config key " .. k)
       end
       assert.equal(2000, cfg.closeTimeout)
+      assert.equal(1000, cfg.maxConcurrency)
       assert.same({}, cfg.nats)
       assert.equal("integer", math.type(cfg.timeout))
     end)
