@@ -336,6 +336,6 @@ int main(void) {
   RUN(connect_failure_is_clean);
   RUN(oversize_payload_is_refused);
   RUN(cancel_hands_back_the_argument_and_never_calls_back);
-  nats_Close();
+  hm_conn_library_close();
   TEST_EXIT();
 }
