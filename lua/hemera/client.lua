@@ -95,7 +95,12 @@ local function finish_reply(self, actx, st, data)
       { app = i.config.name, isServer = false, pattern = actx.method, code = st })
   else
     local decode = self._clientDecoder or core.decode
-    local ok, msg, derr = pcall(decode, data)
+    local ok, msg, derr
+    if decode == core.decode then
+      ok, msg, derr = true, decode(data) -- never raises on bad input
+    else
+      ok, msg, derr = pcall(decode, data)
+    end
     if not ok or msg == nil then
       -- A decode failure goes to the caller as is, without hooks.
       return nil, util.codec_error("Client payload decoding", ok, msg, derr)
@@ -149,7 +154,12 @@ function M.act(self, p, on_reply)
     actx.log:info("Request started", { topic = p.topic, requestId = actx.request.id, pattern = actx.method })
   end
   local encode = self._clientEncoder or core.encode
-  local ok, payload, eerr = pcall(encode, env)
+  local ok, payload, eerr
+  if encode == core.encode then
+    ok, payload, eerr = true, encode(env) -- never raises on bad values
+  else
+    ok, payload, eerr = pcall(encode, env)
+  end
   if not ok or payload == nil then
     return deliver(nil, util.codec_error("Client payload encoding", ok, payload, eerr))
   end

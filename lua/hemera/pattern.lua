@@ -116,8 +116,10 @@ function M.normalize(p)
   return out
 end
 
+local DOLLAR = ("$"):byte()
+
 local function is_special(k)
-  return type(k) == "string" and k:sub(-1) == "$"
+  return type(k) == "string" and k:byte(-1) == DOLLAR
 end
 
 -- The pattern without `$` keys and functions: what goes on the wire (the

@@ -13,9 +13,11 @@ local errors = require "hemera.errors"
 local Reply = {}
 Reply.__index = Reply
 
--- deliver(reply) does the sending (hooks, encode, publish); it may yield.
-function Reply.new(deliver, log)
-  return setmetatable({ sent = false, count = 0, isError = false, _deliver = deliver, log = log }, Reply)
+-- deliver(owner, ctx, reply) does the sending (hooks, encode, publish);
+-- it may yield. (One function for all replies: no closure per request.)
+function Reply.new(deliver, owner, ctx, log)
+  return setmetatable({ sent = false, count = 0, isError = false, _deliver = deliver,
+                        _owner = owner, _ctx = ctx, log = log }, Reply)
 end
 
 function Reply:send(value, err)
@@ -33,7 +35,7 @@ function Reply:send(value, err)
   end
   self.sent = true
   self.count = self.count + 1
-  self._deliver(self)
+  self._deliver(self._owner, self._ctx, self)
   return true
 end
 

@@ -91,7 +91,12 @@ local function deliver(owner, ctx, reply)
     local encode = owner._serverEncoder or core.encode
     local hop = reply.error and wire.hop(i.config.name, ctx.trace, ctx.topic)
     local out = wire.reply(ctx.meta, ctx.trace, ctx.request, reply.payload, reply.error, hop)
-    local ok, payload, eerr = pcall(encode, out)
+    local ok, payload, eerr
+    if encode == core.encode then
+      ok, payload, eerr = true, encode(out) -- never raises on bad values
+    else
+      ok, payload, eerr = pcall(encode, out)
+    end
     if not ok or payload == nil then
       -- Node Hemera logs and sends nothing, leaving the caller to time
       -- out; we tell the caller what went wrong instead.
@@ -120,7 +125,12 @@ end
 local function process(owner, t, ctx, reply, data)
   local i = owner._i
   local decode = owner._serverDecoder or core.decode
-  local ok, msg, derr = pcall(decode, data)
+  local ok, msg, derr
+  if decode == core.decode then
+    ok, msg, derr = true, decode(data) -- never raises on bad input
+  else
+    ok, msg, derr = pcall(decode, data)
+  end
   if not ok or msg == nil then
     local e = util.codec_error("Invalid request", ok, msg, derr)
     ctx.log:warn("Invalid request", { topic = ctx.topic, error = e })
@@ -215,8 +225,7 @@ function M.serve(owner, t, subject, reply_to, data)
   i.inflight = i.inflight + 1
   local ctx = setmetatable({ topic = subject, replyTo = reply_to, context = owner.context,
                              auth = {}, log = owner.log }, util.inherit(owner))
-  local reply
-  reply = Reply.new(function(r) return deliver(owner, ctx, r) end, owner.log)
+  local reply = Reply.new(deliver, owner, ctx, owner.log)
   ctx.reply = reply
   local ok, err = xpcall(process, debug.traceback, owner, t, ctx, reply, data)
   if not ok then

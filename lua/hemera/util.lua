@@ -35,8 +35,9 @@ end
 
 -- Runs hooks in order; the first failure stops the chain and is returned.
 function M.run_hooks(list, ...)
-  if not list then return nil end
-  for k = 1, #list do
+  local n = list and #list or 0
+  if n == 0 then return nil end
+  for k = 1, n do
     local ok, err = M.call(list[k], ...)
     if not ok then return err end
   end
