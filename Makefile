@@ -18,12 +18,12 @@ build: deps $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS)
 
 # Starts a private nats-server on a free loopback port for the whole run,
-# then gives each fuzzer a bounded run over its corpus.
+# then gives each fuzzer a bounded, seeded run over its corpus.
 test: build
 	tools/with-nats.sh ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
-	FUZZ_SECONDS=$(FUZZ_SECONDS) tools/fuzz.sh $(FUZZ_BUILD)
+	FUZZ_RUNS=1 tools/fuzz.sh $(FUZZ_BUILD)
 
-FUZZ_SECONDS ?= 15
+FUZZ_SECONDS ?= 60
 FUZZ_BUILD ?= build-fuzz
 
 fuzz: deps

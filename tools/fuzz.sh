@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang (coverage in the core too) and
-# runs each for FUZZ_SECONDS (default 20) over its corpus in fuzz/corpus.
-# New inputs go to a scratch directory, never into the repository.
+# runs each over its corpus in fuzz/corpus: for FUZZ_SECONDS (default 20),
+# or, with FUZZ_RUNS=1 (make test), a fixed number of inputs from a fixed
+# seed, so a CI run explores the same inputs every time. New inputs go to
+# a scratch directory, never into the repository.
 #   tools/fuzz.sh [build-dir]
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,10 +21,20 @@ cmake --build "$build" -j "$(nproc)" --target fuzz_router fuzz_codec >/dev/null
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 status=0
+runs_router=60000
+runs_codec=300000
 for target in router codec; do
   mkdir -p "$scratch/$target"
-  echo "fuzz: $target for ${seconds}s"
-  if ! (cd "$scratch" && "$build/fuzz_$target" -max_total_time="$seconds" -print_final_stats=1 \
+  if [ "${FUZZ_RUNS:-0}" = 1 ]; then
+    runs_var=runs_$target
+    limit="-runs=${!runs_var} -seed=1"
+    echo "fuzz: $target, ${!runs_var} inputs from seed 1"
+  else
+    limit="-max_total_time=$seconds"
+    echo "fuzz: $target for ${seconds}s"
+  fi
+  # shellcheck disable=SC2086
+  if ! (cd "$scratch" && "$build/fuzz_$target" $limit -print_final_stats=1 \
         -max_len=4096 "$scratch/$target" "$here/fuzz/corpus/$target" 2>"$scratch/$target.log"); then
     echo "fuzz: $target FAILED; its log:" >&2
     tail -n 60 "$scratch/$target.log" >&2
