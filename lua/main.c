@@ -160,6 +160,25 @@ static void ensure_server(void) {
             progname);
 }
 
+/* require("hemera.devserver").url(): the server to use when a script
+** names none; the private server starts only then, on the first
+** connection of the process, so scripts that never connect start none. */
+static int l_devserver_url(lua_State *L) {
+  const char *u;
+  ensure_server();
+  u = getenv("HEMERA_NATS_URL");
+  if (u && *u) lua_pushstring(L, u);
+  else lua_pushnil(L);
+  return 1;
+}
+
+static int open_devserver(lua_State *L) {
+  lua_newtable(L);
+  lua_pushcfunction(L, l_devserver_url);
+  lua_setfield(L, -2, "url");
+  return 1;
+}
+
 /* }==================================================================== */
 
 /* {====================================================================
@@ -276,7 +295,8 @@ static int pmain(lua_State *L) {
     lua_pushboolean(L, 1);
     return 1;
   }
-  ensure_server();
+  luaL_requiref(L, "hemera.devserver", open_devserver, 0);
+  lua_pop(L, 1);
   create_arg_table(L, argv, argc, script ? script : argc - 1);
   for (i = 1; i < (script ? script : argc) && status == LUA_OK; i++) {
     if (strcmp(argv[i], "--server") == 0) i++;

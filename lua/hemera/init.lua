@@ -82,7 +82,7 @@ function Hemera.new(opts)
   if cfg.name == nil then cfg.name = "hemera-" .. hostname() .. "-" .. nuid() end
   local i = {
     config = cfg,
-    servers = cfg.servers or os.getenv("HEMERA_NATS_URL") or "nats://127.0.0.1:4222",
+    servers = cfg.servers, -- resolved at ready(): see server_urls
     topics = {},   -- topic -> { topic, pubsub, queue, maxMessages, sub, count, owner }
     inflight = 0,  -- messages being served now
     on_close = {}, -- onClose hooks of every scope: { fn, scope }
@@ -563,6 +563,18 @@ end
 -- Lifecycle
 -- ===================================================================
 
+-- The servers to connect to: the option, else $HEMERA_NATS_URL, else the
+-- bundled interpreter's choice (127.0.0.1:4222, or a private server it
+-- starts on demand), else nats://127.0.0.1:4222.
+local function server_urls(i)
+  if i.servers then return i.servers end
+  local env = os.getenv("HEMERA_NATS_URL")
+  if env and env ~= "" then return env end
+  local ok, dev = pcall(require, "hemera.devserver")
+  local url = ok and type(dev) == "table" and dev.url()
+  return url or "nats://127.0.0.1:4222"
+end
+
 local function on_nats_event(i, event, text)
   local l = i.root.log
   if event == "disconnected" then
@@ -589,7 +601,7 @@ function Hemera:ready(fn)
   end
   i.readied = true
   local copts = copy(i.config.nats)
-  copts.servers = i.servers
+  copts.servers = server_urls(i)
   copts.name = copts.name or i.config.name
   local conn, err = core.connect(copts, function(event, text) on_nats_event(i, event, text) end)
   if not conn then
