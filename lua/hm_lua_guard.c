@@ -116,9 +116,12 @@ static void publish(sampler *s) {
   lua_pop(L, 1);
 }
 
+static double heap_bytes(lua_State *L) {
+  return (double)lua_gc(L, LUA_GCCOUNT) * 1024.0 + lua_gc(L, LUA_GCCOUNTB);
+}
+
 static void take_sample(sampler *s) {
-  lua_State *L = s->ctx->L;
-  s->heap = (double)lua_gc(L, LUA_GCCOUNT) * 1024.0 + lua_gc(L, LUA_GCCOUNTB);
+  s->heap = heap_bytes(s->ctx->L);
   s->rss = read_rss();
   publish(s);
 }
@@ -167,10 +170,9 @@ static int l_load(lua_State *L) {
     lua_setfield(L, -2, "rss");
   } else {
     /* Not sampling: measure now (no loop delay known). */
-    double heap = (double)lua_gc(L, LUA_GCCOUNT) * 1024.0 + lua_gc(L, LUA_GCCOUNTB);
     lua_pushnumber(L, 0);
     lua_setfield(L, -2, "eventLoopDelay");
-    lua_pushnumber(L, heap);
+    lua_pushnumber(L, heap_bytes(L));
     lua_setfield(L, -2, "heapUsed");
     lua_pushnumber(L, read_rss());
     lua_setfield(L, -2, "rss");

@@ -13,7 +13,6 @@
 #include "hm_jsnum.h"
 #include "hm_lua_private.h"
 
-#define HM_REGEX_MT "hemera.regex"
 #define PAIRS_STACK 32
 
 typedef struct pair {
@@ -27,16 +26,6 @@ static int cmp_pair(const void *a, const void *b) {
   int r = memcmp(x->s, y->s, n);
   if (r != 0) return r;
   return x->len < y->len ? -1 : x->len > y->len;
-}
-
-static int is_regex(lua_State *L, int idx) {
-  int yes = 0;
-  if (lua_getmetatable(L, idx)) {
-    luaL_getmetatable(L, HM_REGEX_MT);
-    yes = lua_rawequal(L, -1, -2);
-    lua_pop(L, 2);
-  }
-  return yes;
 }
 
 /* Pushes "key:value" for the pair on top (key at -2, value at -1), or
@@ -64,7 +53,7 @@ static int push_pair(lua_State *L) {
       lua_pushfstring(L, "%s:%s", k, lua_toboolean(L, -1) ? "true" : "false");
       return 1;
     case LUA_TTABLE:
-      if (!is_regex(L, -1)) return 0;
+      if (!hm_lua_is_regex(L, -1)) return 0;
       lua_getfield(L, -1, "source");
       lua_pushfstring(L, "%s:/%s/", k, lua_tostring(L, -1));
       lua_remove(L, -2);

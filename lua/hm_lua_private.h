@@ -84,6 +84,10 @@ struct lsub {
 #define HM_CONN_MT "hemera.Conn"
 #define HM_SUB_MT "hemera.Sub"
 #define HM_ROUTER_MT "hemera.Router"
+#define HM_REGEX_MT "hemera.regex"
+
+/* Whether the value at idx is a regex value (core.regex / Hemera.regex). */
+int hm_lua_is_regex(lua_State *L, int idx);
 
 hm_ctx *hm_ctx_get(lua_State *L);
 

@@ -20,7 +20,6 @@
 #include "hm_lua_private.h"
 #include "hm_router.h"
 
-#define HM_REGEX_MT "hemera.regex"
 /* Fields converted on the C stack; larger patterns use a userdata. */
 #define FIELDS_STACK 32
 
@@ -37,7 +36,7 @@ static lrouter *check_router(lua_State *L, int idx) {
   return lr;
 }
 
-static int is_regex(lua_State *L, int idx) {
+int hm_lua_is_regex(lua_State *L, int idx) {
   int yes = 0;
   if (lua_getmetatable(L, idx)) {
     luaL_getmetatable(L, HM_REGEX_MT);
@@ -84,7 +83,7 @@ static int to_fields(lua_State *L, int idx, hm_field *f, int cap, int *need) {
         fl.boolean = lua_toboolean(L, -1);
         break;
       case LUA_TTABLE:
-        if (is_regex(L, -1)) {
+        if (hm_lua_is_regex(L, -1)) {
           lua_getfield(L, -1, "source");
           fl.type = HM_VAL_REGEX;
           /* The regex table holds the string, so it outlives the pop. */

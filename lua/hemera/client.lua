@@ -95,12 +95,7 @@ local function finish_reply(self, actx, st, data)
       { app = i.config.name, isServer = false, pattern = actx.method, code = st })
   else
     local decode = self._clientDecoder or core.decode
-    local ok, msg, derr
-    if decode == core.decode then
-      ok, msg, derr = true, decode(data) -- never raises on bad input
-    else
-      ok, msg, derr = pcall(decode, data)
-    end
+    local ok, msg, derr = util.codec_call(decode, core.decode, data)
     if not ok or msg == nil then
       -- A decode failure goes to the caller as is, without hooks.
       return nil, util.codec_error("Client payload decoding", ok, msg, derr)
@@ -154,12 +149,7 @@ function M.act(self, p, on_reply)
     actx.log:info("Request started", { topic = p.topic, requestId = actx.request.id, pattern = actx.method })
   end
   local encode = self._clientEncoder or core.encode
-  local ok, payload, eerr
-  if encode == core.encode then
-    ok, payload, eerr = true, encode(env) -- never raises on bad values
-  else
-    ok, payload, eerr = pcall(encode, env)
-  end
+  local ok, payload, eerr = util.codec_call(encode, core.encode, env)
   if not ok or payload == nil then
     return deliver(nil, util.codec_error("Client payload encoding", ok, payload, eerr))
   end

@@ -91,12 +91,7 @@ local function deliver(owner, ctx, reply)
     local encode = owner._serverEncoder or core.encode
     local hop = reply.error and wire.hop(i.config.name, ctx.trace, ctx.topic)
     local out = wire.reply(ctx.meta, ctx.trace, ctx.request, reply.payload, reply.error, hop)
-    local ok, payload, eerr
-    if encode == core.encode then
-      ok, payload, eerr = true, encode(out) -- never raises on bad values
-    else
-      ok, payload, eerr = pcall(encode, out)
-    end
+    local ok, payload, eerr = util.codec_call(encode, core.encode, out)
     if not ok or payload == nil then
       -- Node Hemera logs and sends nothing, leaving the caller to time
       -- out; we tell the caller what went wrong instead.
@@ -125,12 +120,7 @@ end
 local function process(owner, t, ctx, reply, data)
   local i = owner._i
   local decode = owner._serverDecoder or core.decode
-  local ok, msg, derr
-  if decode == core.decode then
-    ok, msg, derr = true, decode(data) -- never raises on bad input
-  else
-    ok, msg, derr = pcall(decode, data)
-  end
+  local ok, msg, derr = util.codec_call(decode, core.decode, data)
   if not ok or msg == nil then
     local e = util.codec_error("Invalid request", ok, msg, derr)
     ctx.log:warn("Invalid request", { topic = ctx.topic, error = e })

@@ -64,6 +64,13 @@ function M.codec_error(what, ok, v, err)
   return errors.ParseError(what .. ": " .. tostring(e or "no value"))
 end
 
+-- Calls a codec with x. The built-in codec never raises on bad data, so
+-- it skips pcall; a custom one is protected. Returns ok, value, err.
+function M.codec_call(fn, builtin, x)
+  if fn == builtin then return true, fn(x) end
+  return pcall(fn, x)
+end
+
 -- What a decoded value is, in JSON's words, for error messages.
 function M.json_type(v)
   if v == nil then return "nothing" end
