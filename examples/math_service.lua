@@ -1,9 +1,10 @@
 -- A math service. Run it with `hemera examples/math_service.lua`; it serves
 -- until Ctrl-C. Start as many as you like: NATS balances requests across
 -- them (queue group "queue.math", the same as Node Hemera's).
+-- HEMERA_LOG=info shows a log line per request.
 local Hemera = require "hemera"
 
-local hemera = Hemera.new { name = "math-service", logLevel = os.getenv("HEMERA_LOG") or "info" }
+local hemera = Hemera.new { name = "math-service", logLevel = os.getenv("HEMERA_LOG") or "warn" }
 
 hemera:add({ topic = "math", cmd = "add" }, function(req)
   return req.a + req.b
