@@ -121,7 +121,10 @@ function Hemera.new(opts)
     load = core.load_table(), -- the last load sample
     transport = nil,      -- the NATS connection, once ready
   }, Hemera)
-  for name in pairs(HOOKS) do self._ext[name] = {} end
+  -- onClose hooks live in i.on_close (every scope's run at close).
+  for name in pairs(HOOKS) do
+    if name ~= "onClose" then self._ext[name] = {} end
+  end
   i.root = self
   return self
 end
