@@ -22,7 +22,8 @@
   XX(UV, "libuv error")                                                \
   XX(REGEX, "invalid regular expression")                              \
   XX(LIMIT, "limit exceeded")                                          \
-  XX(BUSY, "busy")
+  XX(BUSY, "busy")                                                     \
+  XX(SUBJECT, "invalid subject")
 
 typedef enum {
 #define XX(name, text) HM_##name,
