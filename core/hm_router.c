@@ -1062,7 +1062,13 @@ typedef struct lctx {
   hit *hits;
   size_t nhits, caphits;
   int oom;
+  /* Only routes of this topic count (hm_router_lookup_topic), or NULL. */
+  const topic *only;
 } lctx;
+
+/* Whether a route may be returned by this lookup at all: the topic
+** restriction is a pointer compare, since topics are interned. */
+#define ADMITS(c, rt) ((c)->only == NULL || (rt)->t == (c)->only)
 
 static int cmp_hit(const void *a, const void *b) {
   const hit *x = a, *y = b;
@@ -1110,7 +1116,8 @@ static void visit_node(lctx *c, const node *nd) {
         okey a = route_key(rt), b = route_key(c->best);
         if (okey_cmp(&a, &b) >= 0) return;
       }
-      if (!route_match(c->r, rt, c->req, c->n, c->path)) continue;
+      if (!ADMITS(c, rt) || !route_match(c->r, rt, c->req, c->n, c->path))
+        continue;
       if (!g_ok && c->all) {
         g = node_key(nd);
         g_ok = 1;
@@ -1199,7 +1206,7 @@ static void release(lctx *c, rq *ebuf, size_t *pbuf) {
 ** indexed route is a candidate; same order, linear time. */
 static void scan_all(lctx *c) {
   for (hm_route_t *rt = c->r->first; rt; rt = rt->next) {
-    if (rt->nd == &c->r->root) continue;
+    if (rt->nd == &c->r->root || !ADMITS(c, rt)) continue;
     if (c->n && !route_match(c->r, rt, c->req, c->n, NULL)) continue;
     okey g = node_key(rt->nd);
     if (c->all) {
@@ -1219,14 +1226,20 @@ static void scan_all(lctx *c) {
 
 #define SCRATCH 32
 
-void *hm_router_lookup(const hm_router_t *r, const hm_field *req, size_t n) {
+/* A lookup with no field at all matches nothing: Hemera's router returned
+** its first route for an empty pattern, which let a crafted `{}` reach any
+** handler. */
+static void *lookup(const hm_router_t *r, const hm_field *req, size_t n,
+                    const topic *only) {
   rq ebuf[SCRATCH];
   size_t pbuf[SCRATCH];
   lctx c = {0};
+  if (n == 0) return NULL;
   c.r = r;
   c.req = req;
   c.n = n;
-  if (n == 0 || collect(&c, ebuf, pbuf, SCRATCH))
+  c.only = only;
+  if (collect(&c, ebuf, pbuf, SCRATCH))
     scan_all(&c);
   else if (r->root.nchild)
     walk(&c, &r->root, 0, 0);
@@ -1235,9 +1248,19 @@ void *hm_router_lookup(const hm_router_t *r, const hm_field *req, size_t n) {
   const oset *s = &r->root.set;
   for (uint32_t i = 0; i < s->ng; i++)
     for (const olink *l = s->g[i].first; l; l = l->next)
-      if (n == 0 || route_match(r, l->route, req, n, NULL))
+      if (ADMITS(&c, l->route) && route_match(r, l->route, req, n, NULL))
         return l->route->udata;
   return NULL;
+}
+
+void *hm_router_lookup(const hm_router_t *r, const hm_field *req, size_t n) {
+  return lookup(r, req, n, NULL);
+}
+
+void *hm_router_lookup_topic(const hm_router_t *r, const hm_field *req,
+                             size_t n, const char *name, size_t len) {
+  const topic *t = topic_find(r, len ? name : "", len);
+  return t ? lookup(r, req, n, t) : NULL;
 }
 
 void hm_router_lookup_all(const hm_router_t *r, const hm_field *req, size_t n,

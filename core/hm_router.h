@@ -30,7 +30,7 @@
 ** {topic:z,cmd:y}, {topic:x}, {topic:x,cmd:y}, the request {topic:x,cmd:y}
 ** gets the third, because bucket cmd:y starts with the older first route.
 ** Regex-and-wildcard-only routes (and routes with no field at all, which
-** match everything) come after, in weight order. Lookup cost does not
+** match every non-empty request) come after, in weight order. Lookup cost does not
 ** grow with the number of routes, only with the request and the matches.
 ** Wildcards: a token that is exactly `*` matches one token, a last token
 ** exactly `>` one or more; a `>` elsewhere matches itself, as in NATS.
@@ -88,9 +88,19 @@ hm_status hm_router_add(hm_router_t *r, const hm_field *fields, size_t n,
 /* The first matching route's udata, or NULL. Request fields may include
 ** keys the router never saw; duplicate keys are not allowed. A request field
 ** of type HM_VAL_REGEX only equals a stored regex with the same source.
-** With n == 0 (Hemera's lookup(undefined)) it is the first route that
-** lookup_all lists for n == 0. */
+** With n == 0 nothing matches (NULL): bloomrun's lookup({}) finds nothing
+** either, and "no field" must never mean "any route". */
 void *hm_router_lookup(const hm_router_t *r, const hm_field *req, size_t n);
+
+/* The same lookup among the routes whose topic field is exactly `topic` as
+** written (wildcards included, as hm_router_remove_topic counts them): the
+** first such route in hm_router_lookup's scan order, so for a request whose
+** topic is that same concrete subject the answer is hm_router_lookup's
+** whenever that is a route of this topic. A message is
+** routed this way among the patterns of the subscription that delivered
+** it, so a crafted pattern cannot reach another topic's handler. */
+void *hm_router_lookup_topic(const hm_router_t *r, const hm_field *req,
+                             size_t n, const char *topic, size_t len);
 
 /* Calls fn for every matching route in lookup order; stops when fn
 ** returns non-zero. With n == 0 every route matches (list all). fn must

@@ -268,20 +268,23 @@ int hm_naive_remove(hm_naive_t *nv, void *udata) {
   return 0;
 }
 
+static int has_topic(const nroute *rt, const char *topic, size_t len) {
+  for (size_t j = 0; j < rt->n; j++) {
+    const hm_field *f = &rt->fields[j].f;
+    if (f->type == HM_VAL_STRING && sameb(f->key, f->key_len, "topic", 5) &&
+        sameb(f->str, f->str_len, topic, len))
+      return 1;
+  }
+  return 0;
+}
+
 size_t hm_naive_remove_topic(hm_naive_t *nv, const char *topic, size_t len,
                              void (*each)(void *udata, void *arg),
                              void *arg) {
   size_t removed = 0;
   for (size_t i = 0; i < nv->count;) {
     const nroute *rt = &nv->routes[i];
-    int hit = 0;
-    for (size_t j = 0; j < rt->n; j++) {
-      const hm_field *f = &rt->fields[j].f;
-      if (f->type == HM_VAL_STRING && sameb(f->key, f->key_len, "topic", 5) &&
-          sameb(f->str, f->str_len, topic, len))
-        hit = 1;
-    }
-    if (hit) {
+    if (has_topic(rt, topic, len)) {
       if (each) each(rt->udata, arg);
       remove_at(nv, i);
       removed++;
@@ -371,13 +374,17 @@ static int cmp_nhit(const void *a, const void *b) {
   return cmp_rank(&((const nhit *)a)->k, &((const nhit *)b)->k);
 }
 
-void hm_naive_lookup_all(const hm_naive_t *nv, const hm_field *req, size_t n,
-                         int (*fn)(void *udata, void *arg), void *arg) {
+/* Every matching route in lookup order; with `topic`, only that topic's
+** routes (n == 0 then lists that topic's routes). */
+static void matches(const hm_naive_t *nv, const hm_field *req, size_t n,
+                    const char *topic, size_t tlen,
+                    int (*fn)(void *udata, void *arg), void *arg) {
   nhit *hits = malloc((nv->count ? nv->count : 1) * sizeof *hits);
   if (!hits) return;
   size_t nh = 0;
   for (size_t i = 0; i < nv->count; i++) {
     const nroute *rt = &nv->routes[i];
+    if (topic && !has_topic(rt, topic, tlen)) continue;
     if (n && !route_matches(nv, rt, req, n)) continue;
     hits[nh].k = rank_of(nv, rt);
     hits[nh].udata = rt->udata;
@@ -389,6 +396,11 @@ void hm_naive_lookup_all(const hm_naive_t *nv, const hm_field *req, size_t n,
   free(hits);
 }
 
+void hm_naive_lookup_all(const hm_naive_t *nv, const hm_field *req, size_t n,
+                         int (*fn)(void *udata, void *arg), void *arg) {
+  matches(nv, req, n, NULL, 0, fn, arg);
+}
+
 static int first(void *udata, void *arg) {
   *(void **)arg = udata;
   return 1;
@@ -396,7 +408,14 @@ static int first(void *udata, void *arg) {
 
 void *hm_naive_lookup(const hm_naive_t *nv, const hm_field *req, size_t n) {
   void *found = NULL;
-  hm_naive_lookup_all(nv, req, n, first, &found);
+  if (n) matches(nv, req, n, NULL, 0, first, &found);
+  return found;
+}
+
+void *hm_naive_lookup_topic(const hm_naive_t *nv, const hm_field *req,
+                            size_t n, const char *topic, size_t len) {
+  void *found = NULL;
+  if (n) matches(nv, req, n, topic ? topic : "", len, first, &found);
   return found;
 }
 

@@ -27,6 +27,8 @@ size_t hm_naive_remove_topic(hm_naive_t *nv, const char *topic, size_t len,
                              void (*each)(void *udata, void *arg), void *arg);
 
 void *hm_naive_lookup(const hm_naive_t *nv, const hm_field *req, size_t n);
+void *hm_naive_lookup_topic(const hm_naive_t *nv, const hm_field *req,
+                            size_t n, const char *topic, size_t len);
 /* Same order and stopping rule as hm_router_lookup_all. */
 void hm_naive_lookup_all(const hm_naive_t *nv, const hm_field *req, size_t n,
                          int (*fn)(void *udata, void *arg), void *arg);

@@ -11,7 +11,7 @@
 **   pattern: key-mask byte (5 keys), then one value byte per key
 ** At most NSLOT routes live at once (an add into a taken slot removes the
 ** old route first), which keeps the quadratic reference fast. Any
-** difference aborts.
+** difference aborts, lookups restricted to one topic included.
 **
 ** hmcore needs coverage instrumentation too, or libFuzzer is blind:
 **   CC=clang cmake -S . -B /tmp/fz -DHM_FUZZ=ON \
@@ -150,7 +150,26 @@ static void check(side *s, const hm_field *q, size_t n) {
             la.n, lb.n);
     abort();
   }
-  if (la.n && la.u[0] != a) abort();
+  if (n && la.n && la.u[0] != a) abort();
+  if (!n && a) abort(); /* no field matches nothing */
+  /* Routing restricted to one subscription's topic: the request's own
+  ** topic, and one of the dictionary's in turn. */
+  static size_t turn;
+  const char *t[2] = {NULL, topics[turn++ % COUNT(topics)]};
+  for (size_t i = 0; i < n; i++)
+    if (q[i].type == HM_VAL_STRING && !strcmp(q[i].key, "topic"))
+      t[0] = q[i].str;
+  for (int i = 0; i < 2; i++) {
+    if (!t[i]) continue;
+    size_t tl = strlen(t[i]);
+    void *x = hm_router_lookup_topic(s->r, q, n, t[i], tl);
+    void *y = hm_naive_lookup_topic(s->nv, q, n, t[i], tl);
+    if (x != y) {
+      fprintf(stderr, "mode %d: lookup_topic(%s) %p, naive %p\n", s->ix, t[i],
+              x, y);
+      abort();
+    }
+  }
 }
 
 static void drop(side *s, int slot) {

@@ -3,7 +3,8 @@
 **
 ** core.router([indexing]) -> router      indexing "insertion" | "depth"
 ** router:add(pattern, value) -> id | nil, err
-** router:lookup(request) -> value | nil
+** router:lookup(request [, topic]) -> value | nil   only routes of that topic
+**                                   (as written) with a topic; {} finds nil
 ** router:list([request]) -> { value... } in lookup order
 ** router:remove(id) -> bool
 ** router:remove_topic(topic) -> n        every route whose topic is exactly it
@@ -157,7 +158,10 @@ static int r_add(lua_State *L) {
 }
 
 static int do_lookup(lua_State *L, lrouter *lr, hm_field *f, int n) {
-  void *u = hm_router_lookup(lr->r, f, (size_t)n);
+  size_t tlen = 0;
+  const char *topic = lua_tolstring(L, 3, &tlen);
+  void *u = topic ? hm_router_lookup_topic(lr->r, f, (size_t)n, topic, tlen)
+                  : hm_router_lookup(lr->r, f, (size_t)n);
   if (u == NULL) {
     lua_pushnil(L);
     return 1;
@@ -170,6 +174,7 @@ static int do_lookup(lua_State *L, lrouter *lr, hm_field *f, int n) {
 static int r_lookup(lua_State *L) {
   lrouter *lr = check_router(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
+  if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TSTRING);
   return with_fields(L, lr, 2, do_lookup);
 }
 
