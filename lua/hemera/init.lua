@@ -84,6 +84,8 @@ function Hemera.new(opts)
     config = cfg,
     servers = cfg.servers, -- resolved at ready(): see server_urls
     topics = {},   -- topic -> { topic, pubsub, queue, maxMessages, sub, count, owner }
+    topic_pos = {}, -- topic -> its index in the public hemera.topics list
+    ntopics = 0,
     inflight = 0,  -- messages being served now
     on_close = {}, -- onClose hooks of every scope: { fn, scope }
   }
@@ -117,7 +119,7 @@ function Hemera.new(opts)
     -- Hemera's read-only members, kept current as plain fields (a computed
     -- __index would slow every method call down).
     router = i.router,
-    topics = {},          -- the subscribed topics, sorted
+    topics = {},          -- the subscribed topics, in no particular order
     load = core.load_table(), -- the last load sample
     transport = nil,      -- the NATS connection, once ready
   }, Hemera)
@@ -180,11 +182,26 @@ local function subscribe(scope, t)
   t.sub = sub
 end
 
-local function sync_topics(i)
-  local list = {}
-  for k in pairs(i.topics) do list[#list + 1] = k end
-  table.sort(list)
-  rawset(i.root, "topics", list)
+-- hemera.topics lists the subscribed topics in no particular order: a
+-- topic joins at the end and leaves by moving the last one into its place,
+-- so adding or removing one costs the same with ten topics or 10,000.
+local function list_topic(i, topic)
+  local n = i.ntopics + 1
+  i.ntopics = n
+  i.root.topics[n] = topic
+  i.topic_pos[topic] = n
+end
+
+local function unlist_topic(i, topic)
+  local list, pos = i.root.topics, i.topic_pos[topic]
+  if not pos then return end
+  local n = i.ntopics
+  local last = list[n]
+  list[pos] = last
+  i.topic_pos[last] = pos
+  list[n] = nil
+  i.topic_pos[topic] = nil
+  i.ntopics = n - 1
 end
 
 function Hemera:_cleanTopic(topic)
@@ -195,7 +212,7 @@ function Hemera:_cleanTopic(topic)
   t.sub = nil
   i.router:remove_topic(topic)
   i.topics[topic] = nil
-  sync_topics(i)
+  unlist_topic(i, topic)
   return true
 end
 
@@ -241,7 +258,7 @@ function Hemera:add(p, handler)
     t = { topic = p.topic, pubsub = transport.pubsub, queue = transport.queue,
           maxMessages = transport.maxMessages, count = 0, owner = self }
     i.topics[p.topic] = t
-    sync_topics(i)
+    list_topic(i, p.topic)
     if i.conn then subscribe(self, t) end
   end
   for _, hook in ipairs(self._ext.onAdd) do
