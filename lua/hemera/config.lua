@@ -23,7 +23,7 @@ local SCHEMA = {
   errio = { types = { "table" }, fields = {
     recursive = { types = { "boolean" }, default = true },
     inherited = { types = { "boolean" }, default = true },
-    stack = { types = { "boolean" }, default = true },
+    stack = { types = { "boolean" }, default = false }, -- Hemera: true; stacks stay home by default
     private = { types = { "boolean" }, default = false },
     exclude = { types = { "table" }, default = {} },
     include = { types = { "table" }, default = {} },

@@ -95,8 +95,9 @@ end
 -- Turns whatever a handler returned or raised as its error into an error
 -- value. Anything at all becomes an error: a string, a plain table with a
 -- name and a message, or even a number. `trace` is a traceback string for
--- the stack field when the value carries none.
-function M.from_value(v, trace)
+-- the stack field when the value carries none; `where` the script
+-- position a raised string starts with.
+function M.from_value(v, trace, where)
   local e
   if M.is_error(v) then
     e = v
@@ -106,6 +107,10 @@ function M.from_value(v, trace)
     if v.name ~= nil then e.name = tostring(v.name) end
   else
     e = construct(Base, v == nil and "unknown error" or tostring(v))
+    -- A string raised by error() starts with the raiser's chunk and line
+    -- (`where`, found by util.capture): kept for the local log, left out
+    -- on the wire (see to_wire).
+    if where and type(v) == "string" then e._where = where end
   end
   if rawget(e, "stack") == nil then
     e.stack = tostring(e) .. (trace and ("\n" .. trace) or "")
@@ -135,8 +140,11 @@ function M.root(e)
 end
 
 -- A copy of the error as a plain object for the encoder (functions and
--- private fields left out), with the hop appended.
-function M.to_wire(e, hop)
+-- private fields left out), with the hop appended. Unless `stack` is true
+-- (errio.stack), the stack stays home and so does the script position a
+-- raised string starts with: a remote caller learns what failed, not the
+-- service's file layout.
+function M.to_wire(e, hop, stack)
   -- errio's order: name, message, stack, the other fields, and hops last
   -- (Node appends it to an error that already has its fields).
   local order = { "name", "message", "stack" }
@@ -156,6 +164,14 @@ function M.to_wire(e, hop)
   order[#order + 1] = "hops"
   out.name = e.name
   out.message = e.message
+  if not stack then
+    out.stack = nil
+    local where = rawget(e, "_where")
+    local msg = out.message
+    if where and type(msg) == "string" and msg:sub(1, #where + 2) == where .. ": " then
+      out.message = msg:sub(#where + 3)
+    end
+  end
   if hop then
     local hops = {}
     if type(e.hops) == "table" then

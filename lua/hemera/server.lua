@@ -35,6 +35,14 @@ local function check_load(i)
   end
 end
 
+-- The reply's envelope. May raise: a handler can leave anything in
+-- ctx.meta and ctx.trace.
+local function envelope(i, ctx, reply)
+  local hop = reply.error and wire.hop(i.config.name, ctx.trace, ctx.topic)
+  return wire.reply(ctx.meta, ctx.trace, ctx.request, reply.payload, reply.error, hop,
+                    i.config.errio.stack)
+end
+
 -- Sends what the reply holds: error handler and onError for errors, the
 -- onSend chain (response validation first), encode, publish, onResponse.
 local function deliver(owner, ctx, reply)
@@ -88,29 +96,32 @@ local function deliver(owner, ctx, reply)
     to = nil
   end
   if to and i.conn then
-    local encode = owner._serverEncoder or core.encode
-    local hop = reply.error and wire.hop(i.config.name, ctx.trace, ctx.topic)
-    local out = wire.reply(ctx.meta, ctx.trace, ctx.request, reply.payload, reply.error, hop)
-    local ok, payload, eerr = util.codec_call(encode, core.encode, out)
-    if not ok or payload == nil then
+    local payload, why
+    local ok, out = pcall(envelope, i, ctx, reply)
+    if ok then
+      local encode = owner._serverEncoder or core.encode
+      local eok, eerr
+      eok, payload, eerr = util.codec_call(encode, core.encode, out)
+      if not eok or payload == nil then payload, why = nil, eok and eerr or payload end
+    else
+      why = out
+    end
+    if payload == nil then
       -- Node Hemera logs and sends nothing, leaving the caller to time
-      -- out; we tell the caller what went wrong instead.
-      local e = errors.ParseError("Server encoding: " .. tostring(ok and eerr or payload))
+      -- out; we tell the caller what went wrong instead, in a reply built
+      -- from nothing the handler touched (its meta or trace may be what
+      -- failed to encode).
+      local e = errors.ParseError("Server encoding: " .. tostring(why))
       log:error("Server encoding", { error = e })
-      -- The error reply itself goes out with the default encoder: a custom
-      -- one that failed once may fail again.
-      payload = core.encode(wire.reply(ctx.meta, ctx.trace, ctx.request, nil, e,
-                                       wire.hop(i.config.name, ctx.trace, ctx.topic)))
+      payload = wire.last_resort(reply._rid, reply._rtype, e.name, e.message)
     end
-    if payload then
-      local sent, perr = i.conn:publish(to, payload)
-      if not sent and not i.conn:is_closed() then
-        local e = errors.HemeraError("Reply could not be sent: " .. tostring(perr))
-        log:error("Reply could not be sent", { error = e })
-        i.conn:publish(to, assert(core.encode(wire.reply(ctx.meta, ctx.trace, ctx.request, nil, e,
-          wire.hop(i.config.name, ctx.trace, ctx.topic)))))
-      end
+    local sent, perr = i.conn:publish(to, payload)
+    if not sent and not i.conn:is_closed() then
+      local e = errors.HemeraError("Reply could not be sent: " .. tostring(perr))
+      log:error("Reply could not be sent", { error = e })
+      sent = i.conn:publish(to, wire.last_resort(reply._rid, reply._rtype, e.name, e.message))
     end
+    if sent then reply._published = true end
   end
   run_all(owner._ext.onResponse, function(e) log:error("onResponse extension", { error = e }) end, ctx, reply)
 end
@@ -135,6 +146,10 @@ local function process(owner, t, ctx, reply, data)
   ctx.meta = obj(msg.meta) or {}
   ctx.trace = setmetatable(obj(msg.trace) or {}, wire.TRACE_MT)
   ctx.request = setmetatable(obj(msg.request) or {}, wire.REQINFO_MT)
+  -- For the reply of last resort, before any handler code runs.
+  local rid, rtype = ctx.request.id, ctx.request.type
+  reply._rid = type(rid) == "string" and rid or nil
+  reply._rtype = type(rtype) == "string" and rtype or nil
   ctx.delegate = obj(msg.delegate) or {}
   local p = obj(msg.pattern)
   if not p then
@@ -142,7 +157,10 @@ local function process(owner, t, ctx, reply, data)
       .. util.json_type(msg.pattern)))
   end
   ctx.pattern = p
-  local def = i.router:lookup(p)
+  -- Only the patterns of the subscription that delivered the message take
+  -- part: NATS permissions on subjects then hold for handlers too (Hemera
+  -- looks in the whole router, so a message on `pub` could name `admin`).
+  local def = i.router:lookup(p, t.topic)
   if t.last then owner:_cleanTopic(t.topic) end
   if not def and owner._notFoundPattern then def = i.router:lookup(owner._notFoundPattern) end
   ctx.matchedAction = def
@@ -203,6 +221,27 @@ local function process(owner, t, ctx, reply, data)
   end
 end
 
+-- Hemera's own code failed serving a message (a hook or handler left
+-- something that broke it). The caller must still hear back: through the
+-- normal reply path if nothing was sent yet, else, or if that fails too,
+-- with the reply of last resort. The traceback is logged here and goes
+-- out only as the error's stack (errio.stack).
+local function internal_error(owner, ctx, reply, err)
+  owner.log:error("Internal error while serving a request", { error = err })
+  local text = tostring(err)
+  local first = text:match("^[^\n]*")
+  local e = errors.HemeraError("Internal error: " .. (first:match("^[^\n]-:%d+: (.*)$") or first),
+                               { stack = text })
+  if not reply.sent then
+    local sok, serr = pcall(reply.send, reply, nil, e)
+    if not sok then owner.log:error("Internal error while replying", { error = serr }) end
+  end
+  local i, to = owner._i, ctx.replyTo
+  if to and not reply._published and i.conn and not i.conn:is_closed() then
+    i.conn:publish(to, wire.last_resort(reply._rid, reply._rtype, e.name, e.message))
+  end
+end
+
 -- One message of topic t, owned by scope `owner`.
 function M.serve(owner, t, subject, reply_to, data)
   local i = owner._i
@@ -218,10 +257,7 @@ function M.serve(owner, t, subject, reply_to, data)
   local reply = Reply.new(deliver, owner, ctx, owner.log)
   ctx.reply = reply
   local ok, err = xpcall(process, debug.traceback, owner, t, ctx, reply, data)
-  if not ok then
-    owner.log:error("Internal error while serving a request", { error = err })
-    if not reply.sent then reply:send(nil, errors.HemeraError("Internal error: " .. tostring(err))) end
-  end
+  if not ok then internal_error(owner, ctx, reply, err) end
   if t.last and i.topics[t.topic] == t then owner:_cleanTopic(t.topic) end
   i.inflight = i.inflight - 1
   -- Its delivery credit goes back (maxConcurrency): waiting messages may

@@ -18,17 +18,43 @@ function M.obj(v)
   return type(v) == "table" and getmetatable(v) ~= array_mt and v or nil
 end
 
--- xpcall message handler: keeps the error value and the traceback of the
--- coroutine where it was raised.
+local CAPTURED = {}
+
+local getinfo = debug.getinfo
+
+-- The position Lua put in front of a raised string ("file.lua:12"), found
+-- by asking the functions that can have raised it (the failing one, or the
+-- caller of error() up to level 2); nil when the text merely looks like one.
+local function position(e)
+  if type(e) ~= "string" then return nil end
+  for level = 3, 5 do
+    local info = getinfo(level, "Sl")
+    if not info then return nil end
+    if info.currentline and info.currentline > 0 then
+      local where = info.short_src .. ":" .. info.currentline
+      if e:sub(1, #where + 2) == where .. ": " then return where end
+    end
+  end
+  return nil
+end
+
+-- xpcall message handler: keeps the error value, the traceback of the
+-- coroutine where it was raised, and the position Lua prefixed it with.
 function M.capture(e)
-  return { err = e, trace = traceback(type(e) == "string" and e or nil, 2) }
+  return setmetatable({ err = e, trace = traceback(type(e) == "string" and e or nil, 2),
+                        where = position(e) }, CAPTURED)
 end
 
 -- Calls fn(...) protected. Returns ok, r1, r2: a raise, or a `nil, err`
 -- (or `false, err`) return, becomes ok = false and an error value in r1.
 function M.call(fn, ...)
   local ok, r, e = xpcall(fn, M.capture, ...)
-  if not ok then return false, errors.from_value(r.err, r.trace) end
+  if not ok then
+    -- Lua runs no message handler for a memory error (nor when the handler
+    -- itself failed): r is then the bare error, "not enough memory".
+    if getmetatable(r) ~= CAPTURED then return false, errors.from_value(r) end
+    return false, errors.from_value(r.err, r.trace, r.where)
+  end
   if (r == nil or r == false) and e ~= nil then return false, errors.from_value(e) end
   return true, r, e
 end

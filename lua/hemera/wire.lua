@@ -20,17 +20,31 @@ function M.hop(app, trace, topic)
                         app = app, ts = core.hrtime() }, M.HOP_MT)
 end
 
--- A reply envelope. `err` (an error value) wins over `result`.
-function M.reply(meta, trace, request, result, err, hop)
+-- A reply envelope. `err` (an error value) wins over `result`; `stack`:
+-- whether its stack goes out (errio.stack).
+function M.reply(meta, trace, request, result, err, hop, stack)
   local out = setmetatable({ meta = meta or {}, trace = trace or {}, request = request or {} }, M.REPLY_MT)
   if err ~= nil then
     out.result = core.null
-    out.error = errors.to_wire(errors.root(err), hop)
+    out.error = errors.to_wire(errors.root(err), hop, stack)
   else
     out.result = result
     out.error = core.null
   end
   return out
+end
+
+-- The reply of last resort: built from the request id the message came
+-- with and a fresh error, nothing a handler could have touched, so that
+-- it encodes, fits any max_payload and the caller hears back (invariant 2:
+-- every request is answered).
+function M.last_resort(id, rtype, name, message)
+  return core.encode(setmetatable({
+    meta = {}, trace = {},
+    request = setmetatable({ id = id, type = rtype }, M.REQINFO_MT),
+    result = core.null,
+    error = setmetatable({ name = name, message = message }, { __jsonorder = { "name", "message" } }),
+  }, M.REPLY_MT))
 end
 
 return M

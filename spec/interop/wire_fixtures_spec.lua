@@ -242,7 +242,8 @@ local MathError = Hemera.createError("MathError")
 
 -- The reference service of the capture ("anchor-service"), in Lua.
 local function reference_service()
-  local s = h.new { name = "anchor-service" }
+  -- errio.stack as Hemera sets it: the captures carry stacks.
+  local s = h.new { name = "anchor-service", errio = { stack = true } }
   local M = T "math"
   s:add({ topic = M, cmd = "add" }, function(req) return req.a + req.b end)
   s:add({ topic = M, cmd = "fail" }, function(req)

@@ -214,8 +214,23 @@ describe("errors", function()
       assert.equal("Error", e3.name)
       assert.equal("plain failure", e3.message)
       local _, e4 = c:act { topic = topic, cmd = "bug" }
-      assert.matches("attempt to index", e4.message)
-      assert.matches("stack traceback", e4.stack)
+      -- Stacks and script positions stay home by default (errio.stack).
+      assert.equal("attempt to index a nil value (local 'x')", e4.message)
+      assert.is_nil(e4.stack)
+    end)
+  end)
+
+  it("sends stacks and script positions only with errio.stack = true", function()
+    h.run(function()
+      local topic = h.topic("errstack")
+      local s = h.new { errio = { stack = true } }
+      s:add({ topic = topic, cmd = "bug" }, function() local x = nil; return x.y end)
+      s:ready()
+      local c = h.new()
+      c:ready()
+      local _, e = c:act { topic = topic, cmd = "bug" }
+      assert.matches("foundation_spec.lua:%d+: attempt to index", e.message)
+      assert.matches("stack traceback", e.stack)
     end)
   end)
 
