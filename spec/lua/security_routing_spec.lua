@@ -204,3 +204,38 @@ describe("what an error reply tells a remote caller", function()
     end)
   end)
 end)
+
+describe("a handler that runs out of memory", function()
+  -- An address-space limit makes the allocation fail at once, in a child
+  -- process; sanitizer runtimes reserve more address space than any limit
+  -- that would be safe here, so that build skips it.
+  local sanitized = (os.getenv("HEMERA_LUA_PRELOAD") or "") ~= ""
+  local it_native = sanitized and pending or it
+  it_native("answers 'not enough memory', not 'unknown error'", function()
+    local bin = assert(os.getenv("HEMERA_BIN"), "HEMERA_BIN is not set")
+    local script = [[
+      local Hemera = require "hemera"
+      local topic = "oom." .. require("hemera.core").nuid()
+      local s = Hemera.new()
+      s:add({ topic = topic, cmd = "oom" }, function() return ("x"):rep((1 << 31) - 1) end)
+      s:ready(function()
+        local _, err = s:act { topic = topic, cmd = "oom" }
+        print("reply:", err and err.name, err and err.message)
+        s:close()
+      end)
+    ]]
+    local out = os.tmpname()
+    local f = assert(io.open(out .. ".lua", "w"))
+    f:write(script)
+    f:close()
+    local ok = os.execute(("ulimit -v 1500000; HEMERA_LOG=silent %s --server '%s' %s.lua >%s 2>&1")
+      :format(bin, h.url, out, out))
+    f = assert(io.open(out))
+    local text = f:read("a")
+    f:close()
+    os.remove(out)
+    os.remove(out .. ".lua")
+    assert.is_true(ok, text)
+    assert.truthy(text:find("reply:\tError\tnot enough memory", 1, true), text)
+  end)
+end)
