@@ -10,10 +10,12 @@
 --   startup <service> <run> <ms> <idle kB> <exit>
 --   router <patterns> <mix> <router/s> <naive/s> <bytes/pattern> <agree>
 --   bloomrun <patterns> <mix> <lookups/s> <bytes/pattern> <agree>
+--   topics <N> <add s> <remove s> <close s>     CPU seconds (bench/topics.lua)
 
 local path = assert(arg[1], "usage: report.lua <results.txt>")
 
 local meta, rpc, client_hwm, svc, startup, router, bloom = {}, {}, {}, {}, {}, {}, {}
+local topics
 local function words(line)
   local t = {}
   for w in line:gmatch("%S+") do t[#t + 1] = w end
@@ -42,6 +44,8 @@ for line in io.lines(path) do
   elseif kind == "router" then
     bucket(router, tonumber(w[2]))[w[3]] = {
       rps = tonumber(w[4]), naive = tonumber(w[5]), bytes = tonumber(w[6]), agree = w[7] }
+  elseif kind == "topics" then
+    topics = { n = tonumber(w[2]), add = tonumber(w[3]), remove = tonumber(w[4]), close = tonumber(w[5]) }
   elseif kind == "bloomrun" then
     bucket(bloom, tonumber(w[2]))[w[3]] = { rps = tonumber(w[4]), bytes = tonumber(w[5]), agree = w[6] }
   end
@@ -221,6 +225,12 @@ do
   if rh and rm then ok = rh >= 10 and rm >= 10 end
   target("router at 10,000 patterns vs bloomrun 4.1.1, lookups/s hit / miss", rh,
     rh and rm and ("%.0fx / %.0fx"):format(rh, rm) or "n/a", ">= 10x", ok)
+end
+do
+  local worst = topics and math.max(topics.add, topics.remove, topics.close)
+  target(("%s topics added / removed / closed, CPU seconds"):format(topics and topics.n or "10,000"), worst,
+    topics and ("%.2f / %.2f / %.2f"):format(topics.add, topics.remove, topics.close) or "n/a",
+    "< 1 s each", worst and worst < 1)
 end
 local pass, fail, skip = 0, 0, 0
 for _, v in ipairs(results) do

@@ -20,7 +20,8 @@
 # whole run and the client runs are interleaved in rounds, so drift hits
 # every configuration alike. Then: start-up time of the Lua and the Node
 # service to their first answered request (bench_transport startup), their
-# idle and peak RSS, their clean exit; and the router against bloomrun.
+# idle and peak RSS, their clean exit; the router against bloomrun; and
+# the cost of the security guards (topic churn).
 #
 # Environment:
 #   BENCH_SECONDS  measured seconds per client, service and level (default
@@ -265,6 +266,14 @@ if [ "${BENCH_ROUTER:-1}" != 0 ] && [ -x "$build/bench_router" ]; then
     awk '$1 == "bloomrun" { print "bloomrun", $3, $5, $7, $9, $11 }' "$work/bloomrun.out" >>"$results"
   fi
 fi
+# }
+
+"$hemera" bench/bench_jsonschema.lua || note "bench_jsonschema failed"
+# {---------------------------------------------------------------- guards
+# The costs of the security guards, each a line of its own in the report.
+note "topic churn: 10,000 topics added, removed, and closed"
+"$hemera" bench/topics.lua 10000 2>"$work/topics.err" | grep '^topics ' >>"$results" \
+  || note "topics failed: $(tail -3 "$work/topics.err")"
 # }
 
 # The report is plain Lua: any Lua 5.4 runs it (the hemera interpreter too).
