@@ -6,9 +6,22 @@
 **   Scalar pairs of keys not ending in "$" (and regex values, as /src/),
 **   each "key:" .. String(value) with JavaScript's number formatting,
 **   sorted by bytes, joined by ",".
+**
+** core.ecma_regex(source [, jit]) -> regex | nil, message
+** regex:test(subject) -> true | false | nil, message, code
+** regex:jit() -> whether PCRE2's JIT compiled it
+**   A JSON Schema `pattern` (an ECMA-262 regex) compiled once with PCRE2,
+**   matched with bounded work. test() reports a limit hit (code "limit")
+**   or a subject that is not UTF-8 (code "utf") as values, never raises:
+**   they come from request data, not from the programmer. `jit` false
+**   keeps the regex on the interpreter (its limits differ, see below).
 */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
 
 #include "hm_jsnum.h"
 #include "hm_lua_private.h"
@@ -100,7 +113,252 @@ static int l_method(lua_State *L) {
   return 1;
 }
 
+/* {====================================================================
+** ECMA-262 regexes on PCRE2 (core.ecma_regex)
+**
+** Compile options, chosen so PCRE2 reads a pattern the way ECMAScript
+** does with the `u` flag (code points, not UTF-16 units):
+**   PCRE2_UTF               the pattern and subjects are UTF-8; subjects
+**                           are checked on every match (no
+**                           PCRE2_MATCH_INVALID_UTF), so a bad one is an
+**                           error rather than a silent non-match;
+**   PCRE2_DOLLAR_ENDONLY    `$` only at the very end, not before a final
+**                           "\n" as in Perl;
+**   PCRE2_ALT_BSUX and PCRE2_EXTRA_ALT_BSUX
+**                           `\uHHHH`, `\u{H...}` and `\xHH` as in
+**                           ECMAScript;
+**   PCRE2_ALLOW_EMPTY_CLASS `[]` matches nothing, `[^]` any character;
+**   PCRE2_MATCH_UNSET_BACKREF
+**                           a backreference to an unset group matches "";
+**   PCRE2_NEVER_UCP         `\d \w \b` stay ASCII, as ECMAScript's are,
+**                           even if the pattern starts with (*UCP);
+**   PCRE2_NEVER_BACKSLASH_C `\C` (one byte) could split a character;
+**   newline ANYCRLF         `.` stops at "\r" and "\n".
+** What still differs from ECMAScript: `.` matches U+2028 and U+2029;
+** `\s` is ASCII white space only; `\v` is PCRE2's vertical-space class,
+** not just U+000B; surrogate escapes (`\uD83D\uDE00`) are refused (write
+** the character or `\u{1F600}`); lookbehinds must have a fixed length per
+** alternative; `{,n}` is a literal in PCRE2 10.42 (as in ECMAScript
+** without `u`) but means {0,n} from 10.43; and PCRE2-only syntax
+** (possessive `a++`, atomic groups, `(?i)`, `\A \z`, `[[:alpha:]]`,
+** `(*VERB)`s, recursion) is accepted where ECMAScript would reject it or
+** read it otherwise.
+** ===================================================================== */
+
+#define ECMA_MT "hemera.EcmaRegex"
+#define ENGINE_MT "hemera.EcmaEngine"
+
+#define ECMA_OPTIONS                                                     \
+  (PCRE2_UTF | PCRE2_DOLLAR_ENDONLY | PCRE2_ALT_BSUX |                  \
+   PCRE2_ALLOW_EMPTY_CLASS | PCRE2_MATCH_UNSET_BACKREF | PCRE2_NEVER_UCP | \
+   PCRE2_NEVER_BACKSLASH_C)
+
+/* The bounds of one match. The match limit counts backtracking steps from
+** each start position (milliseconds of work); the depth and heap limits
+** bound the interpreter's backtracking frames, and the JIT stack bounds the
+** JIT's. A pattern that needs more gets an error, not the loop thread.
+** The frame bounds cap a repeated group, `^(a|b)*$`, at about 50,000
+** iterations (interpreter) or 130,000 (JIT); a repeated single character
+** or class, `^[ab]*$`, has no such cap. The JIT stack is address space
+** reserved once per Lua state; pages a deep match touched stay mapped. */
+#define MATCH_LIMIT 1000000
+#define DEPTH_LIMIT 100000
+#define HEAP_LIMIT_KB (16 * 1024)
+#define JIT_STACK_MIN (32 * 1024)
+#define JIT_STACK_MAX (4 * 1024 * 1024)
+
+/* What every regex of one Lua state shares. Lua runs one match at a time
+** and PCRE2 never calls back into Lua here (no callouts), so one match
+** data block and one JIT stack serve all patterns. Each regex holds the
+** engine as its first user value, so the engine is alive whenever a match
+** uses it. */
+typedef struct engine {
+  pcre2_compile_context *cctx;
+  pcre2_match_context *mctx;
+  pcre2_match_data *md;
+  pcre2_jit_stack *stack; /* NULL without JIT */
+  int jit;                /* the library has JIT */
+} engine;
+
+typedef struct ecma {
+  pcre2_code *code; /* NULL once closed or when compiling failed */
+  int jit;          /* pcre2_jit_compile succeeded */
+} ecma;
+
+static int engine_gc(lua_State *L) {
+  engine *e = luaL_checkudata(L, 1, ENGINE_MT);
+  pcre2_match_data_free(e->md);
+  pcre2_match_context_free(e->mctx);
+  pcre2_compile_context_free(e->cctx);
+  pcre2_jit_stack_free(e->stack);
+  e->md = NULL;
+  e->mctx = NULL;
+  e->cctx = NULL;
+  e->stack = NULL;
+  return 0;
+}
+
+/* Pushes a new engine. Raises on memory exhaustion, after which the
+** userdata's __gc frees whatever was made. */
+static engine *push_engine(lua_State *L) {
+  uint32_t jit = 0;
+  engine *e = lua_newuserdatauv(L, sizeof *e, 0);
+  memset(e, 0, sizeof *e);
+  luaL_setmetatable(L, ENGINE_MT);
+  e->cctx = pcre2_compile_context_create(NULL);
+  e->mctx = pcre2_match_context_create(NULL);
+  e->md = pcre2_match_data_create(1, NULL); /* we only ask "any match?" */
+  if (!e->cctx || !e->mctx || !e->md) luaL_error(L, "out of memory");
+  pcre2_set_newline(e->cctx, PCRE2_NEWLINE_ANYCRLF);
+  pcre2_set_compile_extra_options(e->cctx, PCRE2_EXTRA_ALT_BSUX);
+  pcre2_set_match_limit(e->mctx, MATCH_LIMIT);
+  pcre2_set_depth_limit(e->mctx, DEPTH_LIMIT);
+  pcre2_set_heap_limit(e->mctx, HEAP_LIMIT_KB);
+  if (pcre2_config(PCRE2_CONFIG_JIT, &jit) >= 0 && jit) {
+    /* Without a stack of our own the JIT would use 32 KiB of the C stack,
+    ** too little for a long subject under a repeated group. */
+    e->stack = pcre2_jit_stack_create(JIT_STACK_MIN, JIT_STACK_MAX, NULL);
+    if (e->stack) {
+      pcre2_jit_stack_assign(e->mctx, NULL, e->stack);
+      e->jit = 1;
+    }
+  }
+  return e;
+}
+
+static int ecma_close(lua_State *L) {
+  ecma *re = luaL_checkudata(L, 1, ECMA_MT);
+  pcre2_code_free(re->code);
+  re->code = NULL;
+  return 0;
+}
+
+static int l_ecma_regex(lua_State *L) {
+  size_t len;
+  const char *src = luaL_checklstring(L, 1, &len);
+  int want_jit = lua_isnoneornil(L, 2) || lua_toboolean(L, 2);
+  engine *e = lua_touserdata(L, lua_upvalueindex(1));
+  int code;
+  PCRE2_SIZE off;
+  ecma *re = lua_newuserdatauv(L, sizeof *re, 2);
+  re->code = NULL;
+  re->jit = 0;
+  luaL_setmetatable(L, ECMA_MT);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_setiuservalue(L, -2, 1); /* the engine */
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, 2); /* the source */
+  re->code = pcre2_compile((PCRE2_SPTR)src, len, ECMA_OPTIONS, &code, &off,
+                           e->cctx);
+  if (re->code == NULL) {
+    char msg[256];
+    if (code == PCRE2_ERROR_NOMEMORY) return luaL_error(L, "out of memory");
+    pcre2_get_error_message(code, (PCRE2_UCHAR *)msg, sizeof msg);
+    luaL_pushfail(L);
+    lua_pushfstring(L, "%s (at offset %d)", msg, (int)off);
+    return 2;
+  }
+  /* Without the JIT (not built in, or no executable memory) the
+  ** interpreter matches the same strings, only slower. */
+  if (e->jit && want_jit)
+    re->jit = pcre2_jit_compile(re->code, PCRE2_JIT_COMPLETE) == 0;
+  return 1;
+}
+
+/* Pushes nil, message, code for a failed match; returns 3. */
+static int match_error(lua_State *L, engine *e, int rc) {
+  const char *what = NULL;
+  switch (rc) {
+    case PCRE2_ERROR_MATCHLIMIT: what = "match limit"; break;
+    case PCRE2_ERROR_DEPTHLIMIT: what = "depth limit"; break;
+    case PCRE2_ERROR_HEAPLIMIT: what = "heap limit"; break;
+    case PCRE2_ERROR_JIT_STACKLIMIT: what = "JIT stack limit"; break;
+    case PCRE2_ERROR_NOMEMORY: return luaL_error(L, "out of memory");
+    default: break;
+  }
+  luaL_pushfail(L);
+  if (what) {
+    /* The match data keeps its backtracking frames for the next match;
+    ** after a runaway match they may be megabytes, so start afresh. */
+    pcre2_match_data *md = pcre2_match_data_create(1, NULL);
+    if (md) {
+      pcre2_match_data_free(e->md);
+      e->md = md;
+    }
+    lua_pushfstring(L, "exceeded the %s", what);
+    lua_pushliteral(L, "limit");
+  } else {
+    char msg[256];
+    pcre2_get_error_message(rc, (PCRE2_UCHAR *)msg, sizeof msg);
+    if (rc <= PCRE2_ERROR_UTF8_ERR1 && rc >= PCRE2_ERROR_UTF8_ERR21) {
+      lua_pushfstring(L, "invalid UTF-8 at byte %d (%s)",
+                      (int)pcre2_get_startchar(e->md), msg);
+      lua_pushliteral(L, "utf");
+    } else {
+      lua_pushstring(L, msg);
+      lua_pushliteral(L, "error");
+    }
+  }
+  return 3;
+}
+
+static int ecma_test(lua_State *L) {
+  ecma *re = luaL_checkudata(L, 1, ECMA_MT);
+  size_t len;
+  const char *s = luaL_checklstring(L, 2, &len);
+  engine *e;
+  int rc;
+  if (re->code == NULL) return luaL_error(L, "regex is closed");
+  lua_getiuservalue(L, 1, 1);
+  e = lua_touserdata(L, -1);
+  if (e == NULL || e->md == NULL)
+    return luaL_error(L, "regex engine is closed");
+  rc = pcre2_match(re->code, (PCRE2_SPTR)s, len, 0, 0, e->md, e->mctx);
+  if (rc >= 0 || rc == PCRE2_ERROR_NOMATCH) {
+    lua_pushboolean(L, rc >= 0);
+    return 1;
+  }
+  return match_error(L, e, rc);
+}
+
+static int ecma_jit(lua_State *L) {
+  ecma *re = luaL_checkudata(L, 1, ECMA_MT);
+  lua_pushboolean(L, re->jit);
+  return 1;
+}
+
+static int ecma_tostring(lua_State *L) {
+  luaL_checkudata(L, 1, ECMA_MT);
+  lua_getiuservalue(L, 1, 2);
+  lua_pushfstring(L, "/%s/", lua_tostring(L, -1));
+  return 1;
+}
+
+static const luaL_Reg ecma_methods[] = {
+    {"test", ecma_test}, {"jit", ecma_jit}, {NULL, NULL}};
+
+static const luaL_Reg ecma_meta[] = {{"__gc", ecma_close},
+                                     {"__close", ecma_close},
+                                     {"__tostring", ecma_tostring},
+                                     {NULL, NULL}};
+
+/* }==================================================================== */
+
 void hm_lua_open_pattern(lua_State *L) {
   lua_pushcfunction(L, l_method);
   lua_setfield(L, -2, "method");
+  if (luaL_newmetatable(L, ENGINE_MT)) {
+    lua_pushcfunction(L, engine_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, ECMA_MT)) {
+    luaL_setfuncs(L, ecma_meta, 0);
+    luaL_newlib(L, ecma_methods);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+  push_engine(L);
+  lua_pushcclosure(L, l_ecma_regex, 1);
+  lua_setfield(L, -2, "ecma_regex");
 }

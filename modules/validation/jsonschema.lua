@@ -26,6 +26,23 @@
 -- dependencies, propertyNames, contains, if/then/else) raise at compile
 -- time rather than pass silently.
 --
+-- `pattern` is an ECMA-262 regex, compiled once (at `compile`) by PCRE2
+-- with ECMAScript's `u`-flag reading: it matches code points of UTF-8
+-- text, `$` only at the very end, `\d \w \b` are ASCII. Matching is
+-- bounded (a match limit, and a depth/heap or JIT stack limit): a pattern
+-- that would backtrack for seconds fails the value instead, with the
+-- message `"/a" pattern check exceeded the match limit for "^(a+)+$"`, and
+-- a value that is not UTF-8 (only Lua code can pass one: the JSON decoder
+-- refuses such bytes) fails with `must be valid UTF-8 to be checked
+-- against pattern ...`. An invalid pattern raises at compile time with
+-- PCRE2's reason. Still unlike ECMAScript: `.` matches U+2028 and U+2029,
+-- `\s` is ASCII white space only, `\v` is PCRE2's vertical-space class,
+-- surrogate escapes (`\uD83D\uDE00`) are refused (write `\u{1F600}`),
+-- lookbehinds must have a fixed length per alternative, a repeated group
+-- (`^(a|b)*$`) runs out of backtracking frames after some 50,000
+-- iterations (a repeated class, `^[ab]*$`, takes none per iteration), and
+-- PCRE2-only syntax (`a++`, `(?i)`, `\A`, `[[:alpha:]]`, ...) is accepted.
+--
 -- Lua values as JSON: a number is an "integer" when it has no fraction
 -- (`3.0` too, returned as the Lua integer 3); NaN and infinities are not
 -- numbers; `core.null` is null; a table marked with `core.array` or a
@@ -126,436 +143,41 @@ end
 -- ECMAScript regular expressions
 ------------------------------------------------------------------------------
 
--- A regex is parsed into alternatives of token sequences. A token is an
--- atom (one character or class, written as a Lua pattern atom, with its
--- repeat counts lo..hi), a multi-byte literal, an anchor, or a group. Groups
--- are expanded away: `^(GET|POST)/x$` becomes the two sequences `^GET/x$`
--- and `^POST/x$`, and the regex matches when either does. Each sequence is
--- then matched by a small backtracking matcher that remembers failed
--- (token, position) pairs, so counted repeats like `[a-z]{3,64}` never
--- take exponential time (Lua's own `x?x?x?...` would).
+-- A `pattern` is an ECMA-262 regex. core.ecma_regex (C, PCRE2) compiles
+-- each source once, with the JIT when the library has it, and matches with
+-- a match limit and a depth/heap (JIT stack) limit, so a pattern that
+-- backtracks catastrophically (`^(a+)+$`, `^[a-z]+[a-z]*$` on 8 KB) costs
+-- milliseconds and a validation error instead of stalling the service.
+-- lua/hm_lua_pattern.c lists the compile options and where PCRE2 still
+-- reads a pattern differently from ECMAScript.
 
-local ANCHOR_START, ANCHOR_END = {}, {}
-local MAX_ALTERNATIVES = 64 -- sequences after expansion
-local MAX_REPEAT = 1000     -- largest {n,m} bound
+-- Compiled regexes by source, shared by every schema that uses one; an
+-- entry lives as long as some compiled schema holds its regex.
+local regexes = setmetatable({}, { __mode = "v" })
 
-local MAGIC = "^$()%.[]*+-?"
-
--- One character as a Lua pattern literal (outside a set).
-local function lua_literal(c)
-  if MAGIC:find(c, 1, true) then return "%" .. c end
-  return c
-end
-
--- One byte as a literal inside a Lua set.
-local function set_literal(c)
-  if c == "]" or c == "^" or c == "-" or c == "%" or c == "[" then return "%" .. c end
-  return c
-end
-
-local CLASS_ESCAPES = { d = "%d", D = "%D", w = "[%w_]", W = "[^%w_]", s = "%s", S = "%S" }
-local SET_ESCAPES = { d = "%d", D = "%D", w = "%w_", s = "%s", S = "%S" }
-local CHAR_ESCAPES = { n = "\n", r = "\r", t = "\t", f = "\f", v = "\v" }
-
-local Parser = {}
-Parser.__index = Parser
-
--- Raises a translation error naming the character where the construct
--- being parsed starts.
-function Parser:fail(what)
-  error({ regex_error = ("%s (at character %d)"):format(what, self.start or self.i) }, 0)
-end
-
-function Parser:peek(k)
-  k = k or 0
-  return self.src:sub(self.i + k, self.i + k)
-end
-
--- A code point written as \xHH or \uHHHH, as the UTF-8 text it stands for.
-function Parser:hex_escape(letter, digits)
-  local hex = self.src:sub(self.i + 2, self.i + 1 + digits)
-  if #hex ~= digits or not hex:match("^%x+$") then self:fail("invalid \\" .. letter .. " escape") end
-  local cp = tonumber(hex, 16)
-  if cp >= 0xD800 and cp <= 0xDFFF then self:fail("surrogate code points are not supported") end
-  self.i = self.i + 2 + digits
-  return utf8.char(cp)
-end
-
--- An escape at self.i (the backslash): returns kind, text where kind is
--- "class" (text: a Lua class) or "char" (text: the literal character).
-function Parser:escape(in_set)
-  local c = self:peek(1)
-  if c == "" then self:fail("pattern ends with '\\'") end
-  if c == "x" then return "char", self:hex_escape("x", 2) end
-  if c == "u" then
-    if self:peek(2) == "{" then self:fail("\\u{...} escapes are not supported") end
-    return "char", self:hex_escape("u", 4)
-  end
-  self.i = self.i + 2
-  if in_set and c == "b" then return "char", "\b" end
-  if in_set and SET_ESCAPES[c] then return "class", SET_ESCAPES[c] end
-  if in_set and c == "W" then self:fail("\\W inside a character class is not supported") end
-  if not in_set and CLASS_ESCAPES[c] then return "class", CLASS_ESCAPES[c] end
-  if CHAR_ESCAPES[c] then return "char", CHAR_ESCAPES[c] end
-  if c == "0" and not self:peek():match("%d") then return "char", "\0" end
-  if c:match("%d") then self:fail("backreferences are not supported") end
-  if c == "b" or c == "B" then self:fail("word boundaries (\\b, \\B) are not supported") end
-  if c:match("%w") then self:fail("unsupported escape \\" .. c) end
-  if c:byte() >= 0x80 then self:fail("escaped non-ASCII characters are not supported") end
-  return "char", c -- an escaped punctuation character stands for itself
-end
-
--- A character class [...] at self.i, as a Lua set.
-function Parser:class()
-  self.i = self.i + 1
-  local out = { "[" }
-  if self:peek() == "^" then
-    out[2] = "^"
-    self.i = self.i + 1
-  end
-  local first = #out
-  -- One member: returns "char", c or "class", text.
-  local function member()
-    self.start = self.i
-    local c = self:peek()
-    if c == "\\" then return self:escape(true) end
-    if c:byte() >= 0x80 then self:fail("non-ASCII characters in a character class are not supported") end
-    self.i = self.i + 1
-    return "char", c
-  end
-  while true do
-    local c = self:peek()
-    if c == "" then self:fail("unterminated character class") end
-    if c == "]" then break end
-    local kind, a = member()
-    if kind == "char" and #a > 1 then self:fail("non-ASCII characters in a character class are not supported") end
-    if kind == "char" and self:peek() == "-" and self:peek(1) ~= "]" and self:peek(1) ~= "" then
-      self.i = self.i + 1
-      local kind2, b = member()
-      if kind2 ~= "char" or #b > 1 then self:fail("invalid range in a character class") end
-      if a:byte() > b:byte() then self:fail("range out of order in a character class") end
-      if a:match("%w") and b:match("%w") then
-        out[#out + 1] = a .. "-" .. b
-      else
-        for byte = a:byte(), b:byte() do out[#out + 1] = set_literal(string.char(byte)) end
-      end
-    elseif kind == "char" then
-      out[#out + 1] = set_literal(a)
-    else
-      out[#out + 1] = a
-    end
-  end
-  self.i = self.i + 1
-  if #out == first then self:fail("empty character classes ([] and [^]) are not supported") end
-  out[#out + 1] = "]"
-  return table.concat(out)
-end
-
--- A quantifier at self.i: returns min, max (max nil: unbounded), or nil.
-function Parser:quantifier()
-  local c = self:peek()
-  local lo, hi, len
-  if c == "*" then lo, len = 0, 1
-  elseif c == "+" then lo, len = 1, 1
-  elseif c == "?" then lo, hi, len = 0, 1, 1
-  elseif c == "{" then
-    local a, comma, b = self.src:match("^{(%d+)(,?)(%d*)}", self.i)
-    if not a then return nil end -- a literal '{', as in JavaScript
-    lo = tonumber(a)
-    hi = comma == "" and lo or (b ~= "" and tonumber(b) or nil)
-    if hi and hi < lo then self:fail("numbers out of order in {} quantifier") end
-    if lo > MAX_REPEAT or (hi or 0) > MAX_REPEAT then
-      self:fail("{} quantifier bounds above " .. MAX_REPEAT .. " are not supported")
-    end
-    len = #a + #comma + #b + 2
-  else
-    return nil
-  end
-  self.i = self.i + len
-  if self:peek() == "?" then self.i = self.i + 1 end -- lazy: same matches
-  return lo, hi
-end
-
--- Parses alternatives until ')' or the end: a list of token lists.
-function Parser:alternation(depth)
-  local alts, seq = {}, {}
-  alts[1] = seq
-  while true do
-    local c = self:peek()
-    if c == "" then
-      self.start = self.i
-      if depth > 0 then self:fail("missing ')'") end
-      return alts
-    end
-    if c == ")" then
-      self.start = self.i
-      if depth == 0 then self:fail("unmatched ')'") end
-      return alts
-    end
-    if c == "|" then
-      self.i = self.i + 1
-      seq = {}
-      alts[#alts + 1] = seq
-    else
-      self:item(seq, depth)
-    end
-  end
-end
-
--- Parses one atom and its quantifier into `seq`.
-function Parser:item(seq, depth)
-  self.start = self.i
-  local c = self:peek()
-  local atom -- a quantifiable Lua atom, or nil
-  if c == "^" or c == "$" then
-    self.i = self.i + 1
-    seq[#seq + 1] = c == "^" and ANCHOR_START or ANCHOR_END
-    if self:quantifier() then self:fail("quantifier after an anchor") end
-    return
-  elseif c == "(" then
-    return self:group(seq, depth)
-  elseif c == "*" or c == "+" or c == "?" then
-    self:fail("nothing to repeat")
-  elseif c == "[" then
-    atom = self:class()
-  elseif c == "." then
-    self.i = self.i + 1
-    atom = "[^\n\r]"
-  elseif c == "\\" then
-    local kind, text = self:escape(false)
-    if kind == "class" then
-      atom = text
-    elseif #text == 1 then
-      atom = lua_literal(text)
-    else
-      return self:multibyte(seq, text)
-    end
-  elseif c:byte() >= 0x80 then
-    local len = c:byte() >= 0xF0 and 4 or c:byte() >= 0xE0 and 3 or 2
-    local text = self.src:sub(self.i, self.i + len - 1)
-    self.i = self.i + len
-    return self:multibyte(seq, text)
-  else
-    self.i = self.i + 1
-    atom = lua_literal(c)
-  end
-  local lo, hi = self:quantifier()
-  if lo == nil then lo, hi = 1, 1 end
-  seq[#seq + 1] = { atom = atom, lo = lo, hi = hi }
-end
-
--- A non-ASCII character: a literal byte sequence, which cannot be repeated.
-function Parser:multibyte(seq, text)
-  seq[#seq + 1] = { lit = text }
-  if self:quantifier() then self:fail("quantifiers on non-ASCII characters are not supported") end
-end
-
--- A group (...) or (?:...). Unquantified, it is expanded in place; with `?`
--- it becomes two alternatives; a group of one atom takes any quantifier.
-function Parser:group(seq, depth)
-  local at = self.i
-  if depth >= 32 then self:fail("groups nested too deeply") end
-  if self:peek(1) == "?" then
-    if self:peek(2) ~= ":" then self:fail("lookarounds and named groups are not supported") end
-    self.i = self.i + 3
-  else
-    self.i = self.i + 1
-  end
-  local alts = self:alternation(depth + 1)
-  self.i = self.i + 1 -- ')'
-  self.start = at
-  local lo, hi = self:quantifier()
-  if lo == nil or (lo == 1 and hi == 1) then
-    seq[#seq + 1] = { group = alts }
-    return
-  end
-  local only = #alts == 1 and #alts[1] == 1 and alts[1][1]
-  if type(only) == "table" and only.atom and only.lo == 1 and only.hi == 1 then
-    seq[#seq + 1] = { atom = only.atom, lo = lo, hi = hi }
-  elseif lo == 0 and hi == 1 then
-    alts[#alts + 1] = {}
-    seq[#seq + 1] = { group = alts }
-  else
-    self:fail("quantifiers on groups are not supported (except '?')")
-  end
-end
-
--- Every way through a token list, as lists of pieces.
-local expand_alts
-
-local function expand_seq(seq)
-  local results = { {} }
-  for _, tok in ipairs(seq) do
-    local options = tok.group and expand_alts(tok.group) or { { tok } }
-    local nextr = {}
-    for _, r in ipairs(results) do
-      for _, o in ipairs(options) do
-        local joined = table.move(r, 1, #r, 1, {})
-        table.move(o, 1, #o, #joined + 1, joined)
-        nextr[#nextr + 1] = joined
-        if #nextr > MAX_ALTERNATIVES then
-          error({ regex_error = "too many alternatives (more than " .. MAX_ALTERNATIVES .. " after expansion)" }, 0)
-        end
-      end
-    end
-    results = nextr
-  end
-  return results
-end
-
-function expand_alts(alts)
-  local out = {}
-  for _, seq in ipairs(alts) do
-    for _, r in ipairs(expand_seq(seq)) do
-      out[#out + 1] = r
-      if #out > MAX_ALTERNATIVES then
-        error({ regex_error = "too many alternatives (more than " .. MAX_ALTERNATIVES .. " after expansion)" }, 0)
-      end
-    end
-  end
-  return out
-end
-
--- Splits the anchors off an expanded sequence: returns the tokens between
--- them, whether it starts with '^' and whether it ends with '$'.
-local function unanchor(pieces)
-  local tokens, first, last = {}, false, false
-  for i, p in ipairs(pieces) do
-    if p == ANCHOR_START then
-      if i ~= 1 then error({ regex_error = "'^' is only supported at the start" }, 0) end
-      first = true
-    elseif p == ANCHOR_END then
-      if i ~= #pieces then error({ regex_error = "'$' is only supported at the end" }, 0) end
-      last = true
-    else
-      tokens[#tokens + 1] = p
-    end
-  end
-  return tokens, first, last
-end
-
--- Parses and expands `source`: a list of {tokens, first, last}, or raises
--- {regex_error = why}.
-local function parse(source)
-  local parser = setmetatable({ src = source, i = 1 }, Parser)
-  local out = {}
-  for i, pieces in ipairs(expand_alts(parser:alternation(0))) do
-    out[i] = table.pack(unanchor(pieces))
-  end
-  return out
-end
-
--- Runs parse(source), turning a regex error into nil, why.
-local function try_parse(source)
+-- The compiled regex of `source`, or nil and PCRE2's reason.
+local function compile_regex(source)
   if type(source) ~= "string" then return nil, "pattern must be a string" end
-  local ok, res = pcall(parse, source)
-  if ok then return res end
-  if type(res) == "table" and res.regex_error then return nil, res.regex_error end
-  error(res, 0)
+  local re = regexes[source]
+  if re then return re end
+  local err
+  re, err = core.ecma_regex(source)
+  if not re then return nil, err end
+  regexes[source] = re
+  return re
 end
 
--- A token as Lua pattern text.
-local function render(tok)
-  if tok.lit then return tok.lit end
-  local a, lo, hi = tok.atom, tok.lo, tok.hi
-  if lo == 1 and hi == 1 then return a end
-  if lo == 0 and hi == nil then return a .. "*" end
-  if lo == 1 and hi == nil then return a .. "+" end
-  if lo == 0 and hi == 1 then return a .. "?" end
-  return a:rep(lo) .. (hi and (a .. "?"):rep(hi - lo) or (a .. "*"))
-end
-
---- Translates an ECMAScript regular expression (the subset JSON Schema
--- patterns commonly use) into equivalent Lua patterns, for inspection: the
--- regex matches a string when any of them does (`regex` matches the same
--- strings without Lua's backtracking blow-up on long `x?x?...` chains).
--- Supported: literals, `.`, `^` at the start and `$` at the end, classes
--- `[a-z_]` `[^...]`, `\d \D \w \W \s \S`, escapes (`\. \n \t \xHH \uHHHH`
--- ...), quantifiers `* + ? {n} {n,} {n,m}` (lazy too) on single atoms,
--- groups `(...)`/`(?:...)` with `|` alternatives, optional groups `(...)?`.
--- Not supported: backreferences, lookarounds, `\b`, quantified groups other
--- than `?` and one-atom groups, quantified non-ASCII characters. Characters
--- match bytes: `.` or `[^a]` match one byte of a multi-byte UTF-8 character.
+--- A matcher for an ECMAScript regex (the engine of `pattern`).
 -- @string source
--- @treturn table|nil the Lua patterns, or nil and why
--- @treturn string
-function M.translate(source)
-  local alts, err = try_parse(source)
-  if not alts then return nil, err end
-  local patterns = {}
-  for i, alt in ipairs(alts) do
-    local tokens, first, last = alt[1], alt[2], alt[3]
-    local parts = { first and "^" or "" }
-    for _, tok in ipairs(tokens) do parts[#parts + 1] = render(tok) end
-    parts[#parts + 1] = last and "$" or ""
-    patterns[i] = table.concat(parts)
-  end
-  return patterns
-end
-
--- The bytes a Lua pattern atom matches, as a set indexed by byte value.
-local function byte_set(atom)
-  local set, pat = {}, "^" .. atom .. "$"
-  for b = 0, 255 do
-    if string.find(string.char(b), pat) then set[b] = true end
-  end
-  return set
-end
-
--- A matcher for one expanded sequence. Repeats are greedy, as in
--- JavaScript; a (token, position) pair that failed once is never retried.
-local function sequence_matcher(tokens, first, last)
-  local n = #tokens
-  for _, tok in ipairs(tokens) do
-    if tok.atom then tok.set = byte_set(tok.atom) end
-  end
-  return function(s)
-    local len, failed = #s, {}
-    local function at(i, pos)
-      if i > n then return not last or pos == len + 1 end
-      local key = i * (len + 2) + pos
-      if failed[key] then return false end
-      local tok = tokens[i]
-      if tok.lit then
-        local e = pos + #tok.lit
-        if s:sub(pos, e - 1) == tok.lit and at(i + 1, e) then return true end
-      else
-        local set, hi, k = tok.set, tok.hi or len, 0
-        while k < hi do
-          local b = s:byte(pos + k)
-          if not b or not set[b] then break end
-          k = k + 1
-        end
-        for count = k, tok.lo, -1 do
-          if at(i + 1, pos + count) then return true end
-        end
-      end
-      failed[key] = true
-      return false
-    end
-    if first then return at(1, 1) end
-    for start = 1, len + 1 do
-      if at(1, start) then return true end
-    end
-    return false
-  end
-end
-
---- A matcher for an ECMAScript regex (the subset of `translate`).
--- @string source
--- @treturn function|nil `match(s) -> boolean`, or nil and why
+-- @treturn function|nil `match(s) -> true | false | nil, why, code`: nil
+--   when the match could not be decided, code `"limit"` (a match limit was
+--   exceeded) or `"utf"` (`s` is not UTF-8); or nil and why the source is
+--   not a valid regex
 -- @treturn string
 function M.regex(source)
-  local alts, err = try_parse(source)
-  if not alts then return nil, err end
-  local matchers = {}
-  for i, alt in ipairs(alts) do matchers[i] = sequence_matcher(alt[1], alt[2], alt[3]) end
-  return function(s)
-    for i = 1, #matchers do
-      if matchers[i](s) then return true end
-    end
-    return false
-  end
+  local re, err = compile_regex(source)
+  if not re then return nil, err end
+  return function(s) return re:test(s) end
 end
 
 ------------------------------------------------------------------------------
@@ -799,12 +421,24 @@ local function string_steps(schema, spath, steps)
   local source = schema.pattern
   if source ~= nil then
     if type(source) ~= "string" then bad("%s/pattern must be a string, got %s", spath, show(source)) end
-    local match, err = M.regex(source)
-    if not match then bad("%s/pattern %s: %s", spath, quote(source), err) end
-    local text = "must match pattern " .. quote(source)
+    local re, err = compile_regex(source)
+    if not re then bad("%s/pattern %s is not a valid regular expression: %s", spath, quote(source), err) end
+    local shown, kpath = quote(source), spath .. "/pattern"
+    local text = "must match pattern " .. shown
     steps[#steps + 1] = function(v, node, ctx)
-      if type(v) ~= "string" or match(v) then return v end
-      return nil, fail(ctx, node, "pattern", text, v, source, spath .. "/pattern")
+      if type(v) ~= "string" then return v end
+      local ok, why, code = re:test(v)
+      if ok then return v end
+      if ok == false then return nil, fail(ctx, node, "pattern", text, v, source, kpath) end
+      -- Undecided: the value fails, saying why, so a client can tell a
+      -- pathological pattern or bad bytes from a plain mismatch.
+      local undecided
+      if code == "utf" then
+        undecided = ("must be valid UTF-8 to be checked against pattern %s: %s"):format(shown, why)
+      else
+        undecided = ("pattern check %s for %s"):format(why, shown)
+      end
+      return nil, fail(ctx, node, "pattern", undecided, v, source, kpath)
     end
   end
 end
