@@ -61,8 +61,17 @@ struct hm_sub {
   int released; /* the owner called hm_sub_unsubscribe */
   int ended;    /* cnats closed it (auto-unsubscribe, connection closed) */
   int is_mux;
+  /* Drain (hm_sub_drain): D_FLUSH while the round trip is out (drain_id),
+  ** D_FLUSHED once it is back, D_OVER once `done` ran or was abandoned. */
+  int drain;
+  uint64_t drain_id;
+  hm_status drain_st;
+  hm_drained_cb drain_cb;
+  void *drain_arg;
   hm_sub_t *prev, *next;
 };
+
+enum { D_NONE = 0, D_FLUSH, D_FLUSHED, D_OVER };
 
 typedef struct req {
   uint64_t id;
@@ -108,7 +117,7 @@ struct hm_conn {
   int credits_max;      /* messages delivered and not yet done; 0: no limit */
   int credits_used;
   int starved;          /* a drain stopped for want of credits */
-  int64_t max_pending_bytes;
+  int64_t max_pending_bytes; /* per subscription; -1: no limit */
 
   /* Request mux. */
   hm_sub_t *mux;
@@ -127,7 +136,9 @@ struct hm_conn {
   int finishing;
   hm_closed_cb done;
   void *done_arg;
-  char err[256];
+  /* Room for a subject error: the value escaped (up to 4 bytes for each
+  ** of the 64 shown) plus its rule. */
+  char err[768];
 };
 
 /* {====================================================================
@@ -369,6 +380,15 @@ static void sub_unlink_free(hm_sub_t *s) {
 
 static void try_finish(hm_conn_t *c);
 
+/* Frees the subscriptions released while a pass over them was running. */
+static void sweep(hm_conn_t *c) {
+  hm_sub_t *s, *next;
+  for (s = c->subs; s != NULL; s = next) {
+    next = s->next;
+    if (s->released) sub_unlink_free(s);
+  }
+}
+
 static void on_reply(hm_conn_t *c, natsMsg *msg) {
   const char *subj = natsMsg_GetSubject(msg);
   uint64_t id = 0;
@@ -404,6 +424,61 @@ static void on_reply(hm_conn_t *c, natsMsg *msg) {
     r->cb(c, id, HM_OK, msg, 0, r->arg);
   }
 }
+
+/* {====================================================================
+** Draining one subscription (hm_sub_drain)
+** ===================================================================== */
+
+/* Runs the drain's `done` once; no callback for the subscription follows. */
+static void drain_end(hm_sub_t *s, hm_status st) {
+  hm_drained_cb cb = s->drain_cb;
+  if (s->drain == D_NONE || s->drain == D_OVER) return;
+  if (s->drain == D_FLUSH) hm_conn_cancel(s->c, s->drain_id, NULL);
+  s->drain = D_OVER;
+  s->stopped = 1;
+  s->drain_cb = NULL;
+  if (cb) cb(s, st, s->drain_arg);
+}
+
+/* Ends every drain still going with HM_CLOSED. */
+static void drain_end_all(hm_conn_t *c) {
+  hm_sub_t *s;
+  c->draining++; /* a `done` that unsubscribes frees after the loop */
+  for (s = c->subs; s != NULL; s = s->next)
+    if (!s->released) drain_end(s, HM_CLOSED);
+  if (--c->draining == 0) sweep(c);
+}
+
+/* The round trip is back (or failed): once cnats holds nothing more for
+** the subscription, the drain is over. Messages held back by credits keep
+** it going until hm_conn_done lets them through. */
+static void drain_check(hm_sub_t *s) {
+  int msgs = 0;
+  if (s->drain != D_FLUSHED) return;
+  if (!s->ended && natsSubscription_GetPending(s->ns, &msgs, NULL) != NATS_OK)
+    msgs = 0; /* cnats closed it: nothing can be left */
+  if (s->ended || msgs <= 0) drain_end(s, s->drain_st);
+}
+
+static void on_drain_flush(hm_conn_t *c, uint64_t id, hm_status st,
+                           natsMsg *m, int done, void *arg) {
+  hm_sub_t *s = arg;
+  if (m) natsMsg_Destroy(m);
+  if (s->drain != D_FLUSH || s->drain_id != id) return;
+  s->drain_id = 0;
+  if (st == HM_CLOSED) {
+    s->drain = D_FLUSHED; /* nothing to cancel any more */
+    drain_end(s, HM_CLOSED);
+    return;
+  }
+  /* HM_OK: everything sent before the UNSUB is in cnats' queue. On a
+  ** timeout, what has arrived is still delivered before `done`. */
+  s->drain = D_FLUSHED;
+  s->drain_st = st;
+  drain_check(s);
+}
+
+/* }==================================================================== */
 
 /* Takes every message cnats parsed for our subscriptions and hands each
 ** to its owner, on the loop thread. Subscriptions released meanwhile are
@@ -449,16 +524,13 @@ static void drain_sub(hm_conn_t *c, hm_sub_t *s) {
 ** to its owner, on the loop thread. Subscriptions released meanwhile are
 ** freed at the end, not under our feet. */
 static void drain_subs(hm_conn_t *c) {
-  hm_sub_t *s, *next;
+  hm_sub_t *s;
   c->draining++;
-  for (s = c->subs; s != NULL; s = s->next)
+  for (s = c->subs; s != NULL; s = s->next) {
     if (!s->ended && !s->released) drain_sub(c, s);
-  if (--c->draining == 0) {
-    for (s = c->subs; s != NULL; s = next) {
-      next = s->next;
-      if (s->released) sub_unlink_free(s);
-    }
+    if (s->drain == D_FLUSHED && !s->released) drain_check(s);
   }
+  if (--c->draining == 0) sweep(c);
 }
 
 /* {====================================================================
@@ -611,6 +683,7 @@ static void dispatch(hm_conn_t *c, qitem *it) {
     case Q_EVENT:
       if (it->status == HM_EV_CLOSED) {
         c->nats_closed = 1;
+        drain_end_all(c);
         fail_all_pending(c);
       }
       if (it->status == HM_EV_ERROR) {
@@ -670,7 +743,9 @@ static void free_conn(hm_conn_t *c) {
   c->g->next = dead_glues;
   dead_glues = c->g;
   uv_mutex_unlock(&dead_lock);
-  /* Nothing can be queued any more (qdead); what is left owns nothing. */
+  /* Nothing can be queued any more (qdead); what is left owns nothing,
+  ** but a drain still open is told (its owner may hold a reference). */
+  drain_end_all(c);
   while (c->subs != NULL) sub_unlink_free(c->subs);
   natsConnection_Destroy(c->nc);
   uv_mutex_destroy(&c->qlock);
@@ -729,6 +804,7 @@ void hm_conn_close(hm_conn_t *c, hm_closed_cb done, void *arg) {
   if (c->closing) return;
   c->done = done;
   c->done_arg = arg;
+  drain_end_all(c);
   fail_all_pending(c);
   for (s = c->subs; s != NULL; s = s->next) s->stopped = 1;
   if (c->nats_closed) {
@@ -784,7 +860,11 @@ static hm_status set_opts(natsOptions *o, const hm_conn_opts *co,
   if (s == NATS_OK && co->max_pending_msgs > 0)
     s = natsOptions_SetMaxPendingMsgs(o, co->max_pending_msgs);
   c->max_pending_msgs = co->max_pending_msgs;
-  c->max_pending_bytes = -1;
+  /* cnats' bound would be max_pending_msgs x 1 KiB, or none at all with
+  ** the -1 we used to pass: an explicit one keeps large messages that wait
+  ** behind a slow handler from taking the memory. */
+  c->max_pending_bytes =
+      co->max_pending_bytes == 0 ? HM_CONN_PENDING_BYTES : co->max_pending_bytes;
   /* Write each publish out at once instead of waiting for cnats' flusher,
   ** which runs about once per millisecond and caps request/reply rates. */
   if (s == NATS_OK) s = natsOptions_SetSendAsap(o, true);
@@ -832,6 +912,19 @@ hm_status hm_conn_connect(uv_loop_t *loop, const hm_conn_opts *co,
     free(c->g);
     free(c);
     return HM_NOMEM;
+  }
+  if (co->max_pending_bytes < -1 || co->max_pending_bytes > INT32_MAX ||
+      co->max_pending_msgs < 0) {
+    st = HM_INVAL;
+    snprintf(err, errlen,
+             "invalid connection options: max_pending_bytes must be -1 (no "
+             "limit), 0 (default) or 1..%d, max_pending_msgs >= 0",
+             (int)INT32_MAX);
+    uv_mutex_destroy(&c->qlock);
+    uv_mutex_destroy(&c->g->lock);
+    free(c->g);
+    free(c);
+    return st;
   }
   /* Connecting happens on the loop thread; calls from any other thread
   ** are queued for it. */
@@ -886,8 +979,17 @@ hm_status hm_conn_subscribe(hm_conn_t *c, const char *subject,
                             void *arg, hm_sub_t **out) {
   natsStatus ns;
   hm_sub_t *s;
+  int msgs = 0;
   *out = NULL;
   if (c->closing || c->nats_closed) return HM_CLOSED;
+  /* cnats checks these too, but not the line length: a SUB line over the
+  ** server's max_control_line closes the connection, and reconnecting
+  ** replays it. */
+  if (hm_subject_check_line(subject, subject ? strlen(subject) : 0,
+                            HM_SUBJ_SUBSCRIBE, queue,
+                            queue ? strlen(queue) : 0, c->err,
+                            sizeof c->err) != HM_OK)
+    return HM_SUBJECT;
   s = calloc(1, sizeof *s);
   if (s == NULL) return HM_NOMEM;
   s->c = c;
@@ -905,9 +1007,12 @@ hm_status hm_conn_subscribe(hm_conn_t *c, const char *subject,
     free(s);
     return ns == NATS_INVALID_SUBJECT ? HM_INVAL : HM_NATS;
   }
-  if (c->max_pending_msgs > 0)
-    natsSubscription_SetPendingLimits(s->ns, c->max_pending_msgs,
-                                      c->max_pending_bytes);
+  /* Both limits on every subscription: the message count from the options
+  ** (cnats already applied it, or its default), the bytes from ours. */
+  if (natsSubscription_GetPendingLimits(s->ns, &msgs, NULL) != NATS_OK ||
+      msgs == 0)
+    msgs = c->max_pending_msgs > 0 ? c->max_pending_msgs : 65536;
+  natsSubscription_SetPendingLimits(s->ns, msgs, (int)c->max_pending_bytes);
   if (max > 0) natsSubscription_AutoUnsubscribe(s->ns, max);
   s->next = c->subs;
   if (c->subs) c->subs->prev = s;
@@ -919,7 +1024,11 @@ hm_status hm_conn_subscribe(hm_conn_t *c, const char *subject,
 void hm_sub_unsubscribe(hm_sub_t *s) {
   hm_conn_t *c = s->c;
   if (s->released) return;
+  /* Released first: a drain's `done` below may unsubscribe again. */
   s->released = 1;
+  c->draining++;
+  drain_end(s, HM_CLOSED);
+  c->draining--;
   s->stopped = 1;
   /* Fails harmlessly when cnats already closed it. */
   if (!s->ended && !c->nats_closed) natsSubscription_Unsubscribe(s->ns);
@@ -927,6 +1036,55 @@ void hm_sub_unsubscribe(hm_sub_t *s) {
 }
 
 uint64_t hm_sub_delivered(const hm_sub_t *s) { return s->delivered; }
+
+/* How long a drain waits for the server's confirmation by default. */
+#define DRAIN_FLUSH_MS 5000
+
+hm_status hm_sub_drain(hm_sub_t *s, uint64_t timeout_ms, hm_drained_cb done,
+                       void *arg) {
+  hm_conn_t *c = s->c;
+  hm_status st;
+  uint64_t id;
+  if (s->released || s->is_mux) return HM_INVAL;
+  if (s->drain != D_NONE) return HM_BUSY;
+  if (c->closing || c->nats_closed) return HM_CLOSED;
+  if (!s->ended) {
+    /* cnats' drain mode is the one way to send UNSUB and still take in
+    ** what the server sent before it (a plain unsubscribe forgets the sid,
+    ** so those messages would be dropped on arrival). Its timeout 0 means
+    ** cnats never closes the subscription on its own: we decide when it
+    ** is over. Its thread's flush also pushes the UNSUB out. */
+    natsStatus ns = natsSubscription_DrainTimeout(s->ns, 0);
+    if (ns == NATS_CONNECTION_CLOSED) return HM_CLOSED;
+    if (ns != NATS_OK && ns != NATS_INVALID_SUBSCRIPTION) {
+      /* INVALID_SUBSCRIPTION: cnats already closed it (auto-unsubscribe
+      ** reached its count); the round trip below still settles it. */
+      snprintf(c->err, sizeof c->err, "drain '%s': %s",
+               natsSubscription_GetSubject(s->ns), natsStatus_GetText(ns));
+      return HM_NATS;
+    }
+  }
+  /* Our own round trip, on the loop: the server handles a connection's
+  ** protocol in order, so when it returns, everything it sent this
+  ** subscription before the UNSUB has been read. */
+  st = start_request(c, NULL, "", 0, timeout_ms ? timeout_ms : DRAIN_FLUSH_MS,
+                     1, on_drain_flush, s, &id);
+  if (st != HM_OK) {
+    /* The UNSUB is out: the caller can only unsubscribe now. */
+    s->drain = D_OVER;
+    return st;
+  }
+  s->drain = D_FLUSH;
+  s->drain_id = id;
+  s->drain_st = HM_OK;
+  s->drain_cb = done;
+  s->drain_arg = arg;
+  return HM_OK;
+}
+
+int hm_sub_draining(const hm_sub_t *s) {
+  return s->drain == D_FLUSH || s->drain == D_FLUSHED;
+}
 
 void hm_conn_set_credits(hm_conn_t *c, int max) {
   c->credits_max = max > 0 ? max : 0;
@@ -961,6 +1119,13 @@ hm_status hm_conn_publish(hm_conn_t *c, const char *subject,
                           const char *reply, const void *data, size_t len) {
   natsStatus ns;
   if (c->closing || c->nats_closed) return HM_CLOSED;
+  /* cnats writes a publish subject into the PUB line unchecked: CR/LF
+  ** would inject protocol, a space or an overlong line drops the
+  ** connection. */
+  if (hm_subject_check_line(subject, subject ? strlen(subject) : 0,
+                            HM_SUBJ_PUBLISH, reply, reply ? strlen(reply) : 0,
+                            c->err, sizeof c->err) != HM_OK)
+    return HM_SUBJECT;
   if (len > INT32_MAX) return pub_status(c, NATS_MAX_PAYLOAD, subject, len);
   if (reply)
     ns = natsConnection_PublishRequest(c->nc, subject, reply, data, (int)len);
@@ -998,6 +1163,12 @@ static hm_status start_request(hm_conn_t *c, const char *subject,
   hm_status st;
   req *r;
   if (c->closing || c->nats_closed) return HM_CLOSED;
+  /* Before anything exists: the publish below checks it again together
+  ** with the inbox reply subject. */
+  if (subject != NULL &&
+      hm_subject_check(subject, strlen(subject), HM_SUBJ_PUBLISH, NULL, 0,
+                       c->err, sizeof c->err) != HM_OK)
+    return HM_SUBJECT;
   st = ensure_mux(c);
   if (st != HM_OK) return st;
   r = calloc(1, sizeof *r);

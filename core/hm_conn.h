@@ -22,8 +22,15 @@
 ** Ownership. Messages handed to hm_msg_cb / hm_reply_cb belong to the
 ** callee, which must natsMsg_Destroy them. A hm_sub_t belongs to the caller
 ** until hm_sub_unsubscribe, which frees it (or right after the current
-** drain, when called from a message callback). A hm_conn_t belongs to the caller until
+** pass over the subscriptions, when called from a message callback);
+** hm_sub_drain does not free it. A hm_conn_t belongs to the caller until
 ** hm_conn_close; it is freed after the `closed` callback has run.
+**
+** Names. Every subject, reply subject and queue group is checked against
+** hm_subject.h before it reaches cnats (cnats writes publish subjects into
+** the protocol unchecked): a bad one fails with HM_SUBJECT and
+** hm_conn_error names the field, shows the value escaped and cut, and
+** names the rule. The connection is untouched by such a failure.
 */
 #ifndef HM_CONN_H
 #define HM_CONN_H
@@ -35,6 +42,7 @@
 #include <uv.h>
 
 #include "hm_status.h"
+#include "hm_subject.h"
 
 typedef struct hm_conn hm_conn_t;
 typedef struct hm_sub hm_sub_t;
@@ -62,7 +70,20 @@ typedef struct hm_conn_opts {
   int reconnect_wait_ms;      /* 0: default (2000) */
   int connect_timeout_ms;     /* 0: default (2000) */
   int max_pending_msgs;       /* per subscription; 0: cnats default */
+  /* Per subscription, message data and headers waiting in cnats (also
+  ** while delivery credits hold them back, see hm_conn_set_credits); past
+  ** it cnats drops and reports a slow consumer. 0: HM_CONN_PENDING_BYTES;
+  ** -1: no limit; at most INT32_MAX (cnats keeps an int). */
+  int64_t max_pending_bytes;
 } hm_conn_opts;
+
+/* The default byte bound per subscription: 64 MiB, cnats' own default for
+** its default message count (65536 x 1 KiB), made explicit because cnats
+** scales its byte bound with max_pending_msgs (N x 1 KiB) and we set both
+** limits on every subscription. With the default max_payload of 1 MB it
+** holds 64 full-size messages, and memory stays bounded even when many
+** large messages wait behind a slow handler. */
+#define HM_CONN_PENDING_BYTES (64 * 1024 * 1024)
 
 typedef void (*hm_event_cb)(hm_conn_t *c, hm_conn_event ev, const char *text,
                             void *arg);
@@ -73,6 +94,11 @@ typedef void (*hm_msg_cb)(hm_sub_t *s, natsMsg *msg, void *arg);
 typedef void (*hm_reply_cb)(hm_conn_t *c, uint64_t id, hm_status st,
                             natsMsg *msg, int done, void *arg);
 typedef void (*hm_closed_cb)(hm_conn_t *c, void *arg);
+/* st: HM_OK (everything the server sent before the drain was delivered),
+** HM_TIMEOUT (the server did not confirm in time; what had arrived was
+** delivered) or HM_CLOSED (the connection closed or the subscription was
+** unsubscribed first; what was still waiting is dropped). */
+typedef void (*hm_drained_cb)(hm_sub_t *s, hm_status st, void *arg);
 
 typedef struct hm_conn_stats {
   uint64_t msgs_in;        /* messages delivered to subscriptions */
@@ -95,7 +121,9 @@ hm_status hm_conn_connect(uv_loop_t *loop, const hm_conn_opts *opts,
                           char *err, size_t errlen);
 
 /* Subscribes; `queue` may be NULL; `max` > 0 unsubscribes automatically
-** after that many messages. */
+** after that many messages. HM_SUBJECT for a bad subject or queue group
+** (wildcards are fine: "*" as a token, ">" as the last one), or when both
+** together pass HM_SUBJECT_MAX bytes. */
 hm_status hm_conn_subscribe(hm_conn_t *c, const char *subject,
                             const char *queue, int max, hm_msg_cb cb,
                             void *arg, hm_sub_t **out);
@@ -109,9 +137,36 @@ void hm_sub_unsubscribe(hm_sub_t *s);
 /* Messages delivered so far. */
 uint64_t hm_sub_delivered(const hm_sub_t *s);
 
+/* Ends a subscription without losing what the server already sent it (a
+** rolling restart: unsubscribing at once drops messages already on their
+** way or queued here). Sends UNSUB at once (cnats' own drain mode, which
+** keeps the subscription's messages flowing locally), then a round trip
+** through the server (hm_conn_flush): once it returns, everything the
+** server sent this subscription before the UNSUB is here. Delivery goes on
+** as usual meanwhile, delivery credits included (messages held back by
+** hm_conn_set_credits are delivered as credits come back), and `done`
+** runs once the round trip is over and nothing of the subscription is
+** left waiting. No message callback for it runs after `done`.
+**
+** `done` runs exactly once for every HM_OK return: from the loop, or from
+** inside hm_sub_unsubscribe / hm_conn_close (HM_CLOSED) when one of those
+** comes first. timeout_ms (0: 5000) bounds the round trip only; messages
+** held back by credits are waited for as long as it takes. The handle
+** stays the caller's: it must still call hm_sub_unsubscribe (from `done`
+** or later) to free it. HM_BUSY when a drain was already started,
+** HM_CLOSED when the connection is closing, HM_INVAL for the request
+** inbox's own subscription. Uses one short-lived cnats thread (its drain
+** flush). */
+hm_status hm_sub_drain(hm_sub_t *s, uint64_t timeout_ms, hm_drained_cb done,
+                       void *arg);
+/* Whether a drain was started and has not yet run its `done`. */
+int hm_sub_draining(const hm_sub_t *s);
+
 
 /* Publishes (reply may be NULL). HM_LIMIT when over the server's
-** max_payload, HM_CLOSED when closed. */
+** max_payload, HM_CLOSED when closed, HM_SUBJECT for a bad subject or reply
+** subject (wildcard tokens included) or when both together pass
+** HM_SUBJECT_MAX bytes. */
 hm_status hm_conn_publish(hm_conn_t *c, const char *subject,
                           const char *reply, const void *data, size_t len);
 
@@ -119,7 +174,8 @@ hm_status hm_conn_publish(hm_conn_t *c, const char *subject,
 ** replies before a fixed deadline, 0 for no limit: then the deadline is an
 ** idle timeout, pushed back by each reply, and the request ends when
 ** replies stop coming or on hm_conn_cancel. timeout_ms 0 means no deadline.
-** `cb` never runs before this returns. */
+** `cb` never runs before this returns. HM_SUBJECT for a bad subject (as
+** for hm_conn_publish, with the connection's inbox as reply subject). */
 hm_status hm_conn_request(hm_conn_t *c, const char *subject,
                           const void *data, size_t len, uint64_t timeout_ms,
                           int max_replies, hm_reply_cb cb, void *arg,
@@ -146,8 +202,8 @@ void hm_conn_set_credits(hm_conn_t *c, int max);
 ** from inside this call. */
 void hm_conn_done(hm_conn_t *c);
 
-/* Closes: completes every pending request with HM_CLOSED (synchronously,
-** from inside this call), stops every subscription, flushes and closes the
+/* Closes: completes every pending request and drain with HM_CLOSED
+** (synchronously, from inside this call), stops every subscription, flushes and closes the
 ** NATS connection; `done` runs from the loop once cnats has finished with
 ** it, and the hm_conn_t is freed right after. Calling it twice is a no-op. */
 void hm_conn_close(hm_conn_t *c, hm_closed_cb done, void *arg);

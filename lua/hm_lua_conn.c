@@ -2,20 +2,31 @@
 ** hm_lua_conn.c: connections and subscriptions for Lua.
 **
 ** core.connect(opts [, on_event]) -> conn | nil, err
-** conn:publish(subject, data [, reply]) -> true | nil, err
-** conn:subscribe(subject, queue|nil, max, fn) -> sub   fn(subject, reply, data)
+** core.subject_check(name, kind [, field]) -> true | nil, message, code
+**     kind "publish" | "subscribe" | "reply" | "queue" (hm_subject.h)
+** conn:publish(subject, data [, reply]) -> true | nil, err, code
+** conn:subscribe(subject, queue|nil, max, fn) -> sub | nil, err, code
+**     fn(subject, reply, data)
 ** conn:request(subject, data, timeout_ms, max [, cb]) ->
 **     without cb (in a Hemera coroutine): nil, data | "timeout"|"closed",
-**     nil | "failed", message   (suspends until the outcome)
-**     with cb: request id; cb(err|nil, data, done) runs once per reply
+**     nil | "failed", message, code   (suspends until the outcome)
+**     with cb: request id | nil, err, code; cb(err|nil, data, done) runs
+**     once per reply
 ** conn:cancel(id) -> bool
 ** conn:close([fn])   fn() runs once cnats has let go
 ** conn:stats(), conn:max_payload(), conn:is_closed()
-** sub:unsubscribe(), sub:delivered()
+** sub:unsubscribe(), sub:delivered(), sub:active()
+** sub:drain([fn [, timeout_ms]]) -> true | nil, err, code
+**     fn(nil | "timeout" | "closed") runs once nothing the server sent the
+**     subscription before the drain is left undelivered (hm_sub_drain)
+** sub:draining() -> bool
 **
 ** Every Lua callback runs in a pooled coroutine through the scheduler.
 ** Errors that are outcomes (timeout, closed) are strings "timeout",
-** "closed"; misuse raises.
+** "closed"; misuse raises. A bad subject, reply subject or queue group is
+** refused before it reaches NATS with nil, message, "HM_SUBJECT" (the
+** message names the rule and shows the value escaped and cut), like any
+** other failure to publish or subscribe, so the connection is untouched.
 */
 #include <stdlib.h>
 #include <string.h>
@@ -194,6 +205,22 @@ static int opt_int(lua_State *L, int t, const char *k, int def) {
   return v;
 }
 
+/* maxPendingBytes: -1 (no limit) or 1..INT32_MAX; nil or 0: the core's
+** default (HM_CONN_PENDING_BYTES). */
+static int64_t opt_pending_bytes(lua_State *L, int t) {
+  lua_Integer v = 0;
+  int ty = lua_getfield(L, t, "maxPendingBytes");
+  if (ty == LUA_TNUMBER && lua_isinteger(L, -1)) v = lua_tointeger(L, -1);
+  else if (ty != LUA_TNIL)
+    luaL_error(L, "option 'maxPendingBytes' must be an integer, got %s",
+               luaL_typename(L, -1));
+  if (v < -1 || v > INT32_MAX)
+    luaL_error(L, "option 'maxPendingBytes' must be -1 (no limit) or 1..%d "
+               "bytes, got %I", (int)INT32_MAX, v);
+  lua_pop(L, 1);
+  return (int64_t)v;
+}
+
 /* Pushes the URL with any user:password@ or token@ part masked, for
 ** messages and logs. */
 static void push_redacted(lua_State *L, const char *url) {
@@ -218,7 +245,8 @@ static int l_redact(lua_State *L) {
 
 /* core.connect{servers = url | {url...}, name, user, password, token,
 **   tls = {ca, cert, key, verify = true}, reconnect = true,
-**   maxReconnect, reconnectWait, connectTimeout, maxPendingMsgs}
+**   maxReconnect, reconnectWait, connectTimeout, maxPendingMsgs,
+**   maxPendingBytes}
 **   [, on_event(event, text)] */
 static int l_connect(lua_State *L) {
   hm_ctx *ctx = hm_ctx_get(L);
@@ -261,6 +289,7 @@ static int l_connect(lua_State *L) {
   o.reconnect_wait_ms = opt_int(L, 1, "reconnectWait", 0);
   o.connect_timeout_ms = opt_int(L, 1, "connectTimeout", 0);
   o.max_pending_msgs = opt_int(L, 1, "maxPendingMsgs", 0);
+  o.max_pending_bytes = opt_pending_bytes(L, 1);
   if (lua_getfield(L, 1, "tls") == LUA_TTABLE) {
     int t = lua_gettop(L);
     o.secure = 1;
@@ -304,22 +333,45 @@ static int l_connect(lua_State *L) {
 ** Conn methods
 ** ===================================================================== */
 
+/* nil, message, code: the code is the status' name ("HM_SUBJECT", ...)
+** so callers can tell a bad name from a closed connection. */
 static int push_failure(lua_State *L, lconn *lc, hm_status st) {
   lua_pushnil(L);
-  if (st == HM_LIMIT || st == HM_INVAL || st == HM_NATS)
+  if (st == HM_LIMIT || st == HM_INVAL || st == HM_NATS || st == HM_SUBJECT)
     lua_pushstring(L, hm_conn_error(lc->c));
   else
     lua_pushstring(L, status_word(st));
-  return 2;
+  lua_pushstring(L, hm_status_name(st));
+  return 3;
+}
+
+/* A Lua string may hold NULs, where cnats (which takes C strings) would
+** cut the name short and send another one than asked. Names with a NUL
+** are refused here, in the core's own words; the core checks the rest.
+** Pushes nil, message, code and returns 3, or returns 0. */
+static int refuse_nul(lua_State *L, const char *subj, size_t slen,
+                      hm_subject_kind kind, const char *other, size_t olen) {
+  char err[768];
+  if (memchr(subj, '\0', slen) == NULL &&
+      (other == NULL || memchr(other, '\0', olen) == NULL))
+    return 0;
+  if (hm_subject_check_line(subj, slen, kind, other, olen, err, sizeof err) ==
+      HM_OK)
+    return 0; /* not reached: a NUL always fails */
+  lua_pushnil(L);
+  lua_pushstring(L, err);
+  lua_pushstring(L, hm_status_name(HM_SUBJECT));
+  return 3;
 }
 
 static int c_publish(lua_State *L) {
   lconn *lc = luaL_checkudata(L, 1, HM_CONN_MT);
   RETURN_IF_CLOSED(L, lc);
-  const char *subj = luaL_checkstring(L, 2);
-  size_t len;
+  size_t slen, rlen = 0, len;
+  const char *subj = luaL_checklstring(L, 2, &slen);
   const char *data = luaL_checklstring(L, 3, &len);
-  const char *reply = luaL_optstring(L, 4, NULL);
+  const char *reply = luaL_optlstring(L, 4, NULL, &rlen);
+  if (refuse_nul(L, subj, slen, HM_SUBJ_PUBLISH, reply, rlen)) return 3;
   hm_status st = hm_conn_publish(lc->c, subj, reply, data, len);
   if (st != HM_OK) return push_failure(L, lc, st);
   lua_pushboolean(L, 1);
@@ -328,13 +380,15 @@ static int c_publish(lua_State *L) {
 
 static int c_subscribe(lua_State *L) {
   lconn *lc = check_conn(L, 1);
-  const char *subj = luaL_checkstring(L, 2);
-  const char *queue = luaL_optstring(L, 3, NULL);
+  size_t slen, qlen = 0;
+  const char *subj = luaL_checklstring(L, 2, &slen);
+  const char *queue = luaL_optlstring(L, 3, NULL, &qlen);
   lua_Integer max = luaL_optinteger(L, 4, 0);
   lsub *ls;
   hm_status st;
   luaL_checktype(L, 5, LUA_TFUNCTION);
   luaL_argcheck(L, max >= 0 && max <= INT32_MAX, 4, "must be >= 0");
+  if (refuse_nul(L, subj, slen, HM_SUBJ_SUBSCRIBE, queue, qlen)) return 3;
   ls = lua_newuserdatauv(L, sizeof *ls, 0);
   memset(ls, 0, sizeof *ls);
   ls->owner = lc;
@@ -355,8 +409,8 @@ static int c_subscribe(lua_State *L) {
 static int c_request(lua_State *L) {
   lconn *lc = luaL_checkudata(L, 1, HM_CONN_MT);
   hm_ctx *ctx = lc->ctx;
-  const char *subj = luaL_checkstring(L, 2);
-  size_t len;
+  size_t slen, len;
+  const char *subj = luaL_checklstring(L, 2, &slen);
   const char *data = luaL_checklstring(L, 3, &len);
   lua_Integer timeout = luaL_checkinteger(L, 4);
   lua_Integer max = luaL_optinteger(L, 5, 1);
@@ -383,6 +437,12 @@ static int c_request(lua_State *L) {
     }
     return 2;
   }
+  if (refuse_nul(L, subj, slen, HM_SUBJ_PUBLISH, NULL, 0)) {
+    if (has_cb) return 3;
+    lua_pushliteral(L, "failed"); /* the shape of a completion, below */
+    lua_replace(L, -4);
+    return 3;
+  }
   r = calloc(1, sizeof *r);
   if (r == NULL) return luaL_error(L, "out of memory");
   r->ctx = ctx;
@@ -393,11 +453,12 @@ static int c_request(lua_State *L) {
   if (st != HM_OK) {
     free(r);
     if (has_cb) return push_failure(L, lc, st);
-    /* Same shape as a completion: a non-nil first value is a failure. */
+    /* Same shape as a completion: a non-nil first value is a failure:
+    ** "failed", message, code. */
     push_failure(L, lc, st);
-    lua_pushstring(L, "failed");
-    lua_replace(L, -3);
-    return 2;
+    lua_pushliteral(L, "failed");
+    lua_replace(L, -4);
+    return 3;
   }
   if (has_cb) {
     lua_pushvalue(L, 6);
@@ -561,6 +622,97 @@ static int s_active(lua_State *L) {
   return 1;
 }
 
+/* A drain's Lua side: malloc'd, since the core calls back after the
+** userdata may be gone; freed in on_drained, which the core runs exactly
+** once (from unsubscribe or close at the latest). */
+typedef struct ldrain {
+  hm_ctx *ctx;
+  int fn_ref; /* LUA_NOREF: nothing to run */
+} ldrain;
+
+static void on_drained(hm_sub_t *s, hm_status st, void *arg) {
+  ldrain *d = arg;
+  hm_ctx *ctx = d->ctx;
+  if (d->fn_ref != LUA_NOREF) {
+    int ref;
+    lua_State *co = hm_sched_spawn_begin(ctx, &ref);
+    if (co != NULL) {
+      lua_rawgeti(co, LUA_REGISTRYINDEX, d->fn_ref);
+      if (st == HM_OK) lua_pushnil(co); else lua_pushstring(co, status_word(st));
+      hm_sched_spawn_end(ctx, co, ref, 1);
+    }
+  }
+  unref(ctx, &d->fn_ref);
+  free(d);
+}
+
+/* sub:drain([fn [, timeout_ms]]): see hm_sub_drain. fn(err) runs in a
+** coroutine like conn:close's; the subscription stays active (and must
+** still be unsubscribed) after it. */
+static int s_drain(lua_State *L) {
+  lsub *ls = luaL_checkudata(L, 1, HM_SUB_MT);
+  lua_Integer timeout = luaL_optinteger(L, 3, 0);
+  ldrain *d;
+  hm_status st;
+  if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
+  luaL_argcheck(L, timeout >= 0, 3, "must be >= 0");
+  if (ls->s == NULL) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "closed");
+    lua_pushstring(L, hm_status_name(HM_CLOSED));
+    return 3;
+  }
+  d = malloc(sizeof *d);
+  if (d == NULL) return luaL_error(L, "out of memory");
+  d->ctx = ls->owner->ctx;
+  d->fn_ref = LUA_NOREF;
+  st = hm_sub_drain(ls->s, (uint64_t)timeout, on_drained, d);
+  if (st != HM_OK) {
+    free(d);
+    lua_pushnil(L);
+    if (st == HM_BUSY) lua_pushliteral(L, "already draining");
+    else if (st == HM_NATS) lua_pushstring(L, hm_conn_error(ls->owner->c));
+    else lua_pushstring(L, status_word(st));
+    lua_pushstring(L, hm_status_name(st));
+    return 3;
+  }
+  if (!lua_isnoneornil(L, 2)) {
+    lua_pushvalue(L, 2);
+    d->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int s_draining(lua_State *L) {
+  lsub *ls = luaL_checkudata(L, 1, HM_SUB_MT);
+  lua_pushboolean(L, ls->s != NULL && hm_sub_draining(ls->s));
+  return 1;
+}
+
+/* core.subject_check(name, kind [, field]): the core's rules for a name
+** before it is used (e.g. a topic made from caller data), with `field`
+** naming it in the message. */
+static int l_subject_check(lua_State *L) {
+  static const char *const kinds[] = {"publish", "subscribe", "reply",
+                                      "queue", NULL};
+  static const hm_subject_kind kv[] = {HM_SUBJ_PUBLISH, HM_SUBJ_SUBSCRIBE,
+                                       HM_SUBJ_REPLY, HM_SUBJ_QUEUE};
+  size_t len;
+  const char *name = luaL_checklstring(L, 1, &len);
+  int k = luaL_checkoption(L, 2, NULL, kinds);
+  const char *field = luaL_optstring(L, 3, NULL);
+  char err[768];
+  if (hm_subject_check(name, len, kv[k], field, 0, err, sizeof err) == HM_OK) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  lua_pushnil(L);
+  lua_pushstring(L, err);
+  lua_pushstring(L, hm_status_name(HM_SUBJECT));
+  return 3;
+}
+
 /* }==================================================================== */
 
 void hm_lua_close_conns(hm_ctx *ctx) {
@@ -582,6 +734,8 @@ static const luaL_Reg conn_methods[] = {
 static const luaL_Reg sub_methods[] = {{"unsubscribe", s_unsubscribe},
                                        {"delivered", s_delivered},
                                        {"active", s_active},
+                                       {"drain", s_drain},
+                                       {"draining", s_draining},
                                        {NULL, NULL}};
 
 void hm_lua_open_conn(lua_State *L) {
@@ -599,4 +753,6 @@ void hm_lua_open_conn(lua_State *L) {
   lua_setfield(L, -2, "connect");
   lua_pushcfunction(L, l_redact);
   lua_setfield(L, -2, "redact");
+  lua_pushcfunction(L, l_subject_check);
+  lua_setfield(L, -2, "subject_check");
 }

@@ -327,6 +327,355 @@ TEST(cancel_hands_back_the_argument_and_never_calls_back) {
   ASSERT_EQ(uv_loop_close(&loop), 0);
 }
 
+/* {====================================================================
+** Subject checks: refused before cnats, the connection stays up
+** ===================================================================== */
+
+TEST(bad_subjects_are_refused_and_the_connection_stays_up) {
+  uv_loop_t loop;
+  hm_conn_t *c;
+  hm_sub_t *s, *echo;
+  uint64_t id;
+  counts k;
+  static char big[10 * 1024 + 1];
+  static const char *const bad_pub[] = {
+      "a\r\nPUB x 1\r\n", "a b", "a\tb", "", "a..b", ".a", "a.", "a.*", ">",
+      "a\nUNSUB 1"};
+  size_t i;
+  memset(&k, 0, sizeof k);
+  memset(big, 'x', sizeof big - 1);
+  uv_loop_init(&loop);
+  c = connect_to(&loop);
+  ASSERT(c != NULL);
+  for (i = 0; i < sizeof bad_pub / sizeof bad_pub[0]; i++) {
+    ASSERT_EQ(hm_conn_publish(c, bad_pub[i], NULL, "x", 1), HM_SUBJECT);
+    ASSERT(strstr(hm_conn_error(c), "invalid subject \"") == hm_conn_error(c));
+    ASSERT_EQ(hm_conn_request(c, bad_pub[i], "x", 1, 1000, 1, reply_cb, &k,
+                              &id), HM_SUBJECT);
+  }
+  ASSERT_EQ(hm_conn_publish(c, "a\r\nPUB x 1\r\n", NULL, "x", 1), HM_SUBJECT);
+  ASSERT_STREQ(hm_conn_error(c),
+               "invalid subject \"a\\r\\nPUB x 1\\r\\n\": contains a carriage "
+               "return (CR) at byte 2 (NATS subjects have no whitespace)");
+  ASSERT_EQ(hm_conn_publish(c, big, NULL, "x", 1), HM_SUBJECT);
+  ASSERT(strstr(hm_conn_error(c), "(10240 bytes): is 10240 bytes, over the "
+                                  "limit of 4032") != NULL);
+  ASSERT(strlen(hm_conn_error(c)) < 400);
+  ASSERT_EQ(hm_conn_publish(c, "ok.subject", "bad reply", "x", 1), HM_SUBJECT);
+  ASSERT(strstr(hm_conn_error(c), "invalid reply subject") == hm_conn_error(c));
+  ASSERT_EQ(hm_conn_subscribe(c, "a b", NULL, 0, count_cb, NULL, &s),
+            HM_SUBJECT);
+  ASSERT(s == NULL);
+  ASSERT_EQ(hm_conn_subscribe(c, "a.>.b", NULL, 0, count_cb, NULL, &s),
+            HM_SUBJECT);
+  ASSERT_EQ(hm_conn_subscribe(c, "a.b", "q 1", 0, count_cb, NULL, &s),
+            HM_SUBJECT);
+  ASSERT(strstr(hm_conn_error(c), "invalid queue group") == hm_conn_error(c));
+  /* Each fits alone; the SUB line with both would not. */
+  big[2100] = '\0';
+  ASSERT_EQ(hm_conn_subscribe(c, big, big, 0, count_cb, NULL, &s), HM_SUBJECT);
+  ASSERT(strstr(hm_conn_error(c), "with its queue group (2100 bytes)") != NULL);
+  big[2100] = 'x';
+  ASSERT_EQ(k.done_calls, 0);
+  /* The connection is fine: a round trip through an echo works. */
+  ASSERT_EQ(hm_conn_subscribe(c, "hmtest.subj.echo", "q", 0, echo_cb, c,
+                              &echo), HM_OK);
+  ASSERT_EQ(hm_conn_request(c, "hmtest.subj.echo", "fine", 4, 5000, 1,
+                            reply_cb, &k, &id), HM_OK);
+  k.close_after = c;
+  k.close_at = 1;
+  uv_run(&loop, UV_RUN_DEFAULT);
+  ASSERT_EQ(k.ok, 1);
+  ASSERT_STREQ(k.last, "fine");
+  ASSERT_EQ(uv_loop_close(&loop), 0);
+}
+
+/* }==================================================================== */
+
+/* {====================================================================
+** Drain: everything the server sent before the UNSUB, then done
+** ===================================================================== */
+
+typedef struct {
+  hm_conn_t *c, *pub; /* subscriber, publisher */
+  hm_sub_t *s;
+  int n;              /* messages published before the drain */
+  int got, after;     /* delivered; delivered after done */
+  int done_calls;
+  hm_status done_st;
+  int got_at_done;
+  int got_at_drain;   /* delivered when the drain started */
+  int hold;           /* messages holding a credit (credits test) */
+  int credits;
+  uv_timer_t tick;
+  int closes;
+} drainer;
+
+static drainer D;
+
+static void drain_msg(hm_sub_t *s, natsMsg *m, void *arg) {
+  D.got++;
+  if (D.done_calls) D.after++;
+  if (D.credits) D.hold++;
+  natsMsg_Destroy(m);
+}
+
+static void drain_closed(hm_conn_t *c, void *arg) { D.closes++; }
+
+/* After done: what is published now must not arrive; a round trip of
+** the subscriber after the publisher's proves it. */
+static void after_probe(hm_conn_t *c, uint64_t id, hm_status st, natsMsg *m,
+                        int done, void *arg) {
+  if (m) natsMsg_Destroy(m);
+  hm_sub_unsubscribe(D.s);
+  if (D.pub != D.c) hm_conn_close(D.pub, drain_closed, NULL);
+  hm_conn_close(D.c, drain_closed, NULL);
+  if (D.credits) uv_close((uv_handle_t *)&D.tick, NULL);
+}
+
+static void after_pub_flushed(hm_conn_t *c, uint64_t id, hm_status st,
+                              natsMsg *m, int done, void *arg) {
+  uint64_t pid;
+  if (m) natsMsg_Destroy(m);
+  hm_conn_flush(D.c, 5000, after_probe, NULL, &pid);
+}
+
+static void drained(hm_sub_t *s, hm_status st, void *arg) {
+  uint64_t id;
+  int i;
+  D.done_calls++;
+  D.done_st = st;
+  D.got_at_done = D.got;
+  for (i = 0; i < 20; i++)
+    hm_conn_publish(D.pub, "hmtest.drain", NULL, "late", 4);
+  hm_conn_flush(D.pub, 5000, after_pub_flushed, NULL, &id);
+}
+
+/* The publisher's messages reached the server (and were routed to the
+** subscriber, maybe still on the wire): drain now. */
+static void pub_flushed(hm_conn_t *c, uint64_t id, hm_status st, natsMsg *m,
+                        int done, void *arg) {
+  if (m) natsMsg_Destroy(m);
+  D.got_at_drain = D.got;
+  hm_sub_drain(D.s, 5000, drained, NULL);
+}
+
+/* The subscription is known to the server: flood from the publisher. */
+static void sub_ready(hm_conn_t *c, uint64_t id, hm_status st, natsMsg *m,
+                      int done, void *arg) {
+  uint64_t pid;
+  int i;
+  if (m) natsMsg_Destroy(m);
+  for (i = 0; i < D.n; i++)
+    hm_conn_publish(D.pub, "hmtest.drain", NULL, "m", 1);
+  hm_conn_flush(D.pub, 5000, pub_flushed, NULL, &pid);
+}
+
+static hm_conn_t *connect_opts(uv_loop_t *loop, hm_conn_opts *o) {
+  const char *servers[1];
+  char err[256];
+  hm_conn_t *c = NULL;
+  servers[0] = url();
+  o->servers = servers;
+  o->nservers = 1;
+  o->allow_reconnect = -1;
+  if (hm_conn_connect(loop, o, NULL, NULL, &c, err, sizeof err) != HM_OK)
+    fprintf(stderr, "connect: %s\n", err);
+  return c;
+}
+
+TEST(drain_delivers_what_the_server_sent_before_done) {
+  uv_loop_t loop;
+  uint64_t id;
+  memset(&D, 0, sizeof D);
+  D.n = 2000;
+  uv_loop_init(&loop);
+  D.c = connect_to(&loop);
+  D.pub = connect_to(&loop);
+  ASSERT(D.c != NULL && D.pub != NULL);
+  ASSERT_EQ(hm_conn_subscribe(D.c, "hmtest.drain", NULL, 0, drain_msg, NULL,
+                              &D.s), HM_OK);
+  ASSERT_EQ(hm_conn_flush(D.c, 5000, sub_ready, NULL, &id), HM_OK);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  fprintf(stderr, "drain started with %d of %d delivered\n", D.got_at_drain,
+          D.n);
+  ASSERT_EQ(D.done_calls, 1);
+  ASSERT_EQ(D.done_st, HM_OK);
+  ASSERT_EQ(D.got_at_done, D.n);
+  ASSERT_EQ(D.got, D.n);
+  ASSERT_EQ(D.after, 0);
+  ASSERT_EQ(D.closes, 2);
+  ASSERT_EQ(uv_loop_close(&loop), 0);
+}
+
+/* One credit: every message waits in cnats until the one before is done;
+** the drain must still deliver all of them before done. */
+static void credit_tick(uv_timer_t *t) {
+  if (D.hold > 0) {
+    D.hold--;
+    hm_conn_done(D.c);
+  }
+}
+
+TEST(drain_waits_for_messages_held_back_by_credits) {
+  uv_loop_t loop;
+  int i;
+  memset(&D, 0, sizeof D);
+  D.n = 50;
+  D.credits = 1;
+  uv_loop_init(&loop);
+  D.c = connect_to(&loop);
+  ASSERT(D.c != NULL);
+  D.pub = D.c;
+  hm_conn_set_credits(D.c, 1);
+  uv_timer_init(&loop, &D.tick);
+  uv_timer_start(&D.tick, credit_tick, 2, 2);
+  ASSERT_EQ(hm_conn_subscribe(D.c, "hmtest.drain", NULL, 0, drain_msg, NULL,
+                              &D.s), HM_OK);
+  /* Same connection: the PUBs go out before the UNSUB. */
+  for (i = 0; i < D.n; i++)
+    ASSERT_EQ(hm_conn_publish(D.c, "hmtest.drain", NULL, "m", 1), HM_OK);
+  ASSERT_EQ(hm_sub_drain(D.s, 5000, drained, NULL), HM_OK);
+  ASSERT(hm_sub_draining(D.s));
+  ASSERT_EQ(hm_sub_drain(D.s, 5000, drained, NULL), HM_BUSY);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  ASSERT_EQ(D.done_calls, 1);
+  ASSERT_EQ(D.done_st, HM_OK);
+  ASSERT_EQ(D.got_at_done, D.n);
+  ASSERT_EQ(D.after, 0);
+  ASSERT_EQ(D.closes, 1);
+  ASSERT_EQ(uv_loop_close(&loop), 0);
+}
+
+static int abandoned_calls;
+static hm_status abandoned_st;
+static void abandoned(hm_sub_t *s, hm_status st, void *arg) {
+  abandoned_calls++;
+  abandoned_st = st;
+  hm_sub_unsubscribe(s); /* again, from inside: harmless */
+}
+
+TEST(drain_done_runs_once_when_unsubscribed_or_closed_first) {
+  uv_loop_t loop;
+  hm_conn_t *c;
+  hm_sub_t *s1, *s2, *mux_probe;
+  uv_loop_init(&loop);
+  c = connect_to(&loop);
+  ASSERT(c != NULL);
+  abandoned_calls = 0;
+  ASSERT_EQ(hm_conn_subscribe(c, "hmtest.drain.a", NULL, 0, count_cb, NULL,
+                              &s1), HM_OK);
+  ASSERT_EQ(hm_conn_subscribe(c, "hmtest.drain.b", NULL, 0, count_cb, NULL,
+                              &s2), HM_OK);
+  ASSERT_EQ(hm_sub_drain(s1, 5000, abandoned, NULL), HM_OK);
+  hm_sub_unsubscribe(s1);
+  ASSERT_EQ(abandoned_calls, 1);
+  ASSERT_EQ(abandoned_st, HM_CLOSED);
+  ASSERT_EQ(hm_sub_drain(s2, 5000, abandoned, NULL), HM_OK);
+  (void)mux_probe;
+  hm_conn_close(c, on_closed, NULL);
+  ASSERT_EQ(abandoned_calls, 2);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  ASSERT_EQ(abandoned_calls, 2);
+  ASSERT_EQ(uv_loop_close(&loop), 0);
+}
+
+/* }==================================================================== */
+
+/* {====================================================================
+** max_pending_bytes: a byte bound on what waits behind a slow handler
+** ===================================================================== */
+
+static int held;
+static void hold_cb(hm_sub_t *s, natsMsg *m, void *arg) {
+  held++; /* keeps its credit: everything else waits in cnats */
+  natsMsg_Destroy(m);
+}
+
+static hm_conn_t *bytes_c, *bytes_pub;
+static counts bytes_k;
+static hm_conn_stats bytes_st;
+
+static void bytes_probe(hm_conn_t *c, uint64_t id, hm_status st, natsMsg *m,
+                        int done, void *arg) {
+  reply_cb(c, id, st, m, done, arg);
+  hm_conn_get_stats(bytes_c, &bytes_st);
+  bytes_st.pending = (uint64_t)hm_conn_is_closed(bytes_c);
+  hm_conn_close(bytes_c, on_closed, NULL);
+  hm_conn_close(bytes_pub, on_closed, NULL);
+}
+
+static void bytes_flushed(hm_conn_t *c, uint64_t id, hm_status st,
+                          natsMsg *m, int done, void *arg) {
+  uint64_t rid;
+  if (m) natsMsg_Destroy(m);
+  /* The flood is in the subscriber's cnats queue or dropped; a request
+  ** from the subscriber (replies need no credit) proves it still works. */
+  hm_conn_request(bytes_c, "hmtest.bytes.echo", "up", 2, 5000, 1, bytes_probe,
+                  &bytes_k, &rid);
+}
+
+TEST(max_pending_bytes_drops_and_the_connection_stays_up) {
+  uv_loop_t loop;
+  hm_conn_opts o;
+  hm_sub_t *s, *echo;
+  uint64_t id;
+  static char payload[16 * 1024];
+  int i;
+  memset(&bytes_k, 0, sizeof bytes_k);
+  memset(&bytes_st, 0, sizeof bytes_st);
+  held = 0;
+  uv_loop_init(&loop);
+  memset(&o, 0, sizeof o);
+  o.max_pending_bytes = 64 * 1024;
+  bytes_c = connect_opts(&loop, &o);
+  bytes_pub = connect_to(&loop);
+  ASSERT(bytes_c != NULL && bytes_pub != NULL);
+  hm_conn_set_credits(bytes_c, 1);
+  ASSERT_EQ(hm_conn_subscribe(bytes_c, "hmtest.bytes", NULL, 0, hold_cb, NULL,
+                              &s), HM_OK);
+  ASSERT_EQ(hm_conn_subscribe(bytes_pub, "hmtest.bytes.echo", NULL, 0, echo_cb,
+                              bytes_pub, &echo), HM_OK);
+  for (i = 0; i < 3; i++) uv_run(&loop, UV_RUN_NOWAIT);
+  for (i = 0; i < 64; i++)
+    ASSERT_EQ(hm_conn_publish(bytes_pub, "hmtest.bytes", NULL, payload,
+                              sizeof payload), HM_OK);
+  ASSERT_EQ(hm_conn_flush(bytes_pub, 5000, bytes_flushed, NULL, &id), HM_OK);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  ASSERT_EQ(bytes_k.ok, 1);
+  ASSERT_EQ(bytes_st.pending, 0); /* not closed */
+  ASSERT_EQ(held, 1);
+  /* 64 x 16 KiB against a 64 KiB bound: most were dropped. */
+  ASSERT(bytes_st.slow_dropped >= 50);
+  ASSERT(bytes_st.slow_dropped <= 63);
+  ASSERT_EQ(uv_loop_close(&loop), 0);
+}
+
+TEST(max_pending_bytes_out_of_range_is_refused) {
+  uv_loop_t loop;
+  hm_conn_opts o;
+  hm_conn_t *c = NULL;
+  char err[256] = "";
+  const char *servers[1];
+  uv_loop_init(&loop);
+  memset(&o, 0, sizeof o);
+  servers[0] = url();
+  o.servers = servers;
+  o.nservers = 1;
+  o.max_pending_bytes = (int64_t)INT32_MAX + 1;
+  ASSERT_EQ(hm_conn_connect(&loop, &o, NULL, NULL, &c, err, sizeof err),
+            HM_INVAL);
+  ASSERT(c == NULL);
+  ASSERT(strstr(err, "max_pending_bytes") != NULL);
+  o.max_pending_bytes = -2;
+  ASSERT_EQ(hm_conn_connect(&loop, &o, NULL, NULL, &c, err, sizeof err),
+            HM_INVAL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  ASSERT_EQ(uv_loop_close(&loop), 0);
+}
+
+/* }==================================================================== */
+
 int main(void) {
   RUN(round_trip_and_clean_close);
   RUN(timeout_completes_once_and_late_reply_is_counted);
@@ -336,6 +685,12 @@ int main(void) {
   RUN(connect_failure_is_clean);
   RUN(oversize_payload_is_refused);
   RUN(cancel_hands_back_the_argument_and_never_calls_back);
+  RUN(bad_subjects_are_refused_and_the_connection_stays_up);
+  RUN(drain_delivers_what_the_server_sent_before_done);
+  RUN(drain_waits_for_messages_held_back_by_credits);
+  RUN(drain_done_runs_once_when_unsubscribed_or_closed_first);
+  RUN(max_pending_bytes_drops_and_the_connection_stays_up);
+  RUN(max_pending_bytes_out_of_range_is_refused);
   hm_conn_library_close();
   TEST_EXIT();
 }
