@@ -49,7 +49,8 @@ void hm_lua_set_loop(lua_State *L, struct uv_loop_s *loop) {
 
 static void on_idle(uv_idle_t *h);
 
-static void ready_push(hm_ctx *ctx, lua_State *co, int ref, int nargs) {
+static void ready_put(hm_ctx *ctx, lua_State *co, int ref, int nargs,
+                      int preempted) {
   if (ctx->rcount == ctx->rcap) {
     size_t ncap = ctx->rcap ? ctx->rcap * 2 : 64, i;
     hm_ready *nr = malloc(ncap * sizeof *nr);
@@ -67,13 +68,17 @@ static void ready_push(hm_ctx *ctx, lua_State *co, int ref, int nargs) {
     ctx->rhead = 0;
   }
   ctx->ready[(ctx->rhead + ctx->rcount) % ctx->rcap] =
-      (hm_ready){co, ref, nargs};
+      (hm_ready){co, ref, nargs, preempted};
   ctx->rcount++;
   if (!ctx->idle_active) {
     /* An active idle handle also keeps the loop from blocking in poll. */
     uv_idle_start(&ctx->idle, on_idle);
     ctx->idle_active = 1;
   }
+}
+
+static void ready_push(hm_ctx *ctx, lua_State *co, int ref, int nargs) {
+  ready_put(ctx, co, ref, nargs, 0);
 }
 
 void hm_sched_wake(hm_ctx *ctx, lua_State *co, int ref, int nargs) {
@@ -166,11 +171,19 @@ static int pool_put(hm_ctx *ctx, int ref) {
 ** callback, never inside a C function that Lua called. */
 static void resume(hm_ctx *ctx, hm_ready *r) {
   lua_State *L = ctx->L, *co = r->co;
-  int nres = 0, status;
+  int nres = 0, status, preempted;
   ctx->cur_co = co;
   ctx->cur_ref = r->ref;
   ctx->awaited = 0;
+  /* The clock runs only for coroutines with the budget hook (all of them
+  ** once a signal asked for preemption). */
+  if (ctx->preempt || lua_gethook(co) == hm_budget_hook)
+    hm_budget_begin(ctx, co);
   status = lua_resume(co, L, r->nargs, &nres);
+  if (ctx->seg_budget != NULL) hm_budget_end(ctx);
+  ctx->seg_timed = 0;
+  preempted = ctx->preempted;
+  ctx->preempted = 0;
   ctx->cur_co = NULL;
   if (status == LUA_YIELD) {
     int pooled = nres == 1 && lua_touserdata(co, -1) == &pool_sentinel;
@@ -181,9 +194,10 @@ static void resume(hm_ctx *ctx, hm_ready *r) {
       if (!pool_put(ctx, ctx->cur_ref))
         luaL_unref(L, LUA_REGISTRYINDEX, ctx->cur_ref);
     } else {
-      /* A bare coroutine.yield() in Hemera code: treat it as "let others
-      ** run" and resume it later with no values. */
-      ready_push(ctx, co, ctx->cur_ref, 0);
+      /* A bare coroutine.yield() in Hemera code, or the hook preempting
+      ** it: treat it as "let others run" and resume it later with no
+      ** values. */
+      ready_put(ctx, co, ctx->cur_ref, 0, preempted);
     }
   } else {
     if (status != LUA_OK) report(ctx, co, status);
@@ -198,6 +212,26 @@ static void resume(hm_ctx *ctx, hm_ready *r) {
   ctx->cur_ref = LUA_NOREF;
 }
 
+/* After a shutdown signal (ctx->preempt): when the loop has nothing left
+** but coroutines the hook keeps preempting (handlers that spin), the loop
+** would never end. Drop them, as shutdown drops whatever is queued, so the
+** process can exit. Our idle handle is the one active handle left then. */
+static void abandon(hm_ctx *ctx) {
+  size_t i;
+  if (ctx->loop->active_handles > 1 || ctx->loop->active_reqs.count > 0)
+    return;
+  for (i = 0; i < ctx->rcount; i++)
+    if (!ctx->ready[(ctx->rhead + i) % ctx->rcap].preempted) return;
+  fprintf(stderr,
+          "hemera: shutting down: abandoned %u coroutine(s) still running\n",
+          (unsigned)ctx->rcount);
+  while (ctx->rcount > 0) {
+    luaL_unref(ctx->L, LUA_REGISTRYINDEX, ctx->ready[ctx->rhead].ref);
+    ctx->rhead = (ctx->rhead + 1) % ctx->rcap;
+    ctx->rcount--;
+  }
+}
+
 static void on_idle(uv_idle_t *h) {
   hm_ctx *ctx = h->data;
   /* Only what is queued now runs in this round, so a coroutine that
@@ -209,6 +243,7 @@ static void on_idle(uv_idle_t *h) {
     ctx->rcount--;
     resume(ctx, &r);
   }
+  if (ctx->preempt && ctx->rcount > 0) abandon(ctx);
   if (ctx->rcount == 0 && ctx->idle_active) {
     uv_idle_stop(&ctx->idle);
     ctx->idle_active = 0;
@@ -530,7 +565,10 @@ static int l_stats(lua_State *L) {
 
 /* The trampoline every pooled coroutine runs: it takes a job (function
 ** and arguments) from resume, runs it protected, then yields the sentinel
-** to return to the pool; the tail call keeps the stack flat. */
+** to return to the pool. A parked coroutine must hold nothing of its last
+** job: the job lives only in run's frame, gone once run returns, and the
+** yielded values go straight into the next call of run. The first job
+** comes as the arguments of `first`, whose frame the tail call replaces. */
 static const char trampoline_src[] =
     "local sentinel, core = ...\n"
     "local yield, xpcall, traceback = coroutine.yield, xpcall, debug.traceback\n"
@@ -539,12 +577,18 @@ static const char trampoline_src[] =
     "  if h then pcall(h, err) else\n"
     "    io.stderr:write('hemera: uncaught error: ', tostring(err), '\\n') end\n"
     "end\n"
-    "local function loop(f, ...)\n"
+    "local function run(f, ...)\n"
     "  local ok, err = xpcall(f, traceback, ...)\n"
     "  if not ok then report(err) end\n"
-    "  return loop(yield(sentinel))\n"
     "end\n"
-    "return loop\n";
+    "local function loop()\n"
+    "  while true do run(yield(sentinel)) end\n"
+    "end\n"
+    "local function first(...)\n"
+    "  run(...)\n"
+    "  return loop()\n"
+    "end\n"
+    "return first\n";
 
 static const luaL_Reg funcs[] = {
     {"spawn", l_spawn},   {"sleep", l_sleep}, {"run", l_run},
@@ -619,6 +663,7 @@ int luaopen_hemera_core(lua_State *L) {
   hm_lua_open_router(L);
   hm_lua_open_guard(L);
   hm_lua_open_pattern(L);
+  hm_lua_open_budget(L);
 
   if (luaL_loadbuffer(L, trampoline_src, sizeof trampoline_src - 1,
                       "=hemera.trampoline") != LUA_OK)

@@ -6,6 +6,8 @@
 #ifndef HM_LUA_PRIVATE_H
 #define HM_LUA_PRIVATE_H
 
+#include <signal.h>
+#include <stdint.h>
 #include <uv.h>
 
 #include "hm_conn.h"
@@ -17,7 +19,10 @@ typedef struct hm_ready {
   lua_State *co; /* values to resume with are on its stack */
   int ref;       /* the coroutine's one anchor, owned by this entry */
   int nargs;
+  int preempted; /* queued because the hook made it yield, not by itself */
 } hm_ready;
+
+typedef struct hm_budget hm_budget;
 
 typedef struct hm_waiter hm_waiter;
 
@@ -50,6 +55,17 @@ typedef struct hm_ctx {
   struct sampler *sampler; /* load sampler (hm_lua_guard.c), or NULL */
   struct lconn *conns; /* open connections, for shutdown */
   hm_nuid_t nuid;
+
+  /* CPU budgets and preemption (hm_lua_budget.c). The seg_ fields describe
+  ** the resume segment running now: seg_start is valid while seg_timed,
+  ** seg_budget is the running coroutine's active budget or NULL. */
+  hm_budget *seg_budget;
+  uint64_t seg_start;
+  int seg_timed;
+  int preempted; /* the hook yielded the running coroutine */
+  /* Written from a signal handler (hm_lua_interrupt). */
+  volatile sig_atomic_t interrupt; /* yield the running coroutine now */
+  volatile sig_atomic_t preempt;   /* from now on, yield every time slice */
 } hm_ctx;
 
 /* A coroutine parked on a timer (core.sleep). */
@@ -123,6 +139,28 @@ void hm_lua_close_conns(hm_ctx *ctx);  /* shutdown: close every connection */
 void hm_lua_open_guard(lua_State *L);  /* recursion counter, load sampler */
 void hm_lua_open_pattern(lua_State *L); /* core.method */
 void hm_lua_close_sampler(hm_ctx *ctx);
+void hm_lua_open_budget(lua_State *L); /* core.budget_call */
+/* }======== */
+
+/* {======== CPU budgets (hm_lua_budget.c) ======== */
+/* The count hook of budgets and preemption. resume() compares
+** lua_gethook(co) with it to keep the clock off coroutines without one. */
+void hm_budget_hook(lua_State *L, lua_Debug *ar);
+/* resume(): around lua_resume of a coroutine that has the hook (or of
+** every coroutine while ctx->preempt). begin starts the segment's clock;
+** end charges the segment to the coroutine's budget (call it when
+** ctx->seg_budget is set). */
+void hm_budget_begin(hm_ctx *ctx, lua_State *co);
+void hm_budget_end(hm_ctx *ctx);
+/* Embedding API for signal handlers; belongs in hm_lua.h (main.c repeats
+** these two prototypes until it is there). hm_lua_interrupt_handle runs on
+** the loop thread once the module is open and returns the state's handle;
+** hm_lua_interrupt(handle) is async-signal-safe and must run on the loop
+** thread (in a signal handler that interrupted it): the coroutine running
+** now yields to the loop at its next hook point, and from then on every
+** coroutine yields after each time slice, so the loop keeps running. */
+void *hm_lua_interrupt_handle(lua_State *L);
+void hm_lua_interrupt(void *handle);
 /* }======== */
 
 #endif

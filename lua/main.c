@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,10 +41,20 @@
 #define HM_INSTALL_LUA_DIR "/usr/local/share/lua/5.4"
 #endif
 
+/* From hm_lua_budget.c. They belong in hm_lua.h, which is not ours to
+** edit right now: see the prototypes' docs in hm_lua_private.h. */
+void *hm_lua_interrupt_handle(lua_State *L);
+void hm_lua_interrupt(void *handle);
+
 static const char *progname = "hemera";
-static pid_t private_server = 0;
+/* The signal handler reads these, hence volatile. */
+static volatile pid_t private_server = 0;
+static volatile sig_atomic_t signals_seen = 0;
+static volatile sig_atomic_t closing = 0; /* the state is being torn down */
+static void *volatile interrupter = NULL;
 static lua_State *globalL = NULL;
-static int signals_seen = 0;
+static pthread_t main_thread;
+static uv_async_t sigasync;
 
 static void usage(void) {
   fprintf(stderr,
@@ -239,13 +250,30 @@ static void create_arg_table(lua_State *L, char **argv, int argc,
 }
 
 /* SIGINT/SIGTERM: ask Hemera to close every instance gracefully; a second
-** signal exits at once. */
-static void on_signal(uv_signal_t *h, int signum) {
-  lua_State *L = globalL;
-  if (++signals_seen > 1) {
+** signal exits at once. The handler itself must get through while Lua
+** spins, when the loop never runs: it makes the running coroutine yield
+** (hm_lua_interrupt, which also keeps every coroutine yielding after each
+** time slice from then on) and wakes the loop, whose callback does the
+** close. Only async-signal-safe calls here. */
+static void on_signal(int signum) {
+  int saved = errno;
+  if (!pthread_equal(pthread_self(), main_thread)) {
+    /* cnats' threads can take it too; Lua and the loop are the main
+    ** thread's. */
+    pthread_kill(main_thread, signum);
+  } else if (++signals_seen > 1 || closing) {
     stop_private_server();
     _exit(128 + signum);
+  } else {
+    if (interrupter != NULL) hm_lua_interrupt(interrupter);
+    uv_async_send(&sigasync);
   }
+  errno = saved;
+}
+
+static void on_sigasync(uv_async_t *h) {
+  lua_State *L = globalL;
+  if (closing) return;
   lua_getglobal(L, "package");
   lua_getfield(L, -1, "loaded");
   lua_getfield(L, -1, "hemera");
@@ -255,6 +283,19 @@ static void on_signal(uv_signal_t *h, int signum) {
     else lua_pop(L, 1);
   }
   lua_pop(L, 3);
+}
+
+static void catch_signals(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  /* One handler at a time: signals_seen counts without atomics. */
+  sigemptyset(&sa.sa_mask);
+  sigaddset(&sa.sa_mask, SIGINT);
+  sigaddset(&sa.sa_mask, SIGTERM);
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
 }
 
 static int pmain(lua_State *L) {
@@ -268,6 +309,7 @@ static int pmain(lua_State *L) {
   luaL_openlibs(L);
   luaL_requiref(L, "hemera.core", luaopen_hemera_core, 0);
   lua_pop(L, 1);
+  interrupter = hm_lua_interrupt_handle(L);
   set_paths(L);
   for (i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--server") == 0 && i + 1 < argc) {
@@ -333,19 +375,16 @@ static int pmain(lua_State *L) {
 
 int main(int argc, char **argv) {
   uv_loop_t loop;
-  uv_signal_t sigint, sigterm;
   lua_State *L;
   int status, result;
   if (argv[0] && argv[0][0]) progname = argv[0];
   signal(SIGPIPE, SIG_IGN);
+  main_thread = pthread_self();
   uv_loop_init(&loop);
-  uv_signal_init(&loop, &sigint);
-  uv_signal_init(&loop, &sigterm);
-  uv_signal_start(&sigint, on_signal, SIGINT);
-  uv_signal_start(&sigterm, on_signal, SIGTERM);
+  uv_async_init(&loop, &sigasync, on_sigasync);
   /* Signals must not keep the loop alive on their own. */
-  uv_unref((uv_handle_t *)&sigint);
-  uv_unref((uv_handle_t *)&sigterm);
+  uv_unref((uv_handle_t *)&sigasync);
+  catch_signals();
   L = luaL_newstate();
   if (L == NULL) {
     fprintf(stderr, "%s: cannot create state: not enough memory\n", progname);
@@ -359,10 +398,12 @@ int main(int argc, char **argv) {
   status = lua_pcall(L, 2, 1, 0);
   result = lua_toboolean(L, -1);
   report(L, status);
+  /* From here a signal exits at once: the state is going away. */
+  closing = 1;
+  interrupter = NULL;
   hm_lua_shutdown(L);
   lua_close(L);
-  uv_close((uv_handle_t *)&sigint, NULL);
-  uv_close((uv_handle_t *)&sigterm, NULL);
+  uv_close((uv_handle_t *)&sigasync, NULL);
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_loop_close(&loop);
   hm_lua_library_close();
