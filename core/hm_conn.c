@@ -132,6 +132,7 @@ struct hm_conn {
   hm_nuid_t nuid;
   hm_conn_stats stats;
   int closing;     /* hm_conn_close was called */
+  int in_close;    /* inside hm_conn_close: callbacks it runs may close too */
   int nats_closed; /* cnats reported the connection closed */
   int finishing;
   hm_closed_cb done;
@@ -801,7 +802,8 @@ static void on_final_flush(hm_conn_t *c, uint64_t id, hm_status st,
 void hm_conn_close(hm_conn_t *c, hm_closed_cb done, void *arg) {
   hm_sub_t *s;
   uint64_t id;
-  if (c->closing) return;
+  if (c->closing || c->in_close) return;
+  c->in_close = 1;
   c->done = done;
   c->done_arg = arg;
   drain_end_all(c);

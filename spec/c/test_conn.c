@@ -615,13 +615,28 @@ static void bytes_flushed(hm_conn_t *c, uint64_t id, hm_status st,
                   &bytes_k, &rid);
 }
 
+/* Both subscriptions are known to the server (a round trip of each
+** connection): flood the slow one. */
+static void bytes_ready(hm_conn_t *c, uint64_t id, hm_status st, natsMsg *m,
+                        int done, void *arg) {
+  static char payload[16 * 1024];
+  uint64_t pid;
+  int i;
+  if (m) natsMsg_Destroy(m);
+  if (arg == NULL) {
+    hm_conn_flush(bytes_pub, 5000, bytes_ready, bytes_pub, &pid);
+    return;
+  }
+  for (i = 0; i < 64; i++)
+    hm_conn_publish(bytes_pub, "hmtest.bytes", NULL, payload, sizeof payload);
+  hm_conn_flush(bytes_pub, 5000, bytes_flushed, NULL, &pid);
+}
+
 TEST(max_pending_bytes_drops_and_the_connection_stays_up) {
   uv_loop_t loop;
   hm_conn_opts o;
   hm_sub_t *s, *echo;
   uint64_t id;
-  static char payload[16 * 1024];
-  int i;
   memset(&bytes_k, 0, sizeof bytes_k);
   memset(&bytes_st, 0, sizeof bytes_st);
   held = 0;
@@ -636,11 +651,7 @@ TEST(max_pending_bytes_drops_and_the_connection_stays_up) {
                               &s), HM_OK);
   ASSERT_EQ(hm_conn_subscribe(bytes_pub, "hmtest.bytes.echo", NULL, 0, echo_cb,
                               bytes_pub, &echo), HM_OK);
-  for (i = 0; i < 3; i++) uv_run(&loop, UV_RUN_NOWAIT);
-  for (i = 0; i < 64; i++)
-    ASSERT_EQ(hm_conn_publish(bytes_pub, "hmtest.bytes", NULL, payload,
-                              sizeof payload), HM_OK);
-  ASSERT_EQ(hm_conn_flush(bytes_pub, 5000, bytes_flushed, NULL, &id), HM_OK);
+  ASSERT_EQ(hm_conn_flush(bytes_c, 5000, bytes_ready, NULL, &id), HM_OK);
   uv_run(&loop, UV_RUN_DEFAULT);
   ASSERT_EQ(bytes_k.ok, 1);
   ASSERT_EQ(bytes_st.pending, 0); /* not closed */
