@@ -4,6 +4,7 @@
 ** embedding API of hm_lua.h.
 */
 #include <dlfcn.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -175,9 +176,11 @@ static void resume(hm_ctx *ctx, hm_ready *r) {
   ctx->cur_co = co;
   ctx->cur_ref = r->ref;
   ctx->awaited = 0;
-  /* The clock runs only for coroutines with the budget hook (all of them
-  ** once a signal asked for preemption). */
-  if (ctx->preempt || lua_gethook(co) == hm_budget_hook)
+  /* The clock runs only for coroutines with the budget hook or while some
+  ** coroutine waits inside a budget (and for all once a signal asked for
+  ** preemption). */
+  if (ctx->preempt || ctx->budgets_parked > 0 ||
+      lua_gethook(co) == hm_budget_hook)
     hm_budget_begin(ctx, co);
   status = lua_resume(co, L, r->nargs, &nres);
   if (ctx->seg_budget != NULL) hm_budget_end(ctx);
@@ -283,9 +286,12 @@ static void on_sleep(uv_timer_t *t) {
 /* core.sleep(ms): suspends the running Hemera coroutine. */
 static int l_sleep(lua_State *L) {
   hm_ctx *ctx = hm_ctx_get(L);
-  lua_Integer ms = luaL_checkinteger(L, 1);
+  /* Milliseconds may come as a float (from hrtime arithmetic): round up,
+  ** so a sleep is never shorter than asked. */
+  lua_Number ms = ceil(luaL_checknumber(L, 1));
   hm_waiter *w;
   luaL_argcheck(L, ms >= 0, 1, "must be >= 0");
+  if (ms > 1e12) ms = 1e12; /* ~31 years; keeps the cast defined */
   w = calloc(1, sizeof *w);
   if (w == NULL) return luaL_error(L, "out of memory");
   hm_sched_await(L, ctx, &w->ref, "sleep");
@@ -399,7 +405,7 @@ static int f_set(lua_State *L) {
 static int f_wait(lua_State *L) {
   lfuture *f = luaL_checkudata(L, 1, HM_FUTURE_MT);
   hm_ctx *ctx = f->ctx;
-  lua_Integer timeout = luaL_optinteger(L, 2, 0);
+  lua_Number timeout = ceil(luaL_optnumber(L, 2, 0)); /* see l_sleep */
   if (f->set) {
     int i, n, t;
     lua_getiuservalue(L, 1, 1);
@@ -414,6 +420,7 @@ static int f_wait(lua_State *L) {
   if (f->co) return luaL_error(L, "future already has a waiter");
   hm_sched_await(L, ctx, &f->co_ref, "future:wait");
   f->co = L;
+  if (timeout > 1e12) timeout = 1e12; /* see l_sleep */
   if (timeout > 0) {
     f->timer = malloc(sizeof *f->timer);
     if (f->timer) {
@@ -477,6 +484,7 @@ void hm_lua_shutdown(lua_State *L) {
   lua_pop(L, 1);
   if (ctx == NULL || ctx->shutdown) return;
   ctx->shutdown = 1;
+  hm_budget_close(ctx);
   hm_lua_close_conns(ctx);
   hm_lua_close_sampler(ctx);
   while (ctx->waiters != NULL) {

@@ -63,6 +63,9 @@ typedef struct hm_ctx {
   uint64_t seg_start;
   int seg_timed;
   int preempted; /* the hook yielded the running coroutine */
+  int budget_async;   /* a watchdog arms the hook (else: for the whole call) */
+  int budget_slot;    /* this state's watchdog slot */
+  int budgets_parked; /* coroutines suspended inside a budget */
   /* Written from a signal handler (hm_lua_interrupt). */
   volatile sig_atomic_t interrupt; /* yield the running coroutine now */
   volatile sig_atomic_t preempt;   /* from now on, yield every time slice */
@@ -152,6 +155,8 @@ void hm_budget_hook(lua_State *L, lua_Debug *ar);
 ** ctx->seg_budget is set). */
 void hm_budget_begin(hm_ctx *ctx, lua_State *co);
 void hm_budget_end(hm_ctx *ctx);
+/* hm_lua_shutdown: the watchdog forgets this state. */
+void hm_budget_close(hm_ctx *ctx);
 /* Embedding API for signal handlers; belongs in hm_lua.h (main.c repeats
 ** these two prototypes until it is there). hm_lua_interrupt_handle runs on
 ** the loop thread once the module is open and returns the state's handle;
