@@ -200,11 +200,14 @@ static void watch_set(hm_ctx *ctx, hm_budget *b) {
   uint64_t d;
   if (!ctx->budget_async) return;
   s = &slots[ctx->budget_slot];
-  d = b->limit == NONE ? 0
-      : b->limit <= b->used ? ctx->seg_start
+  if (b->limit == NONE) {
+    atomic_store(&s->deadline, 0);
+    return;
+  }
+  d = b->limit <= b->used ? ctx->seg_start
       : ctx->seg_start + (uint64_t)(b->limit - b->used);
   atomic_store(&s->kicked, 0);
-  atomic_store(&s->deadline, d ? d : 1);
+  atomic_store(&s->deadline, d ? d : 1); /* 0 means none */
   if (atomic_load(&parked)) {
     pthread_mutex_lock(&lock);
     pthread_cond_signal(&wake);

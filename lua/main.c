@@ -262,7 +262,12 @@ static void on_signal(int signum) {
     ** thread's. */
     pthread_kill(main_thread, signum);
   } else if (++signals_seen > 1 || closing) {
-    stop_private_server();
+    /* At once: the private server gets no time to linger either (kill
+    ** and waitpid are async-signal-safe). */
+    if (private_server > 0) {
+      kill(private_server, SIGKILL);
+      waitpid(private_server, NULL, 0);
+    }
     _exit(128 + signum);
   } else {
     if (interrupter != NULL) hm_lua_interrupt(interrupter);

@@ -284,7 +284,7 @@ local function shell_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 -- Runs `hemera script` (with the test server), waits for its first line
 -- "spinning <pid>", calls on_spin(pid), and returns the exit status and
 -- the output. `timeout` is only a safety net.
-local function run_spinner(source, on_spin)
+local function run_spinner(source, on_spin, private)
   local dir = assert(io.popen("mktemp -d \"${TMPDIR:-/tmp}/hemera-budget.XXXXXX\"")):read("l")
   local script = dir .. "/service.lua"
   local f = assert(io.open(script, "w"))
@@ -296,8 +296,10 @@ local function spinning()
 end
 ]], source)
   f:close()
-  local p = assert(io.popen(("timeout -s KILL 60 %s --server %s %s 2>&1; echo \"EXIT=$?\"")
-    :format(bin, shell_quote(h.url), shell_quote(script))))
+  local server = private and "" or "--server " .. shell_quote(h.url)
+  local env = private and "env -u HEMERA_NATS_URL " or ""
+  local p = assert(io.popen(("%stimeout -s KILL 60 %s %s %s 2>&1; echo \"EXIT=$?\"")
+    :format(env, bin, server, shell_quote(script))))
   local out, status = {}, nil
   for line in p:lines() do
     out[#out + 1] = line
@@ -349,5 +351,25 @@ end)
       os.execute("kill -INT " .. pid .. "; kill -TERM " .. pid)
     end)
     assert.equal(128 + 15, status, out)
+  end)
+
+  it("takes its private nats-server down with it on the second signal", function()
+    local status, out = run_spinner([[
+require("hemera.devserver").url()
+local Hemera = require "hemera"
+Hemera.spawn(function()
+  spinning()
+  table.sort({ 3, 2, 1, 5, 4 }, function() while true do end end)
+end)
+]], function(pid) os.execute("kill -INT " .. pid .. "; kill -TERM " .. pid) end, true)
+    assert.equal(128 + 15, status, out)
+    local server = out:match("started a private nats%-server on %S+ %(pid (%d+)%)")
+    -- Only when nothing listened on 127.0.0.1:4222 did it start one.
+    if server then
+      local stat = io.open("/proc/" .. server .. "/stat")
+      local state = stat and stat:read("l"):match("^%d+ %b() (%a)")
+      if stat then stat:close() end
+      assert.is_true(state == nil or state == "Z", "private nats-server " .. server .. " still runs")
+    end
   end)
 end)
