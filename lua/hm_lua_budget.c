@@ -4,15 +4,22 @@
 **
 ** core.budget_call(ms, fn, ...) -> true, results... | false, err
 **   Calls fn(...) protected, like pcall, and yieldable: fn may act or
-**   sleep. With ms > 0 the code running in this coroutine (and in user
-**   coroutines it resumes) may use ms milliseconds of CPU: the time it
-**   actually runs, summed over its resumes, so waiting in act or sleep is
-**   free. Over budget it returns false and the table
+**   sleep. With ms > 0 the code running in this coroutine may use ms
+**   milliseconds of CPU: the time it actually runs, summed over its
+**   resumes, so waiting in act or sleep is free (the clock is uv_hrtime
+**   while it runs, so a blocking call in it is charged too). Over budget
+**   it returns false and the table
 **     { name = "HandlerBudgetError", message = "...", budget = ms,
 **       used = <ms charged when it ran out> }
 **   and a pcall inside fn cannot swallow that. With ms <= 0 or nil it is a
 **   yieldable pcall and nothing else. A budget needs a Hemera coroutine.
 **   Calls nest: an inner budget cannot extend an outer one.
+**
+** core.budget_strict([on]) -> on
+**   Strict mode runs the hook for the whole of every budget_call, which
+**   also stops a user coroutine that spins inside the budget (it inherits
+**   the hook), at the cost measured below. Off by default; not to be
+**   changed while a budget runs.
 **
 ** How. The clock runs only while the coroutine does: resume() starts and
 ** stops it around each resume segment of a coroutine inside a budget. A
@@ -59,8 +66,8 @@
 
 #include "hm_lua_private.h"
 
-/* Instructions between two clock reads: ~0.1 ms of Lua, so a budget is
-** overrun by about that much, and the clock costs nothing measurable. */
+/* Instructions between two clock reads once the hook runs: ~0.1 ms of
+** Lua, so the clock costs nothing measurable. */
 #define COUNT 10000
 /* How long a coroutine runs before it yields while ctx->preempt is set. */
 #define SLICE_NS (10 * 1000000ULL)
