@@ -215,13 +215,19 @@ static void resume(hm_ctx *ctx, hm_ready *r) {
   ctx->cur_ref = LUA_NOREF;
 }
 
+/* How long after a shutdown signal a coroutine that keeps running may
+** still finish: Hemera's default closeTimeout. */
+#define ABANDON_NS (2000 * 1000000ULL)
+
 /* After a shutdown signal (ctx->preempt): when the loop has nothing left
 ** but coroutines the hook keeps preempting (handlers that spin), the loop
-** would never end. Drop them, as shutdown drops whatever is queued, so the
-** process can exit. Our idle handle is the one active handle left then. */
+** would never end. Once they had ABANDON_NS to finish, drop them, as
+** shutdown drops whatever is queued, so the process can exit. Our idle
+** handle is the one active handle left then. */
 static void abandon(hm_ctx *ctx) {
   size_t i;
-  if (ctx->loop->active_handles > 1 || ctx->loop->active_reqs.count > 0)
+  if (ctx->loop->active_handles > 1 || ctx->loop->active_reqs.count > 0 ||
+      uv_hrtime() - ctx->preempt_at < ABANDON_NS)
     return;
   for (i = 0; i < ctx->rcount; i++)
     if (!ctx->ready[(ctx->rhead + i) % ctx->rcap].preempted) return;

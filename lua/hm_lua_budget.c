@@ -530,6 +530,7 @@ void *hm_lua_interrupt_handle(lua_State *L) { return hm_ctx_get(L); }
 void hm_lua_interrupt(void *handle) {
   hm_ctx *ctx = handle;
   lua_State *co = ctx->cur_co;
+  if (!ctx->preempt) ctx->preempt_at = uv_hrtime(); /* clock_gettime */
   ctx->preempt = 1;
   ctx->interrupt = 1;
   /* As lua.c's laction does: lua_sethook is safe in a signal handler. */

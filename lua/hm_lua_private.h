@@ -69,6 +69,7 @@ typedef struct hm_ctx {
   /* Written from a signal handler (hm_lua_interrupt). */
   volatile sig_atomic_t interrupt; /* yield the running coroutine now */
   volatile sig_atomic_t preempt;   /* from now on, yield every time slice */
+  volatile uint64_t preempt_at;    /* uv_hrtime of the first interrupt */
 } hm_ctx;
 
 /* A coroutine parked on a timer (core.sleep). */

@@ -322,6 +322,24 @@ Hemera.spawn(function() spinning(); while true do end end)
     assert.truthy(out:find("abandoned 1 coroutine", 1, true), out)
   end)
 
+  it("lets a coroutine that is busy for a while finish after SIGTERM", function()
+    local status, out = run_spinner([[
+local Hemera = require "hemera"
+local hrtime = require("hemera.core").hrtime
+Hemera.spawn(function()
+  spinning()
+  -- Busy for 1 s from here (the signal comes right away), less than the
+  -- 2 s a preempted coroutine has to finish.
+  local t = hrtime()
+  while hrtime() - t < 1000 do end
+  print("finished")
+end)
+]], function(pid) os.execute("kill -TERM " .. pid) end)
+    assert.equal(0, status, out)
+    assert.truthy(out:find("finished", 1, true), out)
+    assert.falsy(out:find("abandoned", 1, true), out)
+  end)
+
   it("closes gracefully on SIGTERM while a handler spins: the instance closes, the process exits", function()
     local topic = h.topic("spin")
     local status, out = run_spinner(([[
