@@ -61,8 +61,10 @@ struct hm_sub {
   int released; /* the owner called hm_sub_unsubscribe */
   int ended;    /* cnats closed it (auto-unsubscribe, connection closed) */
   int is_mux;
-  /* Drain (hm_sub_drain): D_FLUSH while the round trip is out (drain_id),
-  ** D_FLUSHED once it is back, D_OVER once `done` ran or was abandoned. */
+  /* Drain (hm_sub_drain): D_QUEUED once the UNSUB is out and the round
+  ** trip not yet started, D_FLUSH while it is out (drain_id: one round
+  ** trip serves every drain queued in the same loop iteration), D_FLUSHED
+  ** once it is back, D_OVER once `done` ran or was abandoned. */
   int drain;
   uint64_t drain_id;
   hm_status drain_st;
@@ -71,7 +73,7 @@ struct hm_sub {
   hm_sub_t *prev, *next;
 };
 
-enum { D_NONE = 0, D_FLUSH, D_FLUSHED, D_OVER };
+enum { D_NONE = 0, D_QUEUED, D_FLUSH, D_FLUSHED, D_OVER };
 
 typedef struct req {
   uint64_t id;
@@ -118,6 +120,14 @@ struct hm_conn {
   int credits_used;
   int starved;          /* a drain stopped for want of credits */
   int64_t max_pending_bytes; /* per subscription; -1: no limit */
+  /* Messages cnats had taken in at the last pass over the subscriptions
+  ** (see arrived). */
+  natsStatistics *nstats;
+  uint64_t in_seen;
+  /* Drains waiting for their shared round trip (D_QUEUED), and the longest
+  ** timeout among them. */
+  int drains_queued;
+  uint64_t drain_timeout_ms;
 
   /* Request mux. */
   hm_sub_t *mux;
@@ -430,11 +440,18 @@ static void on_reply(hm_conn_t *c, natsMsg *msg) {
 ** Draining one subscription (hm_sub_drain)
 ** ===================================================================== */
 
+static hm_status start_request(hm_conn_t *c, const char *subject,
+                               const void *data, size_t len,
+                               uint64_t timeout_ms, int max_replies,
+                               hm_reply_cb cb, void *arg, uint64_t *id);
+
 /* Runs the drain's `done` once; no callback for the subscription follows. */
 static void drain_end(hm_sub_t *s, hm_status st) {
   hm_drained_cb cb = s->drain_cb;
   if (s->drain == D_NONE || s->drain == D_OVER) return;
-  if (s->drain == D_FLUSH) hm_conn_cancel(s->c, s->drain_id, NULL);
+  /* A round trip still out may serve other drains too: it is left to
+  ** complete, and finds this one over. */
+  if (s->drain == D_QUEUED) s->c->drains_queued--;
   s->drain = D_OVER;
   s->stopped = 1;
   s->drain_cb = NULL;
@@ -463,20 +480,55 @@ static void drain_check(hm_sub_t *s) {
 
 static void on_drain_flush(hm_conn_t *c, uint64_t id, hm_status st,
                            natsMsg *m, int done, void *arg) {
-  hm_sub_t *s = arg;
+  hm_sub_t *s;
+  (void)arg;
   if (m) natsMsg_Destroy(m);
-  if (s->drain != D_FLUSH || s->drain_id != id) return;
-  s->drain_id = 0;
-  if (st == HM_CLOSED) {
-    s->drain = D_FLUSHED; /* nothing to cancel any more */
-    drain_end(s, HM_CLOSED);
-    return;
+  c->draining++; /* a `done` that unsubscribes frees after the loop */
+  for (s = c->subs; s != NULL; s = s->next) {
+    if (s->released || s->drain != D_FLUSH || s->drain_id != id) continue;
+    s->drain_id = 0;
+    if (st == HM_CLOSED) {
+      s->drain = D_FLUSHED; /* nothing to cancel any more */
+      drain_end(s, HM_CLOSED);
+      continue;
+    }
+    /* HM_OK: everything sent before the UNSUB is in cnats' queue. On a
+    ** timeout, what has arrived is still delivered before `done`. */
+    s->drain = D_FLUSHED;
+    s->drain_st = st;
+    drain_check(s);
   }
-  /* HM_OK: everything sent before the UNSUB is in cnats' queue. On a
-  ** timeout, what has arrived is still delivered before `done`. */
-  s->drain = D_FLUSHED;
-  s->drain_st = st;
-  drain_check(s);
+  if (--c->draining == 0) sweep(c);
+}
+
+/* One round trip for every drain queued since the last: started from the
+** loop after the UNSUBs of this iteration, so it follows all of them. A
+** close that drains 10,000 topics then costs a few round trips, not
+** 10,000 (each reply is a message, and each message a pass over every
+** subscription). */
+static void start_drains(hm_conn_t *c) {
+  hm_sub_t *s;
+  uint64_t id = 0;
+  hm_status st;
+  if (c->drains_queued == 0) return;
+  st = start_request(c, NULL, "", 0, c->drain_timeout_ms, 1, on_drain_flush,
+                     NULL, &id);
+  c->drains_queued = 0;
+  c->drain_timeout_ms = 0;
+  c->draining++;
+  for (s = c->subs; s != NULL; s = s->next) {
+    if (s->released || s->drain != D_QUEUED) continue;
+    if (st == HM_OK) {
+      s->drain = D_FLUSH;
+      s->drain_id = id;
+    } else {
+      /* The UNSUB is out, the confirmation cannot come: the owner can
+      ** only unsubscribe now. */
+      s->drain = D_FLUSH;
+      drain_end(s, HM_CLOSED);
+    }
+  }
+  if (--c->draining == 0) sweep(c);
 }
 
 /* }==================================================================== */
@@ -550,13 +602,30 @@ static void poll_closed(uv_handle_t *h) {
   try_finish(c);
 }
 
+/* Whether cnats took in a message since the last pass. A pass asks every
+** subscription for its messages, so with 10,000 topics each read would
+** cost 10,000 lock round trips even when it only carried PONGs (a close
+** that drains them all reads thousands of those). Asking the connection
+** for its count costs one lock. */
+static int arrived(hm_conn_t *c) {
+  uint64_t in = 0;
+  if (c->nstats == NULL && natsStatistics_Create(&c->nstats) != NATS_OK)
+    c->nstats = NULL;
+  if (c->nstats == NULL || natsConnection_GetStats(c->nc, c->nstats) != NATS_OK ||
+      natsStatistics_GetCounts(c->nstats, &in, NULL, NULL, NULL, NULL) != NATS_OK)
+    return 1; /* cannot tell: look */
+  if (in == c->in_seen) return 0;
+  c->in_seen = in;
+  return 1;
+}
+
 static void on_poll(uv_poll_t *h, int status, int events) {
   hm_conn_t *c = h->data;
   if (h != c->poll) return; /* an old handle still closing */
   /* On error let cnats read: it notices the broken socket and reconnects. */
   if (status < 0 || (events & UV_READABLE)) {
     natsConnection_ProcessReadEvent(c->nc);
-    drain_subs(c);
+    if (status < 0 || arrived(c)) drain_subs(c);
   }
   if (status == 0 && (events & UV_WRITABLE) && h == c->poll)
     natsConnection_ProcessWriteEvent(c->nc);
@@ -725,6 +794,7 @@ static void on_wake(uv_async_t *h) {
   if (more) uv_async_send(&c->wake);
   uv_mutex_unlock(&c->qlock);
   for (i = 0; i < n; i++) dispatch(c, &batch[i]);
+  if (c->drains_queued && !c->closing) start_drains(c);
 }
 
 /* }==================================================================== */
@@ -749,6 +819,7 @@ static void free_conn(hm_conn_t *c) {
   drain_end_all(c);
   while (c->subs != NULL) sub_unlink_free(c->subs);
   natsConnection_Destroy(c->nc);
+  if (c->nstats) natsStatistics_Destroy(c->nstats);
   uv_mutex_destroy(&c->qlock);
   free(c->ring);
   free(c->table);
@@ -779,10 +850,6 @@ static void try_finish(hm_conn_t *c) {
   uv_close((uv_handle_t *)&c->timer, on_handle_closed);
 }
 
-static hm_status start_request(hm_conn_t *c, const char *subject,
-                               const void *data, size_t len,
-                               uint64_t timeout_ms, int max_replies,
-                               hm_reply_cb cb, void *arg, uint64_t *id);
 
 static void close_now(hm_conn_t *c) {
   /* `closed` arrives through the queue and finishes the teardown. */
@@ -1045,8 +1112,6 @@ uint64_t hm_sub_delivered(const hm_sub_t *s) { return s->delivered; }
 hm_status hm_sub_drain(hm_sub_t *s, uint64_t timeout_ms, hm_drained_cb done,
                        void *arg) {
   hm_conn_t *c = s->c;
-  hm_status st;
-  uint64_t id;
   if (s->released || s->is_mux) return HM_INVAL;
   if (s->drain != D_NONE) return HM_BUSY;
   if (c->closing || c->nats_closed) return HM_CLOSED;
@@ -1068,24 +1133,20 @@ hm_status hm_sub_drain(hm_sub_t *s, uint64_t timeout_ms, hm_drained_cb done,
   }
   /* Our own round trip, on the loop: the server handles a connection's
   ** protocol in order, so when it returns, everything it sent this
-  ** subscription before the UNSUB has been read. */
-  st = start_request(c, NULL, "", 0, timeout_ms ? timeout_ms : DRAIN_FLUSH_MS,
-                     1, on_drain_flush, s, &id);
-  if (st != HM_OK) {
-    /* The UNSUB is out: the caller can only unsubscribe now. */
-    s->drain = D_OVER;
-    return st;
-  }
-  s->drain = D_FLUSH;
-  s->drain_id = id;
+  ** subscription before the UNSUB has been read. It starts from the loop
+  ** (on_wake), shared with the other drains of this iteration. */
+  s->drain = D_QUEUED;
   s->drain_st = HM_OK;
   s->drain_cb = done;
   s->drain_arg = arg;
+  if (!timeout_ms) timeout_ms = DRAIN_FLUSH_MS;
+  if (timeout_ms > c->drain_timeout_ms) c->drain_timeout_ms = timeout_ms;
+  if (c->drains_queued++ == 0) uv_async_send(&c->wake);
   return HM_OK;
 }
 
 int hm_sub_draining(const hm_sub_t *s) {
-  return s->drain == D_FLUSH || s->drain == D_FLUSHED;
+  return s->drain == D_QUEUED || s->drain == D_FLUSH || s->drain == D_FLUSHED;
 }
 
 void hm_conn_set_credits(hm_conn_t *c, int max) {
