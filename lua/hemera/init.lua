@@ -177,7 +177,9 @@ local function subscribe(scope, t)
     return server.serve(owner, t, subject, reply, data)
   end)
   if not sub then
-    hemera_error(("Could not subscribe to topic '%s': %s"):format(t.topic, tostring(err)), { topic = t.topic }, 3)
+    -- The core's message names the topic, escaped and cut: a raw topic
+    -- here could carry CR/LF or 10 KB into the caller's logs.
+    hemera_error("Could not subscribe: " .. tostring(err), { topic = t.topic }, 3)
   end
   t.sub = sub
 end
@@ -229,6 +231,16 @@ function Hemera:add(p, handler)
   end
   if handler ~= nil and type(handler) ~= "function" then
     hemera_error("Action handler must be a function, got " .. type(handler), nil, 2)
+  end
+  -- Checked now, not when ready() subscribes: the error then points at
+  -- this add. (The core checks every name again before it reaches NATS.)
+  local sok, serr = core.subject_check(p.topic, "subscribe", "topic")
+  if not sok then hemera_error(serr, { topic = p.topic }, 2) end
+  local q = p["queue$"]
+  if q ~= nil then
+    if type(q) ~= "string" then hemera_error("queue$ must be a string, got " .. type(q), { topic = p.topic }, 2) end
+    sok, serr = core.subject_check(q, "queue", "queue$")
+    if not sok then hemera_error(serr, { topic = p.topic }, 2) end
   end
   local transport = {
     topic = p.topic,
@@ -707,27 +719,58 @@ function Hemera:close(fn)
     open_instances[root] = nil
     for _, f in ipairs(i.close_waiters) do spawn(f, first) end
   end
-  -- Stop taking requests; the topics leave with their subscriptions.
-  root:removeAll()
   if not i.conn then
+    root:removeAll()
     spawn(finish)
     return
   end
-  local done = false
-  local function shut()
-    if done then return end
-    done = true
-    i.on_drained = nil
-    i.conn:close(finish)
+  local limit = i.config.closeTimeout
+  local started = core.hrtime()
+  -- Stop taking requests without losing those NATS already sent here: each
+  -- subscription drains (the server stops sending now, and every message
+  -- it sent before is still served), and only then do the topics and their
+  -- patterns go, so that no request of a rolling restart waits for nothing
+  -- or meets PatternNotFound.
+  -- cnats gives each draining subscription a short-lived thread: waves of
+  -- a few hundred (the next when the last is over, so that each wave
+  -- shares one round trip) keep 10,000 topics from starting 10,000
+  -- threads at once.
+  local subs, n = {}, 0
+  for _, t in pairs(i.topics) do
+    if t.sub then n = n + 1; subs[n] = t.sub end
   end
-  if i.inflight == 0 then return shut() end
-  local drained = core.future()
-  i.on_drained = function() drained:set(true) end
-  spawn(function()
-    if not drained:wait(i.config.closeTimeout) and not done then
-      root.log:warn("Closing with handlers still running", { running = i.inflight })
+  local left, next_sub, drained = 0, 1, core.future()
+  local one_done
+  local function start_more()
+    if left > 0 then return end
+    while left < 256 and next_sub <= n do
+      local sub = subs[next_sub]
+      subs[next_sub] = nil
+      next_sub = next_sub + 1
+      if sub:active() and sub:drain(one_done, limit) then left = left + 1 end
     end
-    shut()
+    if left == 0 then drained:set(true) end
+  end
+  one_done = function()
+    left = left - 1
+    start_more()
+  end
+  start_more()
+  spawn(function()
+    if not drained:wait(limit) then
+      root.log:warn("Closing before every subscription has drained", { draining = left })
+    end
+    root:removeAll()
+    if i.inflight > 0 then
+      local idle = core.future()
+      i.on_drained = function() idle:set(true) end
+      local rest = limit - math.floor(core.hrtime() - started)
+      if not idle:wait(rest > 1 and rest or 1) then
+        root.log:warn("Closing with handlers still running", { running = i.inflight })
+      end
+      i.on_drained = nil
+    end
+    i.conn:close(finish)
   end)
 end
 
