@@ -49,6 +49,9 @@ local SCHEMA = {
   nats = { types = { "table" }, default = {} },
   closeTimeout = { types = { "integer" }, default = 2000, check = function(v) return v < 0 and "must be >= 0" end },
   maxConcurrency = { types = { "integer" }, default = 1000, check = function(v) return v < 1 and "must be >= 1" end },
+  -- CPU ms one request may use in this instance (hooks, handler); 0: no
+  -- limit. Below the default act timeout, so the caller hears why.
+  handlerBudget = { types = { "integer" }, default = 1000, check = function(v) return v < 0 and "must be >= 0 (0: no budget)" end },
 }
 
 local function type_of(v)

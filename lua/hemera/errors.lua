@@ -82,6 +82,7 @@ M.ResponseError = M.class("ResponseError", M.HemeraError)
 M.PatternNotFound = M.class("PatternNotFound", M.HemeraError)
 M.MaxRecursionError = M.class("MaxRecursionError", M.HemeraError)
 M.ProcessLoadError = M.class("ProcessLoadError", M.HemeraError)
+M.HandlerBudgetError = M.class("HandlerBudgetError", M.HemeraError)
 
 function M.is_error(v)
   local mt = type(v) == "table" and getmetatable(v)

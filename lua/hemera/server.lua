@@ -4,6 +4,7 @@
 
 local core = require "hemera.core"
 local errors = require "hemera.errors"
+local pattern = require "hemera.pattern"
 local Reply = require "hemera.reply"
 local util = require "hemera.util"
 local wire = require "hemera.wire"
@@ -11,6 +12,8 @@ local wire = require "hemera.wire"
 local M = {}
 
 local obj, call, run_hooks, run_all = util.obj, util.call, util.run_hooks, util.run_all
+local budget_call, traceback = core.budget_call, debug.traceback
+local over_budget
 
 -- A validator per (action, compiler), compiled on first use.
 local function validator(def, compiler, slot)
@@ -164,6 +167,7 @@ local function process(owner, t, ctx, reply, data)
   if t.last then owner:_cleanTopic(t.topic) end
   if not def and owner._notFoundPattern then def = i.router:lookup(owner._notFoundPattern) end
   ctx.matchedAction = def
+  reply._def = def -- for a budget error, whatever the handler does to ctx
   if i.config.traceLog then
     ctx.log = ctx.log:child { tag = i.config.tag, requestId = ctx.request.id, traceId = ctx.trace.traceId,
                               spanId = ctx.trace.spanId, parentSpanId = ctx.trace.parentSpanId }
@@ -242,6 +246,27 @@ local function internal_error(owner, ctx, reply, err)
   end
 end
 
+-- The request used up its CPU budget (core.budget_call stopped it where it
+-- was, hooks and handler alike). The caller gets a HandlerBudgetError
+-- naming the pattern; sending it runs the error hooks under a budget of
+-- their own, and the reply of last resort goes out if that fails too.
+over_budget = function(owner, ctx, reply, b, budget)
+  local def = reply._def
+  local method = def and pattern.method(def.pattern) or "(no pattern matched yet)"
+  local used = type(b) == "table" and b.used or budget
+  local e = errors.HandlerBudgetError(("Handler exceeded its CPU budget of %d ms: %s"):format(budget, method),
+                                      { pattern = method, budget = budget, used = used })
+  owner.log:error("Handler over its CPU budget", { error = e })
+  if not reply.sent then
+    local sok, serr = budget_call(budget, reply.send, reply, nil, e)
+    if not sok then owner.log:error("Handler over its CPU budget: the error reply failed", { error = serr }) end
+  end
+  local i, to = owner._i, ctx.replyTo
+  if to and not reply._published and i.conn and not i.conn:is_closed() then
+    i.conn:publish(to, wire.last_resort(reply._rid, reply._rtype, e.name, e.message))
+  end
+end
+
 -- One message of topic t, owned by scope `owner`.
 function M.serve(owner, t, subject, reply_to, data)
   local i = owner._i
@@ -256,8 +281,13 @@ function M.serve(owner, t, subject, reply_to, data)
                              auth = {}, log = owner.log }, util.inherit(owner))
   local reply = Reply.new(deliver, owner, ctx, owner.log)
   ctx.reply = reply
-  local ok, err = xpcall(process, debug.traceback, owner, t, ctx, reply, data)
-  if not ok then internal_error(owner, ctx, reply, err) end
+  local budget = i.config.handlerBudget
+  local bok, ok, err = budget_call(budget, xpcall, process, traceback, owner, t, ctx, reply, data)
+  if not bok then
+    over_budget(owner, ctx, reply, ok, budget)
+  elseif not ok then
+    internal_error(owner, ctx, reply, err)
+  end
   if t.last and i.topics[t.topic] == t then owner:_cleanTopic(t.topic) end
   i.inflight = i.inflight - 1
   -- Its delivery credit goes back (maxConcurrency): waiting messages may

@@ -31,7 +31,8 @@ local DEFAULTS = {
 }
 
 -- Options of this port beyond Hemera's (docs/api.md).
-local OURS = { servers = true, nats = true, closeTimeout = true, maxConcurrency = true, logger = true }
+local OURS = { servers = true, nats = true, closeTimeout = true, maxConcurrency = true, logger = true,
+               handlerBudget = true }
 
 local function new_raises(opts)
   local ok, err = pcall(Hemera.new, opts)
@@ -53,6 +54,7 @@ describe("Hemera default config", function()
       end
       assert.equal(2000, cfg.closeTimeout)
       assert.equal(1000, cfg.maxConcurrency)
+      assert.equal(1000, cfg.handlerBudget)
       assert.same({}, cfg.nats)
       assert.equal("integer", math.type(cfg.timeout))
     end)
