@@ -344,7 +344,7 @@ end)
     local topic = h.topic("spin")
     local status, out = run_spinner(([[
 local Hemera = require "hemera"
-local hemera = Hemera.new { closeTimeout = 200 }
+local hemera = Hemera.new { closeTimeout = 200, handlerBudget = 0 } -- no budget: it spins
 hemera:ext("onClose", function() print("onClose ran") end)
 hemera:add({ topic = %q }, function() spinning(); while true do end end)
 hemera:ready(function()
