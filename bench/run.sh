@@ -21,7 +21,8 @@
 # every configuration alike. Then: start-up time of the Lua and the Node
 # service to their first answered request (bench_transport startup), their
 # idle and peak RSS, their clean exit; the router against bloomrun; and
-# the cost of the security guards (topic churn).
+# the cost of the security guards (topic churn, the handler budget's
+# instructions per request, the jsonschema pattern checks).
 #
 # Environment:
 #   BENCH_SECONDS  measured seconds per client, service and level (default
@@ -32,6 +33,7 @@
 #   BENCH_STARTUPS start-up measurements per service (default 5)
 #   BENCH_ROUTER   0 skips the router benchmark
 #   BENCH_NODE     0 skips everything Node
+#   BENCH_BUDGET   0 skips the handler budget's cost (callgrind, ~1 min)
 #   BENCH_KEEP     1 keeps the work directory (raw outputs) and prints it
 # Node parts need node and npm; tools/bench-setup.sh installs nats-hemera
 # 7.0.2, nats 1.2.6 and bloomrun 4.1.1 into <build-dir>/bench-node from
@@ -274,6 +276,13 @@ fi
 note "topic churn: 10,000 topics added, removed, and closed"
 "$hemera" bench/topics.lua 10000 2>"$work/topics.err" | grep '^topics ' >>"$results" \
   || note "topics failed: $(tail -3 "$work/topics.err")"
+if [ "${BENCH_BUDGET:-1}" != 0 ] && command -v valgrind >/dev/null; then
+  note "handler budget: instructions per request with and without it (callgrind)"
+  bench/budget_cost.sh "$build" 1000 >"$work/budget.out" 2>&1 || note "budget_cost failed: $(tail -3 "$work/budget.out")"
+  # The request-sized handler, budget on (the default mode).
+  awk '/^work handler/ { w = 1 } w && /budget \(default\)/ {
+         print "budget", $(NF-3), $(NF-2), $NF; exit }' "$work/budget.out" | tr -d '%+' >>"$results"
+fi
 # }
 
 # The report is plain Lua: any Lua 5.4 runs it (the hemera interpreter too).
