@@ -33,4 +33,18 @@ void hm_lua_shutdown(lua_State *L);
 ** at process exit, after every state that opened the module is closed. */
 void hm_lua_library_close(void);
 
+/* For a host's shutdown signal while Lua may be spinning (the loop then
+** never runs its signal callbacks). hm_lua_interrupt_handle, on the loop
+** thread once the module is open, returns this state's handle (owned by
+** the state: valid until hm_lua_shutdown). hm_lua_interrupt(handle) is
+** async-signal-safe and must run on the loop thread, i.e. in a signal
+** handler that interrupted it: the coroutine running now yields to the
+** loop at its next hook point, and from then on every coroutine yields
+** after each 10 ms slice and is dropped 2 s later if still running, so
+** the loop keeps running and a graceful close can finish. The host still
+** starts the close itself (the interpreter wakes the loop with
+** uv_async_send, which is async-signal-safe, and calls Hemera.closeAll). */
+void *hm_lua_interrupt_handle(lua_State *L);
+void hm_lua_interrupt(void *handle);
+
 #endif

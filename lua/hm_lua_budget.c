@@ -64,6 +64,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "hm_lua.h"
 #include "hm_lua_private.h"
 
 /* Instructions between two clock reads once the hook runs: ~0.1 ms of

@@ -158,15 +158,6 @@ void hm_budget_begin(hm_ctx *ctx, lua_State *co);
 void hm_budget_end(hm_ctx *ctx);
 /* hm_lua_shutdown: the watchdog forgets this state. */
 void hm_budget_close(hm_ctx *ctx);
-/* Embedding API for signal handlers; belongs in hm_lua.h (main.c repeats
-** these two prototypes until it is there). hm_lua_interrupt_handle runs on
-** the loop thread once the module is open and returns the state's handle;
-** hm_lua_interrupt(handle) is async-signal-safe and must run on the loop
-** thread (in a signal handler that interrupted it): the coroutine running
-** now yields to the loop at its next hook point, and from then on every
-** coroutine yields after each time slice, so the loop keeps running. */
-void *hm_lua_interrupt_handle(lua_State *L);
-void hm_lua_interrupt(void *handle);
 /* }======== */
 
 #endif

@@ -41,11 +41,6 @@
 #define HM_INSTALL_LUA_DIR "/usr/local/share/lua/5.4"
 #endif
 
-/* From hm_lua_budget.c. They belong in hm_lua.h, which is not ours to
-** edit right now: see the prototypes' docs in hm_lua_private.h. */
-void *hm_lua_interrupt_handle(lua_State *L);
-void hm_lua_interrupt(void *handle);
-
 static const char *progname = "hemera";
 /* The signal handler reads these, hence volatile. */
 static volatile pid_t private_server = 0;
