@@ -13,7 +13,6 @@ local M = {}
 
 local obj, call, run_hooks, run_all = util.obj, util.call, util.run_hooks, util.run_all
 local budget_call, traceback = core.budget_call, debug.traceback
-local over_budget
 
 -- A validator per (action, compiler), compiled on first use.
 local function validator(def, compiler, slot)
@@ -225,46 +224,44 @@ local function process(owner, t, ctx, reply, data)
   end
 end
 
--- Hemera's own code failed serving a message (a hook or handler left
--- something that broke it). The caller must still hear back: through the
--- normal reply path if nothing was sent yet, else, or if that fails too,
--- with the reply of last resort. The traceback is logged here and goes
--- out only as the error's stack (errio.stack).
-local function internal_error(owner, ctx, reply, err)
-  owner.log:error("Internal error while serving a request", { error = err })
-  local text = tostring(err)
-  local first = text:match("^[^\n]*")
-  local e = errors.HemeraError("Internal error: " .. (first:match("^[^\n]-:%d+: (.*)$") or first),
-                               { stack = text })
+-- Answers a request that failed outside the normal reply path with error
+-- e: through that path if nothing was sent yet (its error hooks under a
+-- budget of their own), else, or if that fails too, with the reply of
+-- last resort. The caller always hears back.
+local function answer_anyway(owner, ctx, reply, e)
+  local i = owner._i
   if not reply.sent then
-    local sok, serr = pcall(reply.send, reply, nil, e)
-    if not sok then owner.log:error("Internal error while replying", { error = serr }) end
+    local sok, serr = budget_call(i.config.handlerBudget, reply.send, reply, nil, e)
+    if not sok then owner.log:error("The error reply failed", { error = serr, reply = e }) end
   end
-  local i, to = owner._i, ctx.replyTo
+  local to = ctx.replyTo
   if to and not reply._published and i.conn and not i.conn:is_closed() then
     i.conn:publish(to, wire.last_resort(reply._rid, reply._rtype, e.name, e.message))
   end
 end
 
--- The request used up its CPU budget (core.budget_call stopped it where it
--- was, hooks and handler alike). The caller gets a HandlerBudgetError
--- naming the pattern; sending it runs the error hooks under a budget of
--- their own, and the reply of last resort goes out if that fails too.
-over_budget = function(owner, ctx, reply, b, budget)
+-- Hemera's own code failed serving a message (a hook or handler left
+-- something that broke it). The traceback is logged here and goes out
+-- only as the error's stack (errio.stack).
+local function internal_error(owner, ctx, reply, err)
+  owner.log:error("Internal error while serving a request", { error = err })
+  local text = tostring(err)
+  local first = text:match("^[^\n]*")
+  answer_anyway(owner, ctx, reply, errors.HemeraError(
+    "Internal error: " .. (first:match("^[^\n]-:%d+: (.*)$") or first), { stack = text }))
+end
+
+-- The request used up its CPU budget: core.budget_call stopped it where it
+-- was, hooks and handler alike. The caller gets a HandlerBudgetError
+-- naming the pattern.
+local function over_budget(owner, ctx, reply, b, budget)
   local def = reply._def
   local method = def and pattern.method(def.pattern) or "(no pattern matched yet)"
   local used = type(b) == "table" and b.used or budget
   local e = errors.HandlerBudgetError(("Handler exceeded its CPU budget of %d ms: %s"):format(budget, method),
                                       { pattern = method, budget = budget, used = used })
   owner.log:error("Handler over its CPU budget", { error = e })
-  if not reply.sent then
-    local sok, serr = budget_call(budget, reply.send, reply, nil, e)
-    if not sok then owner.log:error("Handler over its CPU budget: the error reply failed", { error = serr }) end
-  end
-  local i, to = owner._i, ctx.replyTo
-  if to and not reply._published and i.conn and not i.conn:is_closed() then
-    i.conn:publish(to, wire.last_resort(reply._rid, reply._rtype, e.name, e.message))
-  end
+  answer_anyway(owner, ctx, reply, e)
 end
 
 -- One message of topic t, owned by scope `owner`.
