@@ -113,8 +113,9 @@ struct hm_conn {
   int polls_open; /* poll handles not yet closed */
   int attached;   /* between the first attach and detach */
 
-  hm_sub_t *subs; /* every subscription not yet freed */
+  hm_sub_t *subs; /* every subscription not yet freed; busy ones first */
   int draining;   /* inside drain_subs: frees wait */
+  int unswept;    /* released while draining, for sweep */
   int max_pending_msgs; /* per subscription, 0: cnats' default */
   int credits_max;      /* messages delivered and not yet done; 0: no limit */
   int credits_used;
@@ -394,6 +395,8 @@ static void try_finish(hm_conn_t *c);
 /* Frees the subscriptions released while a pass over them was running. */
 static void sweep(hm_conn_t *c) {
   hm_sub_t *s, *next;
+  if (c->unswept == 0) return;
+  c->unswept = 0;
   for (s = c->subs; s != NULL; s = next) {
     next = s->next;
     if (s->released) sub_unlink_free(s);
@@ -536,18 +539,30 @@ static void start_drains(hm_conn_t *c) {
 /* Takes every message cnats parsed for our subscriptions and hands each
 ** to its owner, on the loop thread. Subscriptions released meanwhile are
 ** freed at the end, not under our feet. */
-static void drain_sub(hm_conn_t *c, hm_sub_t *s) {
+/* Returns how many messages it took from cnats. */
+static int drain_sub(hm_conn_t *c, hm_sub_t *s) {
   natsMsg *m;
   natsStatus st = NATS_TIMEOUT;
-  while (!s->released) {
+  int queued = 0, taken = 0;
+  /* Take what the count says, no more: NextMsg on an empty subscription
+  ** fails with NATS_TIMEOUT, and cnats formats every failure into its
+  ** thread-local error stack (snprintf), which made each pass over
+  ** 10,000 idle subscriptions cost milliseconds. Nothing can be added
+  ** meanwhile (cnats parses on this thread); a nested pass from a
+  ** callback (hm_conn_done) can only take some away. */
+  if (natsSubscription_GetPending(s->ns, &queued, NULL) != NATS_OK)
+    queued = 1; /* let NextMsg say what happened to it */
+  while (queued > 0 && !s->released) {
     /* Out of delivery credits: what waits stays in cnats (within its
     ** pending limits) until hm_conn_done hands credits back. */
     if (!s->is_mux && c->credits_max > 0 && c->credits_used >= c->credits_max) {
       c->starved = 1;
-      return;
+      return taken;
     }
     st = natsSubscription_NextMsg(&m, s->ns, 0);
     if (st == NATS_OK) {
+      queued--;
+      taken++;
       if (s->is_mux) {
         /* Replies still count while closing: the final flush is one. */
         on_reply(c, m);
@@ -568,19 +583,40 @@ static void drain_sub(hm_conn_t *c, hm_sub_t *s) {
       break;
     }
   }
+  if (st == NATS_OK) st = NATS_TIMEOUT; /* the count is used up */
   /* Anything else than "nothing pending" means cnats closed it: auto-
   ** unsubscribe reached its count, or the connection closed. */
   if (!s->released && st != NATS_TIMEOUT) s->ended = 1;
+  return taken;
 }
 
 /* Takes every message cnats parsed for our subscriptions and hands each
 ** to its owner, on the loop thread. Subscriptions released meanwhile are
 ** freed at the end, not under our feet. */
-static void drain_subs(hm_conn_t *c) {
-  hm_sub_t *s;
+/* A pass over the subscriptions, taking what cnats holds for them. With
+** want >= 0 (a read that brought `want` messages) it stops once it has
+** taken that many: a subscription that got messages moves to the front,
+** so a service with thousands of idle topics finds its busy ones first
+** and a read costs what it carries, not the number of topics. With -1
+** (credits came back, or cannot tell) it visits every subscription. */
+static void drain_subs(hm_conn_t *c, int64_t want) {
+  hm_sub_t *s, *next;
+  int64_t taken = 0;
   c->draining++;
-  for (s = c->subs; s != NULL; s = s->next) {
-    if (!s->ended && !s->released) drain_sub(c, s);
+  for (s = c->subs; s != NULL && (want < 0 || taken < want); s = next) {
+    next = s->next;
+    if (!s->ended && !s->released) {
+      int n = drain_sub(c, s);
+      taken += n;
+      if (n > 0 && s != c->subs && !s->released) {
+        s->prev->next = s->next; /* s != head: prev is set */
+        if (s->next) s->next->prev = s->prev;
+        s->prev = NULL;
+        s->next = c->subs;
+        c->subs->prev = s;
+        c->subs = s;
+      }
+    }
     if (s->drain == D_FLUSHED && !s->released) drain_check(s);
   }
   if (--c->draining == 0) sweep(c);
@@ -602,21 +638,20 @@ static void poll_closed(uv_handle_t *h) {
   try_finish(c);
 }
 
-/* Whether cnats took in a message since the last pass. A pass asks every
-** subscription for its messages, so with 10,000 topics each read would
-** cost 10,000 lock round trips even when it only carried PONGs (a close
-** that drains them all reads thousands of those). Asking the connection
-** for its count costs one lock. */
-static int arrived(hm_conn_t *c) {
-  uint64_t in = 0;
+/* How many messages cnats took in since the last look, or -1 when it
+** cannot tell. A read that carried none (PONGs: a close that drains every
+** topic reads thousands) needs no pass at all, and one that carried some
+** needs only as much of a pass as finds them. One lock. */
+static int64_t arrived(hm_conn_t *c) {
+  uint64_t in = 0, n;
   if (c->nstats == NULL && natsStatistics_Create(&c->nstats) != NATS_OK)
     c->nstats = NULL;
   if (c->nstats == NULL || natsConnection_GetStats(c->nc, c->nstats) != NATS_OK ||
       natsStatistics_GetCounts(c->nstats, &in, NULL, NULL, NULL, NULL) != NATS_OK)
-    return 1; /* cannot tell: look */
-  if (in == c->in_seen) return 0;
+    return -1; /* cannot tell: look everywhere */
+  n = in - c->in_seen;
   c->in_seen = in;
-  return 1;
+  return n > INT64_MAX ? -1 : (int64_t)n;
 }
 
 static void on_poll(uv_poll_t *h, int status, int events) {
@@ -625,7 +660,12 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   /* On error let cnats read: it notices the broken socket and reconnects. */
   if (status < 0 || (events & UV_READABLE)) {
     natsConnection_ProcessReadEvent(c->nc);
-    if (status < 0 || arrived(c)) drain_subs(c);
+    int64_t n = status < 0 ? -1 : arrived(c);
+    /* Messages held back for want of credits are not new, and a pass that
+    ** counted them could stop short of a new one: until every hold is
+    ** over (hm_conn_done's full pass), passes are full. */
+    if (c->starved && n > 0) n = -1;
+    if (n != 0) drain_subs(c, n);
   }
   if (status == 0 && (events & UV_WRITABLE) && h == c->poll)
     natsConnection_ProcessWriteEvent(c->nc);
@@ -1102,6 +1142,7 @@ void hm_sub_unsubscribe(hm_sub_t *s) {
   /* Fails harmlessly when cnats already closed it. */
   if (!s->ended && !c->nats_closed) natsSubscription_Unsubscribe(s->ns);
   if (!c->draining) sub_unlink_free(s);
+  else c->unswept++;
 }
 
 uint64_t hm_sub_delivered(const hm_sub_t *s) { return s->delivered; }
@@ -1158,7 +1199,7 @@ void hm_conn_done(hm_conn_t *c) {
   /* Resume once half the credits are back, not one message at a time. */
   if (c->starved && c->credits_used <= c->credits_max / 2) {
     c->starved = 0;
-    if (!c->closing && !c->nats_closed) drain_subs(c);
+    if (!c->closing && !c->nats_closed) drain_subs(c, -1);
   }
 }
 
