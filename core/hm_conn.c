@@ -49,7 +49,42 @@ static uv_once_t glue_once = UV_ONCE_INIT;
 static uv_mutex_t dead_lock;
 static glue *dead_glues;
 
-static void glue_init_once(void) { uv_mutex_init(&dead_lock); }
+/* {====================================================================
+** Freeing messages
+**
+** natsMsg_Destroy hands each message the parser made to cnats' garbage
+** collector thread: a lock, and often a futex wake-up and a context switch,
+** per message on each side. natsMsg_free, which that thread ends up
+** calling, frees it at once (its headers, then the one block holding
+** subject, reply and data). libnats exports it but does not declare it,
+** so it is a weak reference, used only on the versions whose natsMsg_free
+** was read to do just that (3.4 to 3.14); anywhere else, or when the
+** symbol is missing, messages go the public way.
+** ===================================================================== */
+
+void natsMsg_free(void *msg) __attribute__((weak));
+
+static void (*msg_free)(void *);
+
+static void glue_init_once(void) {
+  int v = nats_GetVersionNumber();
+  uv_mutex_init(&dead_lock);
+  if (natsMsg_free != NULL && v >= 0x030400 && v < 0x030f00)
+    msg_free = natsMsg_free;
+}
+
+void hm_msg_destroy(natsMsg *m) {
+  if (m == NULL) return;
+  if (msg_free != NULL) msg_free(m);
+  else natsMsg_Destroy(m);
+}
+
+int hm_msg_freed_directly(void) {
+  uv_once(&glue_once, glue_init_once);
+  return msg_free != NULL;
+}
+
+/* }==================================================================== */
 
 struct hm_sub {
   hm_conn_t *c;
@@ -417,7 +452,7 @@ static void on_reply(hm_conn_t *c, natsMsg *msg) {
   }
   if (r == NULL) {
     c->stats.late_replies++;
-    natsMsg_Destroy(msg);
+    hm_msg_destroy(msg);
     return;
   }
   c->stats.replies_in++;
@@ -485,7 +520,7 @@ static void on_drain_flush(hm_conn_t *c, uint64_t id, hm_status st,
                            natsMsg *m, int done, void *arg) {
   hm_sub_t *s;
   (void)arg;
-  if (m) natsMsg_Destroy(m);
+  hm_msg_destroy(m);
   c->draining++; /* a `done` that unsubscribes frees after the loop */
   for (s = c->subs; s != NULL; s = s->next) {
     if (s->released || s->drain != D_FLUSH || s->drain_id != id) continue;
@@ -568,7 +603,7 @@ static int drain_sub(hm_conn_t *c, hm_sub_t *s) {
         on_reply(c, m);
       } else if (s->stopped) {
         c->stats.dropped++;
-        natsMsg_Destroy(m);
+        hm_msg_destroy(m);
       } else {
         s->delivered++;
         c->stats.msgs_in++;
@@ -899,7 +934,7 @@ static void close_now(hm_conn_t *c) {
 
 static void on_final_flush(hm_conn_t *c, uint64_t id, hm_status st,
                            natsMsg *m, int done, void *arg) {
-  if (m) natsMsg_Destroy(m);
+  hm_msg_destroy(m);
   if (!c->nats_closed) close_now(c);
 }
 
@@ -1240,7 +1275,7 @@ hm_status hm_conn_publish(hm_conn_t *c, const char *subject,
 
 static void on_mux_msg(hm_sub_t *s, natsMsg *msg, void *arg) {
   /* Unused: mux messages are routed in drain_subs(). */
-  natsMsg_Destroy(msg);
+  hm_msg_destroy(msg);
 }
 
 static hm_status ensure_mux(hm_conn_t *c) {

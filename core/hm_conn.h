@@ -20,7 +20,8 @@
 ** except hm_conn_connect, which runs cnats' connect handshake.
 **
 ** Ownership. Messages handed to hm_msg_cb / hm_reply_cb belong to the
-** callee, which must natsMsg_Destroy them. A hm_sub_t belongs to the caller
+** callee, which must hm_msg_destroy them (natsMsg_Destroy works too, more
+** slowly). A hm_sub_t belongs to the caller
 ** until hm_sub_unsubscribe, which frees it (or right after the current
 ** pass over the subscriptions, when called from a message callback);
 ** hm_sub_drain does not free it. A hm_conn_t belongs to the caller until
@@ -214,6 +215,13 @@ void hm_conn_get_stats(const hm_conn_t *c, hm_conn_stats *out);
 int64_t hm_conn_max_payload(const hm_conn_t *c);
 /* Text of the last error on this connection ("" if none). */
 const char *hm_conn_error(const hm_conn_t *c);
+
+/* Frees a message at once on the calling thread (any thread; NULL is
+** fine), where natsMsg_Destroy hands it to cnats' collector thread. */
+void hm_msg_destroy(natsMsg *m);
+/* Whether hm_msg_destroy frees directly on this libnats (1), or falls back
+** to natsMsg_Destroy (0). Valid once a connection was made. */
+int hm_msg_freed_directly(void);
 
 /* At process exit, after every connection is closed: stops the NATS
 ** client's threads (waiting for them) and frees what they could still

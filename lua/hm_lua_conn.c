@@ -107,7 +107,7 @@ static void on_msg(hm_sub_t *s, natsMsg *m, void *arg) {
     lua_pushlstring(co, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
     hm_sched_spawn_end(ctx, co, ref, 3);
   }
-  natsMsg_Destroy(m);
+  hm_msg_destroy(m);
 }
 
 static void on_reply(hm_conn_t *c, uint64_t id, hm_status st, natsMsg *m,
@@ -141,7 +141,7 @@ static void on_reply(hm_conn_t *c, uint64_t id, hm_status st, natsMsg *m,
       hm_sched_spawn_end(ctx, co, ref, 3);
     }
   }
-  if (m) natsMsg_Destroy(m);
+  hm_msg_destroy(m);
   if (done) {
     unref(ctx, &r->cb_ref);
     free(r);

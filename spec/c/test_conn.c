@@ -94,6 +94,23 @@ TEST(round_trip_and_clean_close) {
   ASSERT_EQ(uv_loop_close(&loop), 0);
 }
 
+/* On the libnats versions whose natsMsg_free was read (3.4 to 3.14),
+** messages are freed on the loop thread, not handed to cnats' collector
+** thread; elsewhere the public natsMsg_Destroy serves. */
+TEST(messages_freed_on_the_loop_thread_where_known) {
+  uv_loop_t loop;
+  hm_conn_t *c;
+  int v = nats_GetVersionNumber();
+  uv_loop_init(&loop);
+  c = connect_to(&loop);
+  ASSERT(c != NULL);
+  ASSERT_EQ(hm_msg_freed_directly(), v >= 0x030400 && v < 0x030f00);
+  hm_msg_destroy(NULL);
+  hm_conn_close(c, NULL, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  ASSERT_EQ(uv_loop_close(&loop), 0);
+}
+
 static int check_late_reply(void);
 
 TEST(timeout_completes_once_and_late_reply_is_counted) {
@@ -689,6 +706,7 @@ TEST(max_pending_bytes_out_of_range_is_refused) {
 
 int main(void) {
   RUN(round_trip_and_clean_close);
+  RUN(messages_freed_on_the_loop_thread_where_known);
   RUN(timeout_completes_once_and_late_reply_is_counted);
   RUN(many_concurrent_requests);
   RUN(multiple_replies_and_close_fails_pending);
