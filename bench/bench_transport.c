@@ -11,7 +11,11 @@
 ** a fixed time per level and prints the same line as every other client of
 ** bench/:
 **   inflight  128:     98000 req/s  p50     1200 us  p99     2400 us  errors 0
-** and, at the end, `client_hwm_kb <peak RSS>`.
+**     requests 294000  cpu_us 2900000  svc_cpu_us 2500000
+** (one line; requests: answered in the level; cpu_us: this process's CPU,
+** getrusage, over the level; svc_cpu_us: the service's utime + stime from
+** /proc/$BENCH_SVC_PID/stat over the level, -1 without it) and, at the end,
+** `client_hwm_kb <peak RSS>`.
 **
 ** Two transports, both cnats (the system libnats) on a libuv loop with
 ** SendAsap, so publishes are written at once instead of by cnats' flusher:
@@ -49,6 +53,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <nats/adapters/libuv.h>
 #include <nats/nats.h>
@@ -80,6 +86,38 @@ static long proc_status_kb(int pid, const char *field) {
     }
   fclose(f);
   return kb;
+}
+
+/* utime + stime of process `pid`, every thread, in microseconds, or -1:
+** fields 14 and 15 of /proc/<pid>/stat (clock ticks). They are counted from
+** the last ')', since the command name before it may hold spaces. */
+static double proc_cpu_us(int pid) {
+  char path[64], buf[1024], *p;
+  unsigned long long ut, st;
+  size_t n;
+  FILE *f;
+  if (pid <= 0) return -1;
+  snprintf(path, sizeof path, "/proc/%d/stat", pid);
+  f = fopen(path, "r");
+  if (f == NULL) return -1;
+  n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  p = strrchr(buf, ')');
+  /* After ")": the state (field 3), fields 4 to 13, then utime, stime. */
+  if (p == NULL ||
+      sscanf(p + 1, " %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %llu %llu",
+             &ut, &st) != 2)
+    return -1;
+  return (double)(ut + st) * 1e6 / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* This process's CPU (user + system, every thread) in microseconds. */
+static double self_cpu_us(void) {
+  struct rusage ru;
+  if (getrusage(RUSAGE_SELF, &ru) != 0) return -1;
+  return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e6 +
+         (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
 }
 
 /* A Hemera v7 request envelope as nats-hemera (and our Lua client) sends it
@@ -311,6 +349,8 @@ static struct {
   uint64_t *lat;               /* latencies, ns */
   size_t nlat, caplat;
   uint64_t t_start, stop_at;
+  int svc_pid;                 /* $BENCH_SVC_PID, for its CPU per level */
+  double cpu0, svc0;           /* CPU at the level's start, us */
   atomic_int active;           /* workers still running */
   atomic_uint_fast64_t done, errors;
   uv_async_t level_done;
@@ -403,13 +443,17 @@ static void finish_client(void);
 
 static void on_level_done(uv_async_t *h) {
   uint64_t t_end = uv_hrtime();
+  double cpu = self_cpu_us() - C.cpu0, svc = proc_cpu_us(C.svc_pid);
   uv_timer_stop(&C.watchdog);
   if (C.li >= 0) {
     double elapsed = (double)(t_end - C.t_start) / 1e9;
     qsort(C.lat, C.nlat, sizeof *C.lat, cmp_u64);
-    printf("inflight %4d: %9.0f req/s  p50 %7.0f us  p99 %7.0f us  errors %llu\n",
+    printf("inflight %4d: %9.0f req/s  p50 %7.0f us  p99 %7.0f us  errors %llu"
+           "  requests %llu  cpu_us %.0f  svc_cpu_us %.0f\n",
            C.inflight, (double)atomic_load(&C.done) / elapsed, pct_us(0.50),
-           pct_us(0.99), (unsigned long long)atomic_load(&C.errors));
+           pct_us(0.99), (unsigned long long)atomic_load(&C.errors),
+           (unsigned long long)atomic_load(&C.done), cpu,
+           svc >= 0 && C.svc0 >= 0 ? svc - C.svc0 : -1.0);
     fflush(stdout);
   }
   C.li++;
@@ -430,6 +474,9 @@ static void start_level(void) {
   double secs = C.li < 0 ? C.warmup : C.seconds;
   C.inflight = n;
   C.nlat = 0;
+  /* CPU is read around each level alone, the warm-up being a level too. */
+  C.cpu0 = self_cpu_us();
+  C.svc0 = proc_cpu_us(C.svc_pid);
   atomic_store(&C.done, 0);
   atomic_store(&C.errors, 0);
   atomic_store(&C.active, n);
@@ -478,6 +525,7 @@ static int run_client(int argc, char **argv) {
   /* Sized once: a late reply from a level ended by the watchdog must not
   ** find it freed. */
   C.sent = calloc((size_t)most, sizeof *C.sent);
+  C.svc_pid = getenv("BENCH_SVC_PID") ? atoi(getenv("BENCH_SVC_PID")) : 0;
   C.plen = hemera_envelope(C.payload, sizeof C.payload, "bench", "add", 1,
                            2);
   C.loop = uv_default_loop();

@@ -11,6 +11,10 @@
 #   Node -> Lua           bench/node/hemera-client.js -> the same Lua service
 #   Node -> Node          bench/node/hemera-client.js -> bench/node/hemera-service.js
 #   Lua -> Node           hemera bench/rps.lua client -> the same Node service
+#   Lua -> Lua (hooks)    hemera bench/rps.lua client -> rps.lua serve ... hooks
+#                         (an onRequest and a preHandler hook, validation.schema)
+#   Lua -> Lua (idle)     hemera bench/rps.lua client -> rps.lua serve ... idle=5000
+#                         (5,000 other topics subscribed; 1 in flight only)
 #   raw cnats (C)         bench_transport client cnats -> bench_transport echo cnats
 #                         (cnats' own libuv adapter, SendAsap)
 #   raw hm_conn (C)       bench_transport client hm -> bench_transport echo hm
@@ -18,11 +22,14 @@
 #   raw nats.js           bench/node/nats-client.js -> bench/node/nats-echo.js
 # each at 1, 16 and 128 requests in flight; the services stay up for the
 # whole run and the client runs are interleaved in rounds, so drift hits
-# every configuration alike. Then: start-up time of the Lua and the Node
-# service to their first answered request (bench_transport startup), their
-# idle and peak RSS, their clean exit; the router against bloomrun; and
-# the cost of the security guards (topic churn, the handler budget's
-# instructions per request, the jsonschema pattern checks).
+# every configuration alike. Every client also reports, per level, its own
+# CPU and its service's (/proc/<pid>/stat, the pid in $BENCH_SVC_PID) over
+# that level alone, for CPU per request on each side. Then: start-up time
+# of the Lua and the Node service to their first answered request
+# (bench_transport startup), their idle and peak RSS, their clean exit;
+# the router against bloomrun; and the cost of the security guards (topic
+# churn, the handler budget's instructions per request, the jsonschema
+# pattern checks).
 #
 # Environment:
 #   BENCH_SECONDS  measured seconds per client, service and level (default
@@ -34,6 +41,7 @@
 #   BENCH_ROUTER   0 skips the router benchmark
 #   BENCH_NODE     0 skips everything Node
 #   BENCH_BUDGET   0 skips the handler budget's cost (callgrind, ~1 min)
+#   BENCH_IDLE_TOPICS  idle topics of the "idle" Lua service (default 5000)
 #   BENCH_KEEP     1 keeps the work directory (raw outputs) and prints it
 # Node parts need node and npm; tools/bench-setup.sh installs nats-hemera
 # 7.0.2, nats 1.2.6 and bloomrun 4.1.1 into <build-dir>/bench-node from
@@ -55,6 +63,10 @@ ROUNDS=${BENCH_ROUNDS:-3}
 WARMUP=${BENCH_WARMUP:-0.3}
 LEVELS=${BENCH_LEVELS:-1 16 128}
 STARTUPS=${BENCH_STARTUPS:-5}
+IDLE_TOPICS=${BENCH_IDLE_TOPICS:-5000}
+# The clients turn the services' /proc/<pid>/stat ticks into microseconds.
+BENCH_CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+export BENCH_CLK_TCK
 slice=$(awk -v s="$SECONDS_TOTAL" -v r="$ROUNDS" 'BEGIN { printf "%.3f", s / r }')
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/hemera-bench.XXXXXX")
@@ -105,6 +117,7 @@ put "meta rounds $ROUNDS"
 put "meta slice $slice"
 put "meta warmup $WARMUP"
 put "meta levels $LEVELS"
+put "meta idle_topics $IDLE_TOPICS"
 put "meta nats $(nats-server --version 2>/dev/null | head -1)"
 put "meta node $([ $node_ok = 1 ] && node --version || echo none)"
 put "meta cpus $(nproc 2>/dev/null || echo ?)"
@@ -134,9 +147,11 @@ start_service() {
   return 1
 }
 
-services=(lua cecho hecho)
+services=(lua lua_hooks lua_idle cecho hecho)
 [ $node_ok = 1 ] && services+=(node jsecho)
 start_service lua "$hemera" bench/rps.lua serve bench_lua
+start_service lua_hooks "$hemera" bench/rps.lua serve bench_lua_hooks hooks
+start_service lua_idle "$hemera" bench/rps.lua serve bench_lua_idle "idle=$IDLE_TOPICS"
 start_service cecho "$transport" echo cnats bench.raw.cnats
 start_service hecho "$transport" echo hm bench.raw.hm
 if [ $node_ok = 1 ]; then
@@ -151,9 +166,10 @@ done
 
 # {-------------------------------------------------------------- clients
 # pair name, the service it needs, the client command (seconds, warm-up
-# and levels are appended).
+# and levels are appended). pair_levels[name] overrides LEVELS for a pair
+# whose target needs one level only.
 pairs=()
-declare -A pair_svc
+declare -A pair_svc pair_levels
 add_pair() {
   local name=$1
   pairs+=("$name")
@@ -169,15 +185,34 @@ run_pair() {
   local pair=$1 round=$2 rc
   local -n runcmd="pair_cmd_$pair"
   local out="$work/$pair.r$round.out" err="$work/$pair.r$round.err"
-  # shellcheck disable=SC2086 # LEVELS is a list of words
-  timeout --kill-after=5 "$limit" "${runcmd[@]}" "$slice" "$WARMUP" $LEVELS >"$out" 2>"$err"
+  local levels=${pair_levels[$pair]:-$LEVELS}
+  # The client samples its service's CPU around each level it measures.
+  # shellcheck disable=SC2086 # levels is a list of words
+  BENCH_SVC_PID=${svc_pid[${pair_svc[$pair]}]} \
+    timeout --kill-after=5 "$limit" "${runcmd[@]}" "$slice" "$WARMUP" $levels >"$out" 2>"$err"
   rc=$?
   [ $rc = 0 ] || note "$pair round $round: exit $rc ($(tail -1 "$err"))"
+  # The CPU fields are found by name: a client without them adds no cpu
+  # record, and the report shows "-" for it.
   awk -v p="$pair" -v r="$round" '
-    $1 == "inflight" { sub(":", "", $2); print "rpc", p, r, $2, $3, $6, $9, $12 }
+    $1 == "inflight" {
+      sub(":", "", $2); print "rpc", p, r, $2, $3, $6, $9, $12
+      n = c = s = ""
+      for (i = 13; i < NF; i++) {
+        if ($i == "requests") n = $(i + 1)
+        else if ($i == "cpu_us") c = $(i + 1)
+        else if ($i == "svc_cpu_us") s = $(i + 1)
+      }
+      if (n != "" && c != "" && s != "") print "cpu", p, r, $2, n, c, s
+    }
     $1 == "client_hwm_kb" { print "client_hwm", p, r, $2 }' "$out" >>"$results"
 }
 add_pair lua_lua lua "$hemera" bench/rps.lua client bench_lua
+add_pair lua_hooks lua_hooks "$hemera" bench/rps.lua client bench_lua_hooks
+add_pair lua_idle lua_idle "$hemera" bench/rps.lua client bench_lua_idle
+# Its target is sequential latency: the first (lowest) level only.
+# shellcheck disable=SC2086 # LEVELS is a list of words
+pair_levels[lua_idle]=$(set -- $LEVELS; echo "$1")
 if [ $node_ok = 1 ]; then
   add_pair node_lua lua node bench/node/hemera-client.js "$url" bench_lua
   add_pair node_node node node bench/node/hemera-client.js "$url" bench_node
@@ -232,6 +267,8 @@ stop_service() {
   put "svc_exit $name $rc"
 }
 stop_service lua hemera bench_lua
+stop_service lua_hooks hemera bench_lua_hooks
+stop_service lua_idle hemera bench_lua_idle
 stop_service cecho term
 stop_service hecho term
 if [ $node_ok = 1 ]; then

@@ -3,8 +3,12 @@
 // the worker loop, the latency percentiles and the output line, which are
 // the same as bench/rps.lua's and bench_transport's so bench/run.sh parses
 // every client alike:
-//   inflight  128:     40000 req/s  p50    3000 us  p99    6000 us  errors 0
+//   inflight  128:     40000 req/s  p50    3000 us  p99    6000 us  errors 0  requests 120000  cpu_us 2900000  svc_cpu_us 2500000
 //   client_hwm_kb 54000
+// requests: answered in the level; cpu_us: this process's CPU over the
+// level (process.cpuUsage(), user + system, every thread); svc_cpu_us: the
+// service's utime + stime from /proc/$BENCH_SVC_PID/stat over the level,
+// -1 without it.
 //
 // Modules come from <build>/bench-node/node_modules (tools/bench-setup.sh);
 // bench/run.sh puts that directory on NODE_PATH.
@@ -30,6 +34,25 @@ function clientArgs(usage) {
   return { url, target, seconds: Number(seconds), warmup: Number(warmup) || 0, levels: levels.map(Number) }
 }
 
+const tickUs = 1e6 / (Number(process.env.BENCH_CLK_TCK) || 100)
+const svcPid = Number(process.env.BENCH_SVC_PID) || 0
+
+// utime + stime (fields 14 and 15, clock ticks) of /proc/<pid>/stat in
+// microseconds, or -1. Fields are counted after the last ')', since the
+// command name before it may hold spaces.
+function procCpuUs(pid) {
+  if (!pid) return -1
+  try {
+    const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const f = s.slice(s.lastIndexOf(')') + 1).trim().split(/\s+/)
+    const ut = Number(f[11])
+    const st = Number(f[12])
+    return Number.isFinite(ut) && Number.isFinite(st) ? (ut + st) * tickUs : -1
+  } catch (e) {
+    return -1
+  }
+}
+
 function pct(sorted, p) {
   if (sorted.length === 0) return 0
   return sorted[Math.max(1, Math.floor(sorted.length * p)) - 1]
@@ -42,6 +65,9 @@ function runLevel(send, inflight, seconds, cb) {
   let done = 0
   let errors = 0
   let workers = inflight
+  // CPU is read around the level alone (the warm-up is a level of its own).
+  const cpu0 = process.cpuUsage()
+  const svc0 = procCpuUs(svcPid)
   const t0 = process.hrtime.bigint()
   const stopAt = t0 + BigInt(Math.round(seconds * 1e9))
   function worker(w) {
@@ -49,8 +75,19 @@ function runLevel(send, inflight, seconds, cb) {
     if (start >= stopAt) {
       if (--workers === 0) {
         const elapsed = Number(process.hrtime.bigint() - t0) / 1e9
+        const cpu = process.cpuUsage(cpu0)
+        const svc1 = procCpuUs(svcPid)
         lat.sort((a, b) => a - b)
-        cb({ inflight, rps: done / elapsed, p50: pct(lat, 0.5), p99: pct(lat, 0.99), errors })
+        cb({
+          inflight,
+          rps: done / elapsed,
+          p50: pct(lat, 0.5),
+          p99: pct(lat, 0.99),
+          errors,
+          requests: done,
+          cpuUs: cpu.user + cpu.system,
+          svcCpuUs: svc0 >= 0 && svc1 >= 0 ? svc1 - svc0 : -1
+        })
       }
       return
     }
@@ -79,7 +116,8 @@ function runLevels(args, send, finish) {
     runLevel(send, n, args.seconds, r => {
       console.log(
         `inflight ${String(r.inflight).padStart(4)}: ${r.rps.toFixed(0).padStart(9)} req/s  ` +
-          `p50 ${r.p50.toFixed(0).padStart(7)} us  p99 ${r.p99.toFixed(0).padStart(7)} us  errors ${r.errors}`
+          `p50 ${r.p50.toFixed(0).padStart(7)} us  p99 ${r.p99.toFixed(0).padStart(7)} us  errors ${r.errors}  ` +
+          `requests ${r.requests}  cpu_us ${r.cpuUs.toFixed(0)}  svc_cpu_us ${r.svcCpuUs.toFixed(0)}`
       )
       setImmediate(next)
     })
