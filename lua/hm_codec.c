@@ -222,6 +222,8 @@ typedef struct enc {
   cstate *st;
   const void *arraymt;
   int orderkey;  /* stack slot of the string "__jsonorder" */
+  int skipped;   /* stack slot of the list of left-out paths; 0: strict */
+  lua_Integer nskipped;
   char *err;
   size_t errlen;
 } enc;
@@ -385,6 +387,28 @@ static int putstring(enc *e, const char *s, size_t len, const frame *f) {
 
 static int value(enc *e, int idx, const frame *f, int depth);
 
+/* A value JSON has no word for: a function, a thread, a userdata other
+** than the null sentinel. */
+static int unencodable(lua_State *L, int idx) {
+  switch (lua_type(L, idx)) {
+    case LUA_TFUNCTION: case LUA_TTHREAD: case LUA_TUSERDATA: return 1;
+    case LUA_TLIGHTUSERDATA: return lua_touserdata(L, idx) != NULL;
+    default: return 0;
+  }
+}
+
+/* Most paths a lenient encode lists; the rest are left out silently. */
+#define SKIPPED_MAX 16
+
+/* Appends the path of a left-out value to the list (lenient mode). */
+static void note(enc *e, const frame *f) {
+  if (e->nskipped >= SKIPPED_MAX) return;
+  char path[256];
+  writepath(path, sizeof path, f);
+  lua_pushstring(e->L, path);
+  lua_rawseti(e->L, e->skipped, ++e->nskipped);
+}
+
 static const char *keyof(const entry *en) {
   return en->s ? en->s : en->num;
 }
@@ -434,9 +458,20 @@ static entry *newentry(cstate *st) {
   return &st->ents[st->nents++];
 }
 
-/* Is the table at idx exactly the keys 1..n (n = its border)? One pass. */
-static int issequence(lua_State *L, int idx, lua_Unsigned n) {
-  lua_Unsigned count = 0;
+/* lua-cjson's encode_sparse_array defaults: a table whose keys are all
+** positive integers is an array (holes written as null) unless it is
+** excessively sparse: largest key > SPARSE_RATIO * number of keys and
+** > SPARSE_SAFE. Where cjson (convert = false) then raises, we write an
+** object with the keys as strings (cjson's convert = true): nothing is lost
+** and a reply does not fail. */
+#define SPARSE_RATIO 2
+#define SPARSE_SAFE 10
+
+/* The array length of the plain table at idx (its largest key), or 0 when
+** it is to be written as an object: empty, a key that is not a positive
+** integer, or excessively sparse. One pass. */
+static lua_Integer arrayshape(lua_State *L, int idx) {
+  lua_Integer max = 0, count = 0;
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     lua_pop(L, 1);
@@ -445,13 +480,15 @@ static int issequence(lua_State *L, int idx, lua_Unsigned n) {
       return 0;
     }
     lua_Integer k = lua_tointeger(L, -1);
-    if (k < 1 || (lua_Unsigned)k > n) {
+    if (k < 1) {
       lua_pop(L, 1);
       return 0;
     }
+    if (k > max) max = k;
     count++;
   }
-  return count == n;
+  if (max > SPARSE_SAFE && max > SPARSE_RATIO * count) return 0;
+  return max;
 }
 
 /* Length of a table marked as an array: its largest positive integer key,
@@ -484,7 +521,9 @@ static int writearray(enc *e, int idx, frame *fr, lua_Integer n, int depth) {
   return putchr(e, ']');
 }
 
-/* Writes entry j of the arena (its value at its slot, or looked up). */
+/* Writes entry j of the arena (its value at its slot, or looked up).
+** Returns 1 when a lenient encode left the member out (JSON.stringify drops
+** functions and the like from objects), 0 when written, -1 on error. */
 static int writemember(enc *e, int idx, frame *fr, size_t j, int first,
                        int depth) {
   lua_State *L = e->L;
@@ -498,21 +537,31 @@ static int writemember(enc *e, int idx, frame *fr, size_t j, int first,
     fr->key = fr->num;
   }
   fr->klen = en.len;
-  if (!first && putchr(e, ',')) return -1;
-  if (putstring(e, fr->key, fr->klen, fr)) return -1;
-  if (putchr(e, ':')) return -1;
-  if (en.slot) return value(e, en.slot, fr, depth);
-  if (en.ktype == LUA_TSTRING) {
-    lua_pushlstring(L, en.s, en.len);
-    lua_rawget(L, idx);
-  } else if (en.isint) {
-    lua_rawgeti(L, idx, en.ikey);
-  } else {
-    lua_pushnumber(L, en.fkey);
-    lua_rawget(L, idx);
+  int vidx = en.slot, pushed = 0;
+  if (!vidx) {
+    if (en.ktype == LUA_TSTRING) {
+      lua_pushlstring(L, en.s, en.len);
+      lua_rawget(L, idx);
+    } else if (en.isint) {
+      lua_rawgeti(L, idx, en.ikey);
+    } else {
+      lua_pushnumber(L, en.fkey);
+      lua_rawget(L, idx);
+    }
+    vidx = lua_gettop(L);
+    pushed = 1;
   }
-  int r = value(e, lua_gettop(L), fr, depth);
-  lua_pop(L, 1);
+  int r;
+  if (e->skipped && unencodable(L, vidx)) {
+    note(e, fr);
+    r = 1;
+  } else if ((!first && putchr(e, ',')) ||
+             putstring(e, fr->key, fr->klen, fr) || putchr(e, ':')) {
+    r = -1;
+  } else {
+    r = value(e, vidx, fr, depth);
+  }
+  if (pushed) lua_pop(L, 1);
   return r;
 }
 
@@ -581,8 +630,9 @@ static int writeobject(enc *e, int idx, frame *fr, int order, int depth) {
           entry *en = &st->ents[j];
           if (!en->used && en->len == kl && memcmp(keyof(en), k, kl) == 0) {
             en->used = 1;
-            if (writemember(e, idx, fr, j, first, depth)) return -1;
-            first = 0;
+            int w = writemember(e, idx, fr, j, first, depth);
+            if (w < 0) return -1;
+            if (w == 0) first = 0;
             break;
           }
         }
@@ -593,8 +643,9 @@ static int writeobject(enc *e, int idx, frame *fr, int order, int depth) {
   }
   for (size_t j = base; j < base + n; j++) {
     if (st->ents[j].used) continue;
-    if (writemember(e, idx, fr, j, first, depth)) return -1;
-    first = 0;
+    int w = writemember(e, idx, fr, j, first, depth);
+    if (w < 0) return -1;
+    if (w == 0) first = 0;
   }
   st->nents = base;
   lua_settop(L, sbase);
@@ -627,9 +678,9 @@ static int table(enc *e, int idx, const frame *f, int depth) {
     lua_pushvalue(L, e->orderkey);
     if (lua_rawget(L, -2) == LUA_TTABLE) order = lua_gettop(L);
   }
-  lua_Unsigned n = lua_rawlen(L, idx);
-  if (n > 0 && issequence(L, idx, n))
-    r = writearray(e, idx, &fr, (lua_Integer)n, depth);
+  lua_Integer n = arrayshape(L, idx);
+  if (n > 0)
+    r = writearray(e, idx, &fr, n, depth);
   else
     r = writeobject(e, idx, &fr, order, depth);
   lua_settop(L, top);
@@ -656,17 +707,27 @@ static int value(enc *e, int idx, const frame *f, int depth) {
       return table(e, idx, f, depth + 1);
     case LUA_TLIGHTUSERDATA:
       if (lua_touserdata(L, idx) == NULL) return putlit(e, "null");
-      return fail(e, f, "cannot encode a light userdata", NULL);
-    default: {
-      char what[64];
-      snprintf(what, sizeof what, "cannot encode a %s", lua_typename(L, t));
-      return fail(e, f, what, NULL);
-    }
+      /* fall through */
+    default:
+      /* Lenient: an array element JSON has no word for is null, as in
+      ** JSON.stringify (object members never get here: writemember leaves
+      ** them out). The value itself (f == NULL) is always an error. */
+      if (e->skipped && f && f->kind == KEY_INDEX) {
+        note(e, f);
+        return putlit(e, "null");
+      }
+      if (t == LUA_TLIGHTUSERDATA)
+        return fail(e, f, "cannot encode a light userdata", NULL);
+      {
+        char what[64];
+        snprintf(what, sizeof what, "cannot encode a %s", lua_typename(L, t));
+        return fail(e, f, what, NULL);
+      }
   }
 }
 
-static int encode(lua_State *L, cstate *st, int idx, hm_buf *out, char *err,
-                  size_t errlen) {
+static int encode(lua_State *L, cstate *st, int idx, int skipidx,
+                  hm_buf *out, char *err, size_t errlen) {
   int top = lua_gettop(L);
   size_t start = out->len;
   enc e;
@@ -675,6 +736,8 @@ static int encode(lua_State *L, cstate *st, int idx, hm_buf *out, char *err,
   e.st = st;
   e.err = err;
   e.errlen = errlen;
+  e.skipped = skipidx;
+  e.nskipped = skipidx ? (lua_Integer)lua_rawlen(L, skipidx) : 0;
   if (errlen) err[0] = '\0';
   if (!lua_checkstack(L, 8)) {
     if (errlen) snprintf(err, errlen, "out of Lua stack space");
@@ -701,7 +764,7 @@ int hm_codec_encode(lua_State *L, int idx, hm_buf *out, char *err,
     return -1;
   }
   cstate *st = acquire(L);
-  int r = encode(L, st, idx, out, err, errlen);
+  int r = encode(L, st, idx, 0, out, err, errlen);
   release(st);
   lua_settop(L, top);
   return r;
@@ -997,19 +1060,10 @@ static int object(dec *d, int depth) {
     d->p++;
     int r = parse(d, depth);
     if (r < 0) return -1;
-    if (r == 0) {
-      lua_rawset(L, -3);
-    } else {
-      /* null: leave the key out, but a later duplicate still wins. */
-      lua_pushvalue(L, -1);
-      if (lua_rawget(L, -3) != LUA_TNIL) {
-        lua_pop(L, 1);
-        lua_pushnil(L);
-        lua_rawset(L, -3);
-      } else {
-        lua_pop(L, 2);
-      }
-    }
+    /* A null member stays, as the null sentinel (lua-cjson's cjson.null),
+    ** so that decode then encode gives the same JSON back. */
+    if (r == 1) lua_pushlightuserdata(L, NULL);
+    lua_rawset(L, -3);
     skipws(d);
     if (d->p < d->end && *d->p == ',') {
       d->p++;
@@ -1121,11 +1175,13 @@ int hm_codec_decode(lua_State *L, const char *s, size_t len) {
 
 static int l_encode(lua_State *L) {
   luaL_checkany(L, 1);
-  lua_settop(L, 1);
+  if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
   char err[320];
   cstate *st = acquire(L);
   st->out.len = 0;
-  int r = encode(L, st, 1, &st->out, err, sizeof err);
+  int r = encode(L, st, 1, lua_istable(L, 2) ? 2 : 0, &st->out, err,
+                 sizeof err);
   if (r == 0)
     lua_pushlstring(L, st->out.data ? st->out.data : "", st->out.len);
   release(st);

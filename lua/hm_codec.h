@@ -8,14 +8,27 @@
 ** fits in int64 becomes a Lua integer, every other number a float.
 **
 ** Tables: a table whose metatable is the array metatable (registry key
-** HM_CODEC_ARRAY_MT), or a non-empty sequence 1..n, is an array; any other
-** table is an object (an empty plain table is "{}"). A metatable field
-** "__jsonorder" (a list of key strings) fixes the order of those keys, which
-** come first; the other string keys follow in byte order. Decoded arrays
-** get the array metatable so they re-encode as arrays, empty ones included.
-** JSON null decodes to nothing in objects (the key is absent) and to the
-** null sentinel (a NULL lightuserdata, `core.null`) in arrays; the sentinel
-** and nil encode as null.
+** HM_CODEC_ARRAY_MT) is an array, its holes up to its largest positive
+** integer key written as null. A plain table whose keys are all positive
+** integers is an array too (holes as null), unless it is excessively
+** sparse (lua-cjson's encode_sparse_array defaults, ratio 2, safe 10:
+** largest key > 2 * number of keys and > 10): then it is an object with the
+** keys as strings, {"1000":x}. Any other table is an object; an empty plain
+** table is "{}" (core.array() is "[]"). A metatable field "__jsonorder" (a
+** list of key strings) fixes the order of those keys, which come first;
+** the other string keys follow in byte order. Decoded arrays get the array
+** metatable so they re-encode as arrays, empty ones included.
+** JSON null decodes to the null sentinel (a NULL lightuserdata,
+** `core.null`, lua-cjson's cjson.null), in objects and arrays alike, so a
+** decode then encode gives the same JSON back; the sentinel and nil encode
+** as null.
+**
+** Values JSON has no word for (functions, threads, userdata other than the
+** sentinel) are an error naming their path. core.encode(v, skipped) is
+** lenient instead, as JSON.stringify is: such a value is left out of an
+** object and is null in an array, and its path ("result.f", "list[2]") is
+** appended to the list `skipped` (at most 16 paths); `v` itself being one
+** is still an error.
 **
 ** Only the loop thread calls these (they use the Lua state).
 */

@@ -11,8 +11,11 @@
 ** router:count(), router:memory()
 ** core.regex(source) -> a regex value usable in patterns
 **
-** Only scalar values (string, number, boolean) and regex values take part;
-** keys ending in "$" and table values are left out, as Hemera does.
+** Only scalar values (string, number, boolean), regex values and JSON null
+** (core.null) take part; keys ending in "$" and table values are left out,
+** as Hemera does. Null follows bloomrun (spec section 2): a null value in a
+** stored pattern never matches; a null value in a request equals no plain
+** stored value, and a stored regex is tested against String(null), "null".
 */
 #include <stdint.h>
 #include <stdlib.h>
@@ -47,10 +50,18 @@ int hm_lua_is_regex(lua_State *L, int idx) {
   return yes;
 }
 
-/* Converts the scalar fields of the table at idx. Pointers stay valid while
+/* A stored null is a regex that never matches (PCRE2 "(?!)"); a request
+** null is the string "null" with this very pointer, so that routes holding
+** a plain string there can be told apart (see keep()). */
+static const char null_never[] = "(?!)";
+static const char null_req[] = "null";
+
+/* Converts the scalar fields of the table at idx (`stored`: of a pattern
+** being added, else of a request). Pointers stay valid while
 ** the table is alive (it holds the strings). Returns the count, or -1 when
 ** more than `cap` (the caller retries with room for `*need`). */
-static int to_fields(lua_State *L, int idx, hm_field *f, int cap, int *need) {
+static int to_fields(lua_State *L, int idx, hm_field *f, int cap, int *need,
+                     int stored) {
   int n = 0;
   idx = lua_absindex(L, idx);
   lua_pushnil(L);
@@ -93,6 +104,18 @@ static int to_fields(lua_State *L, int idx, hm_field *f, int cap, int *need) {
           if (fl.str == NULL) fl.type = 0;
         }
         break;
+      case LUA_TLIGHTUSERDATA:
+        if (lua_touserdata(L, -1) != NULL) break;
+        if (stored) {
+          fl.type = HM_VAL_REGEX;
+          fl.str = null_never;
+          fl.str_len = sizeof null_never - 1;
+        } else {
+          fl.type = HM_VAL_STRING;
+          fl.str = null_req;
+          fl.str_len = sizeof null_req - 1;
+        }
+        break;
       default: break;
     }
     lua_pop(L, 1);
@@ -111,14 +134,15 @@ static int to_fields(lua_State *L, int idx, hm_field *f, int cap, int *need) {
 ** on the C stack when they fit. */
 typedef int (*with_fields_fn)(lua_State *L, lrouter *lr, hm_field *f, int n);
 
-static int with_fields(lua_State *L, lrouter *lr, int idx, with_fields_fn fn) {
+static int with_fields(lua_State *L, lrouter *lr, int idx, with_fields_fn fn,
+                       int stored) {
   hm_field local[FIELDS_STACK];
-  int need = 0, n = to_fields(L, idx, local, FIELDS_STACK, &need);
+  int need = 0, n = to_fields(L, idx, local, FIELDS_STACK, &need, stored);
   if (n >= 0) return fn(L, lr, local, n);
   {
     hm_field *heap = lua_newuserdatauv(L, sizeof(hm_field) * (size_t)need, 0);
     int top = lua_gettop(L), r;
-    n = to_fields(L, idx, heap, need, &need);
+    n = to_fields(L, idx, heap, need, &need, stored);
     r = fn(L, lr, heap, n);
     lua_remove(L, top);
     return r;
@@ -154,14 +178,65 @@ static int r_add(lua_State *L) {
   luaL_checktype(L, 2, LUA_TTABLE);
   luaL_checkany(L, 3);
   lua_settop(L, 3);
-  return with_fields(L, lr, 2, do_add);
+  return with_fields(L, lr, 2, do_add, 1);
+}
+
+static int has_null(const hm_field *f, int n) {
+  for (int i = 0; i < n; i++)
+    if (f[i].str == null_req) return 1;
+  return 0;
+}
+
+/* A request with null values: which routes really match. The router saw
+** each null as the string "null", which also matched a route holding the
+** plain string "null" there; bloomrun's equal(a, null) is false for every
+** plain a, so such a route is out. With a topic, only routes of exactly
+** that topic count (as hm_router_lookup_topic). */
+typedef struct null_acc {
+  const hm_field *req;
+  int n;
+  const char *topic;
+  size_t tlen;
+  void *found;
+} null_acc;
+
+static int keep(hm_route_t *route, const null_acc *a) {
+  size_t rn, i;
+  const hm_field *rf = hm_route_fields(route, &rn);
+  int topic_ok = a->topic == NULL;
+  for (i = 0; i < rn; i++) {
+    if (rf[i].type != HM_VAL_STRING) continue;
+    if (!topic_ok && rf[i].key_len == 5 && memcmp(rf[i].key, "topic", 5) == 0 &&
+        rf[i].str_len == a->tlen && memcmp(rf[i].str, a->topic, a->tlen) == 0)
+      topic_ok = 1;
+    for (int j = 0; j < a->n; j++) {
+      if (a->req[j].str == null_req && a->req[j].key_len == rf[i].key_len &&
+          memcmp(a->req[j].key, rf[i].key, rf[i].key_len) == 0)
+        return 0;
+    }
+  }
+  return topic_ok;
+}
+
+static int first_kept(hm_route_t *route, void *udata, void *arg) {
+  null_acc *a = arg;
+  if (!keep(route, a)) return 0;
+  a->found = udata;
+  return 1;
 }
 
 static int do_lookup(lua_State *L, lrouter *lr, hm_field *f, int n) {
   size_t tlen = 0;
   const char *topic = lua_tolstring(L, 3, &tlen);
-  void *u = topic ? hm_router_lookup_topic(lr->r, f, (size_t)n, topic, tlen)
-                  : hm_router_lookup(lr->r, f, (size_t)n);
+  void *u;
+  if (n > 0 && has_null(f, n)) {
+    null_acc a = {f, n, topic, tlen, NULL};
+    hm_router_lookup_all(lr->r, f, (size_t)n, first_kept, &a);
+    u = a.found;
+  } else {
+    u = topic ? hm_router_lookup_topic(lr->r, f, (size_t)n, topic, tlen)
+              : hm_router_lookup(lr->r, f, (size_t)n);
+  }
   if (u == NULL) {
     lua_pushnil(L);
     return 1;
@@ -175,17 +250,19 @@ static int r_lookup(lua_State *L) {
   lrouter *lr = check_router(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
   if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TSTRING);
-  return with_fields(L, lr, 2, do_lookup);
+  return with_fields(L, lr, 2, do_lookup, 0);
 }
 
 typedef struct list_acc {
   lua_State *L;
   int values, out;
   lua_Integer n;
+  null_acc nulls; /* nulls.req == NULL: no null in the request */
 } list_acc;
 
 static int list_one(hm_route_t *route, void *udata, void *arg) {
   list_acc *a = arg;
+  if (a->nulls.req && !keep(route, &a->nulls)) return 0;
   lua_rawgeti(a->L, a->values, (lua_Integer)(intptr_t)udata);
   lua_rawseti(a->L, a->out, ++a->n);
   return 0;
@@ -199,6 +276,11 @@ static int do_list(lua_State *L, lrouter *lr, hm_field *f, int n) {
   lua_newtable(L);
   a.out = lua_gettop(L);
   a.n = 0;
+  memset(&a.nulls, 0, sizeof a.nulls);
+  if (n > 0 && has_null(f, n)) {
+    a.nulls.req = f;
+    a.nulls.n = n;
+  }
   luaL_checkstack(L, 4, NULL);
   hm_router_lookup_all(lr->r, f, (size_t)n, list_one, &a);
   return 1;
@@ -208,7 +290,7 @@ static int r_list(lua_State *L) {
   lrouter *lr = check_router(L, 1);
   if (lua_isnoneornil(L, 2)) return do_list(L, lr, NULL, 0);
   luaL_checktype(L, 2, LUA_TTABLE);
-  return with_fields(L, lr, 2, do_list);
+  return with_fields(L, lr, 2, do_list, 0);
 }
 
 static int r_remove(lua_State *L) {

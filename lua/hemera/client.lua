@@ -36,18 +36,21 @@ local function prepare(self, p)
     for k, v in pairs(p["meta$"]) do meta[k] = v end
   end
   local parent = self.trace or {}
+  -- A decoded trace may hold nulls (Hemera.null is truthy): none means
+  -- absent here, as `null || x` is x in Node.
+  local function given(v) if v ~= null then return v end end
   local tr = p["trace$"]
   local trace = setmetatable({}, wire.TRACE_MT)
   if type(tr) == "table" then
-    trace.spanId = tr.spanId or idgen()
-    trace.traceId = tr.traceId or idgen()
-    trace.parentSpanId = tr.parentSpanId or parent.spanId
+    trace.spanId = given(tr.spanId) or idgen()
+    trace.traceId = given(tr.traceId) or idgen()
+    trace.parentSpanId = given(tr.parentSpanId) or given(parent.spanId)
   else
     -- Hemera's rule, kept for the wire: a nested call reuses its parent's
     -- spanId as its own spanId and as parentSpanId.
-    trace.spanId = parent.spanId or idgen()
-    trace.traceId = parent.traceId or idgen()
-    trace.parentSpanId = parent.spanId
+    trace.spanId = given(parent.spanId) or idgen()
+    trace.traceId = given(parent.traceId) or idgen()
+    trace.parentSpanId = given(parent.spanId)
   end
   trace.timestamp = hrtime()
   trace.service = p.topic
@@ -114,7 +117,14 @@ local function finish_reply(self, actx, st, data)
     end
     actx.response = msg
     if msg.error ~= nil and msg.error ~= false and msg.error ~= null then
-      err = errors.from_wire(msg.error)
+      -- A null name or message (kept by the decoder) means none: from_wire
+      -- then fills in "Error" and "" as for an absent one.
+      local e = msg.error
+      if type(e) == "table" then
+        if e.name == null then e.name = nil end
+        if e.message == null then e.message = nil end
+      end
+      err = errors.from_wire(e)
     else
       result = msg.result
     end

@@ -30,7 +30,10 @@ local function scalar(s)
   s = trim(s)
   if s == "true" then return true end
   if s == "false" then return false end
-  if s == "null" or s == "undefined" then return nil end
+  -- null is JSON null (a stored null never matches, spec section 2);
+  -- undefined is no value at all (the key stays out).
+  if s == "null" then return core.null end
+  if s == "undefined" then return nil end
   if s:match("^[-+]?%d+%.?%d*[eE]?[-+]?%d*$") or s:match("^[-+]?%.%d+$") then
     local n = math.tointeger(tonumber(s)) or tonumber(s)
     if n ~= nil then return n end

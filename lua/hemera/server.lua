@@ -103,7 +103,25 @@ local function deliver(owner, ctx, reply)
     if ok then
       local encode = owner._serverEncoder or core.encode
       local eok, eerr
-      eok, payload, eerr = util.codec_call(encode, core.encode, out)
+      if encode == core.encode then
+        -- Issue 11: as JSON.stringify, a function, thread or userdata inside
+        -- the reply is left out of an object or null in an array (a result
+        -- that is one stays an error); one warning per action names them.
+        local rt, skipped = type(reply.payload), {}
+        if rt == "function" or rt == "thread" or (rt == "userdata" and reply.payload ~= core.null) then
+          payload, eerr = nil, "cannot encode a " .. rt .. " at result"
+        else
+          payload, eerr = encode(out, skipped)
+        end
+        eok = true
+        local def = ctx.matchedAction or owner
+        if skipped[1] and not rawget(def, "_warned_unencodable") then
+          rawset(def, "_warned_unencodable", true)
+          log:warn("Reply values JSON cannot hold were left out", { topic = ctx.topic, paths = skipped })
+        end
+      else
+        eok, payload, eerr = util.codec_call(encode, core.encode, out)
+      end
       if not eok or payload == nil then payload, why = nil, eok and eerr or payload end
     else
       why = out

@@ -144,9 +144,7 @@ describe("codec tables", function()
 
   it("writes sequences as arrays and other tables as objects", function()
     assert.are.equal("[1,2,3]", core.encode({ 1, 2, 3 }))
-    assert.are.equal('{"1":1,"3":3}', core.encode({ [1] = 1, [3] = 3 }))
     assert.are.equal('{"1":"a","2":"b","x":1}', core.encode({ "a", "b", x = 1 }))
-    assert.are.equal('{"2":true}', core.encode({ [2] = true }))
     assert.are.equal('{"1.5":1}', core.encode({ [1.5] = 1 }))
   end)
 
@@ -185,17 +183,21 @@ describe("codec tables", function()
     assert.are.equal(2, #back.list[4])
   end)
 
-  it("maps null to an absent key in objects and to core.null in arrays", function()
+  it("keeps null as core.null in objects and arrays alike", function()
     local v = core.decode('{"a":null,"b":[null,1,null]}')
-    assert.is_nil(v.a)
-    assert.are.equal(3, #v.b)
+    assert.are.equal(core.null, v.a)
     assert.are.equal(core.null, v.b[1])
     assert.are.equal(core.null, v.b[3])
-    assert.are.equal('{"b":[null,1,null]}', core.encode(v))
+    assert.are.equal('{"a":null,"b":[null,1,null]}', core.encode(v))
     assert.are.equal('{"x":null}', core.encode({ x = core.null }))
     assert.are.equal("null", core.encode(nil))
     assert.are.equal(core.null, core.decode("null"))
-    assert.is_nil(core.decode('{"a":1,"a":null}').a)
+    -- a later duplicate wins, null or not
+    assert.are.equal(core.null, core.decode('{"a":1,"a":null}').a)
+    assert.are.equal(1, core.decode('{"a":null,"a":1}').a)
+    -- a member set to nil is simply not there
+    v.a = nil
+    assert.are.equal('{"b":[null,1,null]}', core.encode(v))
   end)
 
   it("writes circular references as [Circular]", function()
@@ -371,7 +373,7 @@ describe("codec on captured Node payloads", function()
       assert(sample, name .. ": " .. tostring(err))
       for i, m in ipairs(sample.messages) do
         local where = name .. " message " .. i
-        if m.json ~= nil then
+        if m.json ~= nil and m.json ~= core.null then
           local v, derr = core.decode(m.raw)
           assert(v ~= nil, where .. ": " .. tostring(derr))
           local ok, why = deepeq(m.json, v)
@@ -379,10 +381,8 @@ describe("codec on captured Node payloads", function()
           local back = roundtrip(v)
           ok, why = deepeq(v, back)
           assert(ok, where .. ": " .. tostring(why))
-          -- the same bytes up to key order, unless null members were dropped
-          if not m.raw:find(":null", 1, true) then
-            assert.are.equal(#m.raw, #core.encode(v), where)
-          end
+          -- the same bytes up to key order, null members included
+          assert.are.equal(#m.raw, #core.encode(v), where)
           checked = checked + 1
         else
           assert.is_nil(core.decode(m.raw), where)
@@ -390,5 +390,123 @@ describe("codec on captured Node payloads", function()
       end
     end
     assert.is_true(checked > 20)
+  end)
+end)
+
+-- {==================================================================
+-- Issue 11: JSON that survives a Lua hop
+-- ===================================================================
+
+describe("codec null members (issue 11)", function()
+  it("gives back the same JSON after decode then encode, at any depth", function()
+    for _, text in ipairs({
+      '{"a":[1,2,{"b":null}]}',
+      '{"a":null}',
+      '{"a":{"b":{"c":null,"d":[null,{"e":null}]}}}',
+      '[null,{"a":null},[null]]',
+      '{"a":[],"b":{},"c":null}',
+    }) do
+      assert.are.equal(text, core.encode(core.decode(text)))
+    end
+  end)
+
+  it("Hemera.null is truthy: test it with ==", function()
+    local req = core.decode('{"b":null}')
+    assert.is_truthy(req.b)
+    assert.is_true(req.b == core.null)
+    assert.is_nil(req.c)
+  end)
+end)
+
+describe("codec sparse arrays and empty tables (issue 11)", function()
+  it("writes a table of positive integer keys as an array, holes as null", function()
+    assert.are.equal("[1,null,3]", core.encode({ 1, nil, 3 }))
+    assert.are.equal("[1,null,3]", core.encode({ [1] = 1, [3] = 3 }))
+    assert.are.equal("[null,true]", core.encode({ [2] = true }))
+    assert.are.equal("[null,null,null,null,null,null,null,null,null,1]", core.encode({ [10] = 1 }))
+    -- 10 keys up to 20: ratio 2 is still fine
+    local t = {}
+    for k = 2, 20, 2 do t[k] = k end
+    assert.are.equal("[null,2,null,4,null,6,null,8,null,10,null,12,null,14,null,16,null,18,null,20]",
+      core.encode(t))
+  end)
+
+  it("writes an excessively sparse one as an object (cjson ratio 2, safe 10)", function()
+    assert.are.equal('{"11":1}', core.encode({ [11] = 1 }))
+    assert.are.equal('{"1000":"x"}', core.encode({ [1000] = "x" }))
+    assert.are.equal('{"1":1,"11":1,"2":2,"3":3,"4":4}', core.encode({ 1, 2, 3, 4, [11] = 1 }))
+    local t = {}
+    for k = 2, 22, 2 do t[k] = k end
+    t[23] = nil
+    t[24] = 24 -- 12 keys up to 24: not over 2 * 12
+    assert.are.equal("[", core.encode(t):sub(1, 1))
+    t[25] = 25 -- 13 keys up to 25: still fine
+    assert.are.equal("[", core.encode(t):sub(1, 1))
+    t[100] = 1
+    assert.are.equal("{", core.encode(t):sub(1, 1))
+  end)
+
+  it("keeps other tables objects: zero, negative, float or string keys", function()
+    assert.are.equal('{"0":1}', core.encode({ [0] = 1 }))
+    assert.are.equal('{"-1":1,"1":2}', core.encode({ [-1] = 1, [1] = 2 }))
+    assert.are.equal('{"1":1,"1.5":2}', core.encode({ [1] = 1, [1.5] = 2 }))
+    assert.are.equal('{"1":"a","x":1}', core.encode({ "a", x = 1 }))
+  end)
+
+  it("{} is an object, Hemera.array() an empty array; holes of an array never make it an object", function()
+    assert.are.equal("{}", core.encode({}))
+    assert.are.equal("[]", core.encode(core.array()))
+    assert.are.equal('{"a":{},"b":[]}', core.encode({ a = {}, b = core.array() }))
+    local a = core.array()
+    a[12] = 1
+    assert.are.equal("[null,null,null,null,null,null,null,null,null,null,null,1]", core.encode(a))
+  end)
+end)
+
+describe("codec values JSON has no word for (issue 11)", function()
+  it("are errors by default, naming the path", function()
+    local s, err = core.encode({ a = { f = print } })
+    assert.is_nil(s)
+    assert.are.equal("cannot encode a function at a.f", err)
+  end)
+
+  it("with a list given: left out of objects, null in arrays, as JSON.stringify", function()
+    local skipped = {}
+    local s = core.encode({
+      result = { f = print, co = coroutine.create(print), u = io.stdout, l = { 1, print, 3 },
+                 n = core.null, k = "v", p = core.array({ print }) },
+    }, skipped)
+    assert.are.equal('{"result":{"k":"v","l":[1,null,3],"n":null,"p":[null]}}', s)
+    table.sort(skipped)
+    assert.same({ "result.co", "result.f", "result.l[2]", "result.p[1]", "result.u" }, skipped)
+  end)
+
+  it("with a list given: the value itself is still an error", function()
+    for _, v in ipairs({ print, coroutine.create(print), io.stdout }) do
+      local skipped = {}
+      local s, err = core.encode(v, skipped)
+      assert.is_nil(s)
+      assert.matches("^cannot encode a ", err)
+      assert.same({}, skipped)
+    end
+  end)
+
+  it("with a list given: an object that loses every member is {}", function()
+    assert.are.equal('{"a":{}}', core.encode({ a = { f = print, g = print } }, {}))
+    assert.are.equal('{"a":1}', core.encode(setmetatable({ f = print, a = 1 },
+      { __jsonorder = { "f", "a" } }), {}))
+  end)
+
+  it("lists at most 16 paths", function()
+    local t = {}
+    for k = 1, 40 do t["f" .. k] = print end
+    local skipped = {}
+    assert.are.equal("{}", core.encode(t, skipped))
+    assert.are.equal(16, #skipped)
+  end)
+
+  it("NaN and infinities are null, as in Node", function()
+    assert.are.equal('{"a":null,"b":null,"c":null}', core.encode({ a = 0 / 0, b = math.huge, c = -math.huge }))
+    assert.are.equal("[null,null]", core.encode({ 0 / 0, -math.huge }))
   end)
 end)
