@@ -47,8 +47,8 @@
 -- (`3.0` too, returned as the Lua integer 3); NaN and infinities are not
 -- numbers; `core.null` is null; a table marked with `core.array` or a
 -- non-empty sequence is an array, other tables are objects, and a plain `{}`
--- is both. JSON null object members never reach Lua (the decoder drops
--- them), so they count as absent.
+-- is both. A JSON null member is `core.null` (the decoder keeps it): it is
+-- present (it satisfies `required`, gets no `default`) and of type "null".
 --
 -- Validation returns a new value (defaults inserted, types coerced when
 -- asked); the input is never modified. It stops at the first error, a

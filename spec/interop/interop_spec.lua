@@ -76,6 +76,7 @@ local function lua_service(name, extra)
     return r
   end)
   s:add({ topic = L, cmd = "echo" }, function(req) return { v = req.v, json = Hemera.encode(req.v) } end)
+  s:add({ topic = L, cmd = "echoraw" }, function(req) return req.v end)
   s:add({ topic = L, cmd = "forward" }, function(req, ctx)
     local server = seen(ctx)
     local r, e, cctx = ctx:act(req.to)
@@ -837,6 +838,59 @@ describe("interop with nats-hemera 7.0.2", function()
             if lua_text ~= node_text or back_text ~= node_text then
               bad[#bad + 1] = ("%s: node sent %s, lua re-encoded %s, node read back %s"):format(
                 label, node_text, lua_text, back_text)
+            end
+          end
+        end
+        assert.same({}, bad)
+      end)
+    end)
+
+    -- Issue 11: JSON that survives a Lua hop. Keys are in byte order (key
+    -- order itself is another piece of work), so the texts must be equal.
+    local function hundred()
+      local parts = {}
+      for k = 0, 99 do parts[#parts + 1] = ('"k%02d":%s'):format(k, k % 7 == 0 and "null" or ('"v' .. k .. '"')) end
+      return "{" .. table.concat(parts, ",") .. "}"
+    end
+    local FIDELITY = {
+      { "the issue's example", '{"a":[1,2,{"b":null}]}' },
+      { "null members at several depths", '{"a":null,"b":{"c":null,"d":{"e":null,"f":[{"g":null}]}}}' },
+      { "null in arrays", '[null,1,[null,null],{"a":[null]}]' },
+      { "a top-level null", "null" },
+      { "an empty object", "{}" },
+      { "an empty array", "[]" },
+      { "empty tables inside", '{"a":{},"b":[],"c":[{},[]]}' },
+      { "unicode keys", '{"caf\u{e9}":1,"\u{fc}ber":{"\u{65e5}\u{672c}":"\u{1F600}"}}' },
+      { "2^53", "9007199254740992" },
+      { "-2^53 in an object", '{"n":-9007199254740992}' },
+      { "-0", "-0" },
+      { "1e300", "1e300" },
+      { "a 100-key object", hundred() },
+    }
+
+    it("Node -> Lua echo -> Node: null members, empty tables, unicode keys and numbers come back as Node wrote them", function()
+      S.run(function()
+        lua_service(LUA)
+        local acts = {}
+        for i, case in ipairs(FIDELITY) do
+          acts[i] = { pattern = { topic = P .. ".lua", cmd = "echoraw", v = assert(core.decode(case[2])) } }
+        end
+        local out = S.node_client("acts", node_client_opts { acts = acts })
+        local bad = {}
+        for i, a in ipairs(out.acts) do
+          local label = FIDELITY[i][1]
+          local call = a.calls[1]
+          if call.error then
+            bad[#bad + 1] = label .. ": " .. tostring(call.error.message)
+          else
+            -- What Node put on the wire for v, what the Lua echo sent as
+            -- the result, and JSON.stringify of what Node read back.
+            local node_text = J.at(J.parse(a.sentRaw), "pattern.v").raw
+            local reply_text = J.at(J.parse(call.replyRaw), "result").raw
+            local back_text = call.resultJson
+            if reply_text ~= node_text or (back_text ~= nil and back_text ~= node_text) then
+              bad[#bad + 1] = ("%s: node sent %s, lua replied %s, node read back %s"):format(
+                label, node_text, reply_text, tostring(back_text))
             end
           end
         end

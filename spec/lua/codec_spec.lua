@@ -510,3 +510,41 @@ describe("codec values JSON has no word for (issue 11)", function()
     assert.are.equal("[null,null]", core.encode({ 0 / 0, -math.huge }))
   end)
 end)
+
+describe("codec numbers a Lua hop must keep (issue 11)", function()
+  it("2^53, -0, 1e300 go back as JSON.stringify writes them", function()
+    assert.are.equal("9007199254740992", core.encode(core.decode("9007199254740992")))
+    assert.are.equal("integer", math.type(core.decode("9007199254740992")))
+    -- JSON.stringify(-0) is "0"
+    assert.are.equal("0", core.encode(core.decode("-0")))
+    assert.are.equal("0", core.encode(core.decode("-0.0")))
+    assert.are.equal("0", core.encode(-0.0))
+    assert.are.equal("1e+300", core.encode(core.decode("1e300")))
+    assert.are.equal('{"a":1e+300,"b":[-1e+300]}', core.encode(core.decode('{"a":1e300,"b":[-1e300]}')))
+  end)
+
+  it("a 100-key object with nulls comes back whole", function()
+    local parts = {}
+    for k = 0, 99 do parts[#parts + 1] = ('"k%02d":%s'):format(k, k % 2 == 0 and "null" or tostring(k)) end
+    local text = "{" .. table.concat(parts, ",") .. "}"
+    assert.are.equal(text, core.encode(core.decode(text)))
+  end)
+end)
+
+describe("codec wide objects (issue 11)", function()
+  it("keeps nulls and leaves functions out past the retained-slot limit", function()
+    local t, want = {}, {}
+    for k = 1, 600 do
+      local key = ("k%03d"):format(k)
+      if k % 3 == 0 then t[key] = print
+      elseif k % 3 == 1 then t[key] = core.null; want[#want + 1] = '"' .. key .. '":null'
+      else t[key] = k; want[#want + 1] = '"' .. key .. '":' .. k end
+    end
+    local skipped = {}
+    assert.are.equal("{" .. table.concat(want, ",") .. "}", core.encode(t, skipped))
+    assert.are.equal(16, #skipped)
+    local s, err = core.encode(t)
+    assert.is_nil(s)
+    assert.matches("^cannot encode a function at k", err)
+  end)
+end)
