@@ -225,7 +225,7 @@ function Hemera:add(p, handler)
   if type(p) ~= "table" and type(p) ~= "string" then
     hemera_error("Pattern must be a table or a string, got " .. type(p), nil, 2)
   end
-  p = pattern.normalize(p)
+  p = pattern.without_nulls(pattern.normalize(p))
   if type(p.topic) ~= "string" or p.topic == "" then
     hemera_error("Topic is required and must be from type string", nil, 2)
   end

@@ -158,6 +158,24 @@ function M.routing(p)
   return out
 end
 
+-- p without its null-valued keys (a copy only when it has one). Hemera's
+-- cleanPattern leaves them out of an added pattern (typeof null is
+-- "object" in JavaScript), so `add{..., d = Hemera.null}` puts no
+-- condition on d.
+function M.without_nulls(p)
+  local out
+  for k, v in pairs(p) do
+    if v == core.null then
+      if not out then
+        out = {}
+        for k2, v2 in pairs(p) do out[k2] = v2 end
+      end
+      out[k] = nil
+    end
+  end
+  return out or p
+end
+
 -- Object-valued keys (schemas, `auth$`, ...) of an add pattern.
 function M.schema(p)
   local out = {}
