@@ -13,6 +13,10 @@ local M = {}
 local obj, copy, run_hooks = util.obj, util.copy, util.run_hooks
 local hrtime, spawn, null = core.hrtime, core.spawn, core.null
 
+-- A decoded trace may hold nulls (Hemera.null is truthy): none means
+-- absent, as `null || x` is x in Node.
+local function given(v) if v ~= null then return v end end
+
 -- Replies to accept (nats 1.x `max`): expectedMessages$ or a numeric
 -- maxMessages$; 0 means open-ended (-1 or 0 in Hemera's spelling).
 local function max_replies(p)
@@ -36,9 +40,6 @@ local function prepare(self, p)
     for k, v in pairs(p["meta$"]) do meta[k] = v end
   end
   local parent = self.trace or {}
-  -- A decoded trace may hold nulls (Hemera.null is truthy): none means
-  -- absent here, as `null || x` is x in Node.
-  local function given(v) if v ~= null then return v end end
   local tr = p["trace$"]
   local trace = setmetatable({}, wire.TRACE_MT)
   if type(tr) == "table" then

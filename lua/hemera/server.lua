@@ -13,6 +13,7 @@ local M = {}
 
 local obj, call, run_hooks, run_all = util.obj, util.call, util.run_hooks, util.run_all
 local budget_call, traceback = core.budget_call, debug.traceback
+local skipped_buf = {} -- paths core.encode left out of the reply being sent
 
 -- A validator per (action, compiler), compiled on first use.
 local function validator(def, compiler, slot)
@@ -107,17 +108,22 @@ local function deliver(owner, ctx, reply)
         -- Issue 11: as JSON.stringify, a function, thread or userdata inside
         -- the reply is left out of an object or null in an array (a result
         -- that is one stays an error); one warning per action names them.
-        local rt, skipped = type(reply.payload), {}
+        local rt = type(reply.payload)
         if rt == "function" or rt == "thread" or (rt == "userdata" and reply.payload ~= core.null) then
           payload, eerr = nil, "cannot encode a " .. rt .. " at result"
         else
-          payload, eerr = encode(out, skipped)
+          payload, eerr = encode(out, skipped_buf)
         end
         eok = true
-        local def = ctx.matchedAction or owner
-        if skipped[1] and not rawget(def, "_warned_unencodable") then
-          rawset(def, "_warned_unencodable", true)
-          log:warn("Reply values JSON cannot hold were left out", { topic = ctx.topic, paths = skipped })
+        if skipped_buf[1] then
+          -- One buffer for every reply (no table per request): emptied here.
+          local paths = {}
+          for k = 1, #skipped_buf do paths[k] = skipped_buf[k]; skipped_buf[k] = nil end
+          local def = ctx.matchedAction or owner
+          if not rawget(def, "_warned_unencodable") then
+            rawset(def, "_warned_unencodable", true)
+            log:warn("Reply values JSON cannot hold were left out", { topic = ctx.topic, paths = paths })
+          end
         end
       else
         eok, payload, eerr = util.codec_call(encode, core.encode, out)
