@@ -526,7 +526,6 @@ static void on_drain_flush(hm_conn_t *c, uint64_t id, hm_status st,
     if (s->released || s->drain != D_FLUSH || s->drain_id != id) continue;
     s->drain_id = 0;
     if (st == HM_CLOSED) {
-      s->drain = D_FLUSHED; /* nothing to cancel any more */
       drain_end(s, HM_CLOSED);
       continue;
     }
@@ -551,8 +550,6 @@ static void start_drains(hm_conn_t *c) {
   if (c->drains_queued == 0) return;
   st = start_request(c, NULL, "", 0, c->drain_timeout_ms, 1, on_drain_flush,
                      NULL, &id);
-  c->drains_queued = 0;
-  c->drain_timeout_ms = 0;
   c->draining++;
   for (s = c->subs; s != NULL; s = s->next) {
     if (s->released || s->drain != D_QUEUED) continue;
@@ -562,19 +559,18 @@ static void start_drains(hm_conn_t *c) {
     } else {
       /* The UNSUB is out, the confirmation cannot come: the owner can
       ** only unsubscribe now. */
-      s->drain = D_FLUSH;
       drain_end(s, HM_CLOSED);
     }
   }
+  c->drains_queued = 0;
+  c->drain_timeout_ms = 0;
   if (--c->draining == 0) sweep(c);
 }
 
 /* }==================================================================== */
 
-/* Takes every message cnats parsed for our subscriptions and hands each
-** to its owner, on the loop thread. Subscriptions released meanwhile are
-** freed at the end, not under our feet. */
-/* Returns how many messages it took from cnats. */
+/* Hands what cnats parsed for one subscription to its owner, on the loop
+** thread; returns how many messages it took. */
 static int drain_sub(hm_conn_t *c, hm_sub_t *s) {
   natsMsg *m;
   natsStatus st = NATS_TIMEOUT;
@@ -625,10 +621,9 @@ static int drain_sub(hm_conn_t *c, hm_sub_t *s) {
   return taken;
 }
 
-/* Takes every message cnats parsed for our subscriptions and hands each
-** to its owner, on the loop thread. Subscriptions released meanwhile are
-** freed at the end, not under our feet. */
-/* A pass over the subscriptions, taking what cnats holds for them. With
+/* A pass over the subscriptions, taking what cnats holds for them
+** (subscriptions released meanwhile are freed at the end, not under our
+** feet). With
 ** want >= 0 (a read that brought `want` messages) it stops once it has
 ** taken that many: a subscription that got messages moves to the front,
 ** so a service with thousands of idle topics finds its busy ones first
@@ -924,7 +919,6 @@ static void try_finish(hm_conn_t *c) {
   uv_close((uv_handle_t *)&c->wake, on_handle_closed);
   uv_close((uv_handle_t *)&c->timer, on_handle_closed);
 }
-
 
 static void close_now(hm_conn_t *c) {
   /* `closed` arrives through the queue and finishes the teardown. */

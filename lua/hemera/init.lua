@@ -730,11 +730,10 @@ function Hemera:close(fn)
   -- subscription drains (the server stops sending now, and every message
   -- it sent before is still served), and only then do the topics and their
   -- patterns go, so that no request of a rolling restart waits for nothing
-  -- or meets PatternNotFound.
-  -- cnats gives each draining subscription a short-lived thread: waves of
-  -- a few hundred (the next when the last is over, so that each wave
-  -- shares one round trip) keep 10,000 topics from starting 10,000
-  -- threads at once.
+  -- or meets PatternNotFound. cnats gives each draining subscription a
+  -- short-lived thread: waves of 256 (the next when the last is over, so
+  -- that each wave shares one round trip) keep 10,000 topics from starting
+  -- 10,000 threads at once.
   local subs, n = {}, 0
   for _, t in pairs(i.topics) do
     if t.sub then n = n + 1; subs[n] = t.sub end
@@ -742,7 +741,7 @@ function Hemera:close(fn)
   local left, next_sub, drained = 0, 1, core.future()
   local one_done
   local function start_more()
-    if left > 0 then return end
+    if left > 0 then return end -- the wave is not over
     while left < 256 and next_sub <= n do
       local sub = subs[next_sub]
       subs[next_sub] = nil
