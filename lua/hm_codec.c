@@ -223,6 +223,7 @@ typedef struct enc {
   const void *arraymt;
   int orderkey;  /* stack slot of the string "__jsonorder" */
   int skipped;   /* stack slot of the list of left-out paths; 0: strict */
+  int clean;     /* leave `$` keys and functions out of the top object */
   lua_Integer nskipped;
   char *err;
   size_t errlen;
@@ -565,6 +566,13 @@ static int writemember(enc *e, int idx, frame *fr, size_t j, int first,
   return r;
 }
 
+/* Hemera's option keys ("timeout$"): never part of a wire pattern. */
+static int dollarkey(lua_State *L, int idx) {
+  size_t len;
+  const char *k = lua_tolstring(L, idx, &len);
+  return len > 0 && k[len - 1] == '$';
+}
+
 static int writeobject(enc *e, int idx, frame *fr, int order, int depth) {
   lua_State *L = e->L;
   cstate *st = e->st;
@@ -574,6 +582,12 @@ static int writeobject(enc *e, int idx, frame *fr, int order, int depth) {
   size_t count = 0;
   lua_pushnil(L);
   while (lua_next(L, idx)) {
+    if (e->clean && depth == 1 &&
+        (lua_type(L, -1) == LUA_TFUNCTION ||
+         (lua_type(L, -2) == LUA_TSTRING && dollarkey(L, -2)))) {
+      lua_pop(L, 1);
+      continue;
+    }
     entry *en = newentry(st);
     if (en == NULL) return oom(e);
     en->used = 0;
@@ -727,7 +741,8 @@ static int value(enc *e, int idx, const frame *f, int depth) {
 }
 
 static int encode(lua_State *L, cstate *st, int idx, int skipidx,
-                  hm_buf *out, char *err, size_t errlen) {
+                  const frame *root, int clean, hm_buf *out, char *err,
+                  size_t errlen) {
   int top = lua_gettop(L);
   size_t start = out->len;
   enc e;
@@ -737,6 +752,7 @@ static int encode(lua_State *L, cstate *st, int idx, int skipidx,
   e.err = err;
   e.errlen = errlen;
   e.skipped = skipidx;
+  e.clean = clean;
   e.nskipped = skipidx ? (lua_Integer)lua_rawlen(L, skipidx) : 0;
   if (errlen) err[0] = '\0';
   if (!lua_checkstack(L, 8)) {
@@ -748,7 +764,7 @@ static int encode(lua_State *L, cstate *st, int idx, int skipidx,
   lua_pushliteral(L, "__jsonorder");
   e.orderkey = lua_gettop(L);
   size_t base = st->nents;
-  int r = value(&e, idx, NULL, 0);
+  int r = value(&e, idx, root, 0);
   st->nents = base;
   lua_settop(L, top);
   if (r) out->len = start;
@@ -764,7 +780,44 @@ int hm_codec_encode(lua_State *L, int idx, hm_buf *out, char *err,
     return -1;
   }
   cstate *st = acquire(L);
-  int r = encode(L, st, idx, 0, out, err, errlen);
+  int r = encode(L, st, idx, 0, NULL, 0, out, err, errlen);
+  release(st);
+  lua_settop(L, top);
+  return r;
+}
+
+int hm_codec_encode_member(lua_State *L, int idx, hm_buf *out,
+                           const char *key, int skipidx, int clean, char *err,
+                           size_t errlen) {
+  idx = lua_absindex(L, idx);
+  if (skipidx) skipidx = lua_absindex(L, skipidx);
+  int top = lua_gettop(L);
+  if (!lua_checkstack(L, 4)) {
+    if (errlen) snprintf(err, errlen, "out of Lua stack space");
+    return -1;
+  }
+  frame root;
+  memset(&root, 0, sizeof root);
+  root.kind = KEY_STR;
+  root.key = key;
+  root.klen = strlen(key);
+  if (lua_type(L, idx) != LUA_TTABLE) {
+    /* A scalar needs no scratch state: the envelope's ids and names. */
+    enc e;
+    memset(&e, 0, sizeof e);
+    e.L = L;
+    e.out = out;
+    e.err = err;
+    e.errlen = errlen;
+    e.skipped = skipidx;
+    if (errlen) err[0] = '\0';
+    size_t start = out->len;
+    int r = value(&e, idx, &root, 0);
+    if (r) out->len = start;
+    return r;
+  }
+  cstate *st = acquire(L);
+  int r = encode(L, st, idx, skipidx, &root, clean, out, err, errlen);
   release(st);
   lua_settop(L, top);
   return r;
@@ -780,6 +833,7 @@ typedef struct dec {
   lua_State *L;
   const unsigned char *start, *p, *end;
   int arraymt;  /* stack slot */
+  int skip;     /* validate only: push nothing */
   size_t off;   /* of the error */
   const char *msg;
   char msgbuf[64];
@@ -914,7 +968,9 @@ static int string(dec *d) {
         return derr(d, q, "invalid escape in string");
     }
   }
-  if (escaped)
+  if (d->skip)
+    ;
+  else if (escaped)
     unescape(d->L, s, q);
   else
     lua_pushlstring(d->L, (const char *)s, (size_t)(q - s));
@@ -991,6 +1047,7 @@ static int number(dec *d) {
     scale += eneg ? -ev : ev;
   }
   d->p = q;
+  if (d->skip) return 0;
   if (isint && !big) {
     if (!neg && m <= (uint64_t)INT64_MAX) {
       lua_pushinteger(L, (lua_Integer)m);
@@ -1036,9 +1093,10 @@ static int object(dec *d, int depth) {
   lua_State *L = d->L;
   if (depth > HM_CODEC_MAX_DEPTH)
     return derr(d, d->p, "nesting deeper than " STR(HM_CODEC_MAX_DEPTH) " levels");
-  if (!lua_checkstack(L, 6)) return derr(d, d->p, "out of Lua stack space");
+  if (!d->skip && !lua_checkstack(L, 6))
+    return derr(d, d->p, "out of Lua stack space");
   d->p++;
-  lua_createtable(L, 0, 4);
+  if (!d->skip) lua_createtable(L, 0, 4);
   skipws(d);
   if (d->p < d->end && *d->p == '}') {
     d->p++;
@@ -1062,8 +1120,10 @@ static int object(dec *d, int depth) {
     if (r < 0) return -1;
     /* A null member stays, as the null sentinel (lua-cjson's cjson.null),
     ** so that decode then encode gives the same JSON back. */
-    if (r == 1) lua_pushlightuserdata(L, NULL);
-    lua_rawset(L, -3);
+    if (!d->skip) {
+      if (r == 1) lua_pushlightuserdata(L, NULL);
+      lua_rawset(L, -3);
+    }
     skipws(d);
     if (d->p < d->end && *d->p == ',') {
       d->p++;
@@ -1082,11 +1142,14 @@ static int array(dec *d, int depth) {
   lua_State *L = d->L;
   if (depth > HM_CODEC_MAX_DEPTH)
     return derr(d, d->p, "nesting deeper than " STR(HM_CODEC_MAX_DEPTH) " levels");
-  if (!lua_checkstack(L, 6)) return derr(d, d->p, "out of Lua stack space");
+  if (!d->skip && !lua_checkstack(L, 6))
+    return derr(d, d->p, "out of Lua stack space");
   d->p++;
-  lua_createtable(L, 0, 0);
-  lua_pushvalue(L, d->arraymt);
-  lua_setmetatable(L, -2);
+  if (!d->skip) {
+    lua_createtable(L, 0, 0);
+    lua_pushvalue(L, d->arraymt);
+    lua_setmetatable(L, -2);
+  }
   skipws(d);
   if (d->p < d->end && *d->p == ']') {
     d->p++;
@@ -1095,8 +1158,10 @@ static int array(dec *d, int depth) {
   for (lua_Integer i = 1;; i++) {
     int r = parse(d, depth);
     if (r < 0) return -1;
-    if (r == 1) lua_pushlightuserdata(L, NULL);
-    lua_rawseti(L, -2, i);
+    if (!d->skip) {
+      if (r == 1) lua_pushlightuserdata(L, NULL);
+      lua_rawseti(L, -2, i);
+    }
     skipws(d);
     if (d->p < d->end && *d->p == ',') {
       d->p++;
@@ -1122,11 +1187,11 @@ static int parse(dec *d, int depth) {
     case '"': return string(d);
     case 't':
       if (literal(d, "true", 4)) return -1;
-      lua_pushboolean(d->L, 1);
+      if (!d->skip) lua_pushboolean(d->L, 1);
       return 0;
     case 'f':
       if (literal(d, "false", 5)) return -1;
-      lua_pushboolean(d->L, 0);
+      if (!d->skip) lua_pushboolean(d->L, 0);
       return 0;
     case 'n':
       return literal(d, "null", 4) ? -1 : 1;
@@ -1147,6 +1212,7 @@ int hm_codec_decode(lua_State *L, const char *s, size_t len) {
   d.start = d.p = (const unsigned char *)s;
   d.end = d.start + len;
   d.arraymt = lua_gettop(L);
+  d.skip = 0;
   d.msg = NULL;
   int r = parse(&d, 0);
   if (r >= 0) {
@@ -1167,6 +1233,108 @@ int hm_codec_decode(lua_State *L, const char *s, size_t len) {
   return 1;
 }
 
+/* Whether the validated body of a key string, escapes and all, spells
+** `key` (ASCII): "\u006deta" is "meta" to the decoder, so it is here. */
+static int keyeq(const unsigned char *raw, size_t rawlen, const char *key) {
+  const unsigned char *p = raw, *end = raw + rawlen;
+  for (; *key; key++) {
+    unsigned c;
+    if (p >= end) return 0;
+    if (*p != '\\') {
+      c = *p++;
+    } else if (p[1] == 'u') {
+      c = hex4(p + 2);
+      p += 6;
+    } else {
+      switch (p[1]) {
+        case 'b': c = '\b'; break;
+        case 'f': c = '\f'; break;
+        case 'n': c = '\n'; break;
+        case 'r': c = '\r'; break;
+        case 't': c = '\t'; break;
+        default: c = p[1]; break;
+      }
+      p += 2;
+    }
+    if (c != (unsigned char)*key) return 0;
+  }
+  return p == end;
+}
+
+int hm_codec_scan(const char *s, size_t len, const char *const *keys,
+                  int nkeys, hm_span *spans, char *err, size_t errlen) {
+  dec d;
+  d.L = NULL;
+  d.start = d.p = (const unsigned char *)s;
+  d.end = d.start + len;
+  d.arraymt = 0;
+  d.skip = 1;
+  d.msg = NULL;
+  for (int k = 0; k < nkeys; k++) spans[k].start = spans[k].end = -1;
+  if (len > INT32_MAX) {
+    snprintf(err, errlen, "JSON error at byte 0: text too large");
+    return -1;
+  }
+  skipws(&d);
+  /* Not an object: the caller decodes it to say what it is. */
+  if (d.p >= d.end || *d.p != '{') return 1;
+  int r = 0;
+  d.p++;
+  skipws(&d);
+  if (d.p < d.end && *d.p == '}') {
+    d.p++;
+  } else {
+    for (;;) {
+      skipws(&d);
+      if (d.p >= d.end || *d.p != '"') {
+        if (d.p < d.end && *d.p == '}') r = derr(&d, d.p, "trailing ',' in object");
+        else r = d.p >= d.end ? unexpected(&d, d.p) : derr(&d, d.p, "expected a string key");
+        break;
+      }
+      const unsigned char *k0 = d.p + 1;
+      if ((r = string(&d)) < 0) break;
+      size_t klen = (size_t)(d.p - 1 - k0);
+      int which = -1;
+      for (int k = 0; k < nkeys; k++)
+        if (keyeq(k0, klen, keys[k])) which = k;
+      skipws(&d);
+      if (d.p >= d.end || *d.p != ':') {
+        r = d.p >= d.end ? unexpected(&d, d.p) : derr(&d, d.p, "expected ':'");
+        break;
+      }
+      d.p++;
+      skipws(&d);
+      const unsigned char *v0 = d.p;
+      if ((r = parse(&d, 1)) < 0) break;
+      r = 0;
+      if (which >= 0) {
+        spans[which].start = (int32_t)(v0 - d.start);
+        spans[which].end = (int32_t)(d.p - d.start);
+      }
+      skipws(&d);
+      if (d.p < d.end && *d.p == ',') {
+        d.p++;
+        continue;
+      }
+      if (d.p < d.end && *d.p == '}') {
+        d.p++;
+        break;
+      }
+      r = d.p >= d.end ? unexpected(&d, d.p) : derr(&d, d.p, "expected ',' or '}'");
+      break;
+    }
+  }
+  if (r == 0) {
+    skipws(&d);
+    if (d.p < d.end) r = derr(&d, d.p, "unexpected data after the JSON value");
+  }
+  if (r < 0) {
+    snprintf(err, errlen, "JSON error at byte %zu: %s", d.off, d.msg);
+    return -1;
+  }
+  return 0;
+}
+
 /* }==================================================================== */
 
 /* {====================================================================
@@ -1180,7 +1348,7 @@ static int l_encode(lua_State *L) {
   char err[320];
   cstate *st = acquire(L);
   st->out.len = 0;
-  int r = encode(L, st, 1, lua_istable(L, 2) ? 2 : 0, &st->out, err,
+  int r = encode(L, st, 1, lua_istable(L, 2) ? 2 : 0, NULL, 0, &st->out, err,
                  sizeof err);
   if (r == 0)
     lua_pushlstring(L, st->out.data ? st->out.data : "", st->out.len);

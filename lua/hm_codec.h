@@ -36,6 +36,7 @@
 #define HM_CODEC_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "lua.h"
 
@@ -60,6 +61,31 @@ int hm_buf_append(hm_buf *b, const void *data, size_t len);
 ** errors inside the Lua API. */
 int hm_codec_encode(lua_State *L, int idx, hm_buf *out, char *err,
                     size_t errlen);
+
+/* Like hm_codec_encode, for the value of member `key` of an envelope that
+** is being written piece by piece: error paths and the lenient encoder's
+** left-out paths (skipidx: the stack slot of the list, 0: strict) read as
+** if the value sat under `key` ("result.f"). `clean`: members of the value
+** itself (a table) whose key ends in '$' or whose value is a function are
+** left out, as Hemera leaves options out of a wire pattern. */
+int hm_codec_encode_member(lua_State *L, int idx, hm_buf *out,
+                           const char *key, int skipidx, int clean, char *err,
+                           size_t errlen);
+
+/* The byte range [start, end) of a member's value in a JSON text; start
+** -1 when the member is absent. */
+typedef struct hm_span {
+  int32_t start, end;
+} hm_span;
+
+/* Validates the whole text as hm_codec_decode would, building nothing, and
+** for each of the `nkeys` top-level keys records the span of its value (the
+** last one, as the decoder keeps the last of repeated keys). Returns 0 for
+** an object; 1 when the text is not an object (not validated: decode it
+** for the exact error or its type); -1 with hm_codec_decode's message in
+** err for invalid JSON. Pure: no Lua state, any thread. */
+int hm_codec_scan(const char *s, size_t len, const char *const *keys,
+                  int nkeys, hm_span *spans, char *err, size_t errlen);
 
 /* Pushes the decoded value and returns 1; or pushes nil and an error
 ** message ("JSON error at byte 17: expected ',' or '}'") and returns 2.

@@ -31,7 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "hm_lua_private.h"
+#include "hm_lua_envelope.h"
 
 /* A request in flight: who to complete. Exactly one of co/cb_ref. */
 typedef struct lreq {
@@ -40,6 +40,7 @@ typedef struct lreq {
   lua_State *co; /* awaiting coroutine */
   int co_ref;
   int cb_ref; /* callback function */
+  int as_msg; /* replies come as Msg (hm_lua_envelope.h), not strings */
 } lreq;
 
 static lconn *check_conn(lua_State *L, int idx) {
@@ -100,7 +101,19 @@ static void on_msg(hm_sub_t *s, natsMsg *m, void *arg) {
   const char *reply = natsMsg_GetReply(m);
   int ref;
   lua_State *co = hm_sched_spawn_begin(ctx, &ref);
-  if (co != NULL) {
+  if (co != NULL && ls->mt_ref != LUA_NOREF) {
+    /* A Hemera topic: fn(ctx), the context made here with the message in
+    ** it, undecoded (its parts materialise when read). */
+    lua_rawgeti(co, LUA_REGISTRYINDEX, ls->fn_ref);
+    lua_createtable(co, 0, 8);
+    lua_pushstring(co, natsMsg_GetSubject(m));
+    lua_setfield(co, -2, "topic");
+    hm_env_push_msg(co, m);
+    lua_setfield(co, -2, "_msg");
+    lua_rawgeti(co, LUA_REGISTRYINDEX, ls->mt_ref);
+    lua_setmetatable(co, -2);
+    hm_sched_spawn_end(ctx, co, ref, 1);
+  } else if (co != NULL) {
     lua_rawgeti(co, LUA_REGISTRYINDEX, ls->fn_ref);
     lua_pushstring(co, natsMsg_GetSubject(m));
     if (reply) lua_pushstring(co, reply); else lua_pushnil(co);
@@ -128,8 +141,11 @@ static void on_reply(hm_conn_t *c, uint64_t id, hm_status st, natsMsg *m,
   if (co != NULL) {
     if (st == HM_OK) {
       lua_pushnil(co);
-      lua_pushlstring(co, natsMsg_GetData(m),
-                      (size_t)natsMsg_GetDataLength(m));
+      if (r->as_msg)
+        hm_env_push_msg(co, m);
+      else
+        lua_pushlstring(co, natsMsg_GetData(m),
+                        (size_t)natsMsg_GetDataLength(m));
     } else {
       lua_pushstring(co, status_word(st));
       lua_pushnil(co);
@@ -159,6 +175,8 @@ static void on_closed(hm_conn_t *c, void *arg) {
     ls->s = NULL;
     ls->prev = ls->next = NULL;
     unref(ctx, &ls->fn_ref);
+  unref(ctx, &ls->mt_ref);
+    unref(ctx, &ls->mt_ref);
     unref(ctx, &ls->self_ref);
   }
   if (lc->prev) lc->prev->next = lc->next; else ctx->conns = lc->next;
@@ -378,6 +396,55 @@ static int c_publish(lua_State *L) {
   return 1;
 }
 
+/* conn:reply(msg, to, meta, trace, request, result, err, skipped): see
+** hm_lua_envelope.c. Published from the shared buffer: no Lua string. */
+static int c_reply(lua_State *L) {
+  lconn *lc = luaL_checkudata(L, 1, HM_CONN_MT);
+  hm_lmsg *g = hm_env_check_msg(L, 2);
+  size_t tlen = 0;
+  const char *to = luaL_optlstring(L, 3, NULL, &tlen);
+  lua_settop(L, 9);
+  if (to == NULL) {
+    to = hm_env_reply_to(g);
+    tlen = g->rlen;
+  }
+  if (to == NULL) {
+    lua_pushliteral(L, "noreply");
+    return 1;
+  }
+  if (lc->c == NULL || hm_conn_is_closed(lc->c)) {
+    lua_pushliteral(L, "closed");
+    return 1;
+  }
+  if (refuse_nul(L, to, tlen, HM_SUBJ_PUBLISH, NULL, 0)) {
+    lua_pushboolean(L, 0);
+    lua_replace(L, -4);
+    return 3;
+  }
+  char err[320];
+  int busy;
+  hm_buf *b = hm_env_buffer(L, &busy);
+  int r = hm_env_reply(L, g, 4, 5, 6, 7, 8, lua_istable(L, 9) ? 9 : 0, b,
+                       err, sizeof err);
+  (void)busy;
+  if (r != 0) {
+    hm_env_buffer_done(b);
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  hm_status st = hm_conn_publish(lc->c, to, NULL, b->data, b->len);
+  hm_env_buffer_done(b);
+  if (st != HM_OK) {
+    push_failure(L, lc, st);
+    lua_pushboolean(L, 0);
+    lua_replace(L, -4);
+    return 3;
+  }
+  lua_pushliteral(L, "sent");
+  return 1;
+}
+
 static int c_subscribe(lua_State *L) {
   lconn *lc = check_conn(L, 1);
   size_t slen, qlen = 0;
@@ -386,18 +453,24 @@ static int c_subscribe(lua_State *L) {
   lua_Integer max = luaL_optinteger(L, 4, 0);
   lsub *ls;
   hm_status st;
+  int has_mt = !lua_isnoneornil(L, 6);
   luaL_checktype(L, 5, LUA_TFUNCTION);
+  if (has_mt) luaL_checktype(L, 6, LUA_TTABLE);
   luaL_argcheck(L, max >= 0 && max <= INT32_MAX, 4, "must be >= 0");
   if (refuse_nul(L, subj, slen, HM_SUBJ_SUBSCRIBE, queue, qlen)) return 3;
   ls = lua_newuserdatauv(L, sizeof *ls, 0);
   memset(ls, 0, sizeof *ls);
   ls->owner = lc;
-  ls->fn_ref = ls->self_ref = LUA_NOREF;
+  ls->fn_ref = ls->self_ref = ls->mt_ref = LUA_NOREF;
   luaL_setmetatable(L, HM_SUB_MT);
   st = hm_conn_subscribe(lc->c, subj, queue, (int)max, on_msg, ls, &ls->s);
   if (st != HM_OK) return push_failure(L, lc, st);
   lua_pushvalue(L, 5);
   ls->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  if (has_mt) {
+    lua_pushvalue(L, 6);
+    ls->mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
   lua_pushvalue(L, -1);
   ls->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   ls->next = lc->subs;
@@ -415,6 +488,7 @@ static int c_request(lua_State *L) {
   lua_Integer timeout = luaL_checkinteger(L, 4);
   lua_Integer max = luaL_optinteger(L, 5, 1);
   int has_cb = !lua_isnoneornil(L, 6);
+  int as_msg = lua_toboolean(L, 7);
   uint64_t id;
   hm_status st;
   lreq *r;
@@ -448,6 +522,7 @@ static int c_request(lua_State *L) {
   r->ctx = ctx;
   r->owner = lc;
   r->co_ref = r->cb_ref = LUA_NOREF;
+  r->as_msg = as_msg;
   st = hm_conn_request(lc->c, subj, data, len, (uint64_t)timeout, (int)max,
                        on_reply, r, &id);
   if (st != HM_OK) {
@@ -724,6 +799,7 @@ void hm_lua_close_conns(hm_ctx *ctx) {
 
 static const luaL_Reg conn_methods[] = {
     {"publish", c_publish},   {"subscribe", c_subscribe},
+    {"reply", c_reply},
     {"request", c_request},   {"cancel", c_cancel},
     {"flush", c_flush},
     {"close", c_close},       {"is_closed", c_is_closed},

@@ -97,6 +97,7 @@ struct lsub {
   hm_sub_t *s; /* NULL once unsubscribed or its connection is gone */
   lconn *owner;
   int fn_ref;
+  int mt_ref;  /* Hemera topic: metatable of each message's context, or LUA_NOREF */
   int self_ref;
   lsub *prev, *next;
 };
@@ -144,6 +145,7 @@ void hm_lua_open_guard(lua_State *L);  /* recursion counter, load sampler */
 void hm_lua_open_pattern(lua_State *L); /* core.method */
 void hm_lua_close_sampler(hm_ctx *ctx);
 void hm_lua_open_budget(lua_State *L); /* core.budget_call */
+void hm_lua_open_envelope(lua_State *L); /* messages, lazy contexts, envelopes */
 /* }======== */
 
 /* {======== CPU budgets (hm_lua_budget.c) ======== */

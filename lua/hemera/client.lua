@@ -29,115 +29,198 @@ local function max_replies(p)
   return 1
 end
 
--- Builds the act context and the message to send. Returns actx, envelope,
--- or nil, err (request not to be sent).
+local msg_result, msg_member, msg_arrived, msg_data =
+  core.msg_result, core.msg_member, core.msg_arrived, core.msg_data
+local act_payload = core.act_payload
+local TRACE_MT, REQINFO_MT = wire.TRACE_MT, wire.REQINFO_MT
+
+-- {==================================================================
+-- The act context
+-- ===================================================================
+-- One table per act, {method, _p (the pattern), _rid, _sid, _tid, _psid,
+-- _ts, _pubsub} until its reply (_reply, a core Msg); every other part is
+-- built the first time it is read. core.act_payload writes the request
+-- from the same fields, so an act nobody inspects builds no table at all.
+
+-- The reply's trace, with the round trip's duration.
+local function reply_trace(r)
+  local t = msg_member(r, "trace")
+  if t then
+    setmetatable(t, TRACE_MT)
+    if type(t.timestamp) == "number" then t.duration = msg_arrived(r) - t.timestamp end
+  end
+  return t
+end
+
+local BUILDERS = {
+  meta = function(a, scope)
+    local r = rawget(a, "_reply")
+    local m = r and msg_member(r, "meta")
+    if m then return m end
+    m = copy(scope.meta)
+    local mp = a._p["meta$"]
+    if type(mp) == "table" then
+      for k, v in pairs(mp) do m[k] = v end
+    end
+    return m
+  end,
+  trace = function(a)
+    local r = rawget(a, "_reply")
+    return r and reply_trace(r) or setmetatable({
+      spanId = a._sid, traceId = a._tid, parentSpanId = a._psid, timestamp = a._ts,
+      service = a._p.topic, method = a.method }, TRACE_MT)
+  end,
+  request = function(a)
+    local r = rawget(a, "_reply")
+    local q = r and msg_member(r, "request")
+    if q then return setmetatable(q, REQINFO_MT) end
+    return setmetatable({ id = a._rid, type = a._pubsub and "pubsub" or "request",
+                          service = a._p.topic, method = a.method }, REQINFO_MT)
+  end,
+  delegate = function(a) return obj(a._p["delegate$"]) or {} end,
+  pattern = function(a) return pattern.clean(a._p) end,
+  context = function(a, scope) return a._p["context$"] or scope.context end,
+  transport = function(a, scope)
+    local p = a._p
+    return { topic = p.topic, pubsub = a._pubsub, timeout = p["timeout$"] or scope._i.config.timeout,
+             maxMessages = p["maxMessages$"], expectedMessages = p["expectedMessages$"] }
+  end,
+  response = function(a)
+    local r = rawget(a, "_reply")
+    return r and core.decode(msg_data(r)) or nil
+  end,
+}
+
+-- Builds the act context. Returns actx, or actx, nil, err (request not to
+-- be sent).
 local function prepare(self, p)
   local i = self._i
   local idgen = self._idGenerator or core.nuid
   local method = pattern.method(p)
-  local meta = copy(self.meta)
-  if type(p["meta$"]) == "table" then
-    for k, v in pairs(p["meta$"]) do meta[k] = v end
-  end
   local parent = self.trace or {}
   local tr = p["trace$"]
-  local trace = setmetatable({}, wire.TRACE_MT)
+  local sid, tid, psid
   if type(tr) == "table" then
-    trace.spanId = given(tr.spanId) or idgen()
-    trace.traceId = given(tr.traceId) or idgen()
-    trace.parentSpanId = given(tr.parentSpanId) or given(parent.spanId)
+    sid = given(tr.spanId) or idgen()
+    tid = given(tr.traceId) or idgen()
+    psid = given(tr.parentSpanId) or given(parent.spanId)
   else
     -- Hemera's rule, kept for the wire: a nested call reuses its parent's
     -- spanId as its own spanId and as parentSpanId.
-    trace.spanId = given(parent.spanId) or idgen()
-    trace.traceId = given(parent.traceId) or idgen()
-    trace.parentSpanId = given(parent.spanId)
+    sid = given(parent.spanId) or idgen()
+    tid = given(parent.traceId) or idgen()
+    psid = given(parent.spanId)
   end
-  trace.timestamp = hrtime()
-  trace.service = p.topic
-  trace.method = method
-  local pubsub = p["pubsub$"] == true
-  local request = setmetatable({ id = p["requestId$"] or idgen(), type = pubsub and "pubsub" or "request",
-                                 service = p.topic, method = method }, wire.REQINFO_MT)
-  local delegate = obj(p["delegate$"]) or {}
-  local clean = pattern.clean(p)
   local actx = setmetatable({
-    meta = meta, trace = trace, delegate = delegate, request = request,
-    context = p["context$"] or self.context, pattern = clean, method = method,
-    transport = { topic = p.topic, pubsub = pubsub, timeout = p["timeout$"] or i.config.timeout,
-                  maxMessages = p["maxMessages$"], expectedMessages = p["expectedMessages$"] },
-  }, util.inherit(self))
+    method = method, _p = p, _rid = p["requestId$"] or idgen(), _sid = sid, _tid = tid, _psid = psid,
+    _ts = hrtime(), _pubsub = p["pubsub$"] == true,
+  }, util.lazy(self, "_act_mt", BUILDERS))
   if i.config.traceLog then
-    actx.log = self.log:child { tag = i.config.tag, requestId = request.id, traceId = trace.traceId,
-                                spanId = trace.spanId, parentSpanId = trace.parentSpanId }
+    actx.log = self.log:child { tag = i.config.tag, requestId = actx._rid, traceId = tid,
+                                spanId = sid, parentSpanId = psid }
   end
   local maxr = i.config.maxRecursion
   if maxr > 1 then
-    local ok, count = core.recursion(meta, trace.traceId .. ":" .. method, maxr)
+    local meta = actx.meta
+    local ok, count = core.recursion(meta, tid .. ":" .. method, maxr)
     if not ok then
       -- Like Node Hemera, the caller's meta loses its referrers too.
       if self.meta then self.meta.referrers = nil end
-      return actx, nil, errors.MaxRecursionError({ count = count })
+      return actx, errors.MaxRecursionError({ count = count })
     end
   end
-  return actx, setmetatable({ pattern = clean, meta = meta, delegate = delegate,
-                              trace = trace, request = request }, wire.REQUEST_MT)
+  return actx
 end
 
 -- Turns one reply (or the end of the request) into result, err, running
--- onActFinished. `st` is nil, "timeout", "closed" or "failed".
-local function finish_reply(self, actx, st, data)
+-- onActFinished. `st` is nil, "timeout", "closed" or "failed"; msg the
+-- reply (a core Msg).
+local function finish_reply(self, actx, st, msg)
   local i = self._i
   local result, err
   if st == "timeout" then
     err = errors.TimeoutError("Client timeout", { app = i.config.name, isServer = false, pattern = actx.method })
   elseif st == "failed" then
-    return nil, errors.HemeraError("Request could not be sent: " .. tostring(data),
+    return nil, errors.HemeraError("Request could not be sent: " .. tostring(msg),
       { app = i.config.name, isServer = false, pattern = actx.method })
   elseif st ~= nil then
     err = errors.HemeraError("NATS connection closed before the reply",
       { app = i.config.name, isServer = false, pattern = actx.method, code = st })
   else
-    local decode = self._clientDecoder or core.decode
-    local ok, msg, derr = util.codec_call(decode, core.decode, data)
-    if not ok or msg == nil then
-      -- A decode failure goes to the caller as is, without hooks.
-      return nil, util.codec_error("Client payload decoding", ok, msg, derr)
+    local decode = self._clientDecoder
+    local e
+    if decode == nil or decode == core.decode then
+      local ok, r, detail = msg_result(msg)
+      if not ok then
+        -- A decode failure goes to the caller as is, without hooks.
+        return nil, errors.ParseError(r == "json" and "Client payload decoding: " .. detail
+          or "Client payload decoding: expected a JSON object, got " .. detail)
+      end
+      result, e = r, detail
+      -- Parts read before the reply (hooks, the recursion guard) now are
+      -- the reply's, where it has them.
+      rawset(actx, "_reply", msg)
+      if rawget(actx, "meta") ~= nil then
+        local m = msg_member(msg, "meta")
+        if m then actx.meta = m end
+      end
+      if rawget(actx, "request") ~= nil then
+        local q = msg_member(msg, "request")
+        if q then actx.request = setmetatable(q, REQINFO_MT) end
+      end
+      if rawget(actx, "trace") ~= nil then
+        local t = reply_trace(msg)
+        if t then actx.trace = t end
+      end
+    else
+      local ok, m, derr = util.codec_call(decode, core.decode, msg_data(msg))
+      if not ok or m == nil then
+        return nil, util.codec_error("Client payload decoding", ok, m, derr)
+      end
+      if type(m) ~= "table" or getmetatable(m) == core.array_mt then
+        return nil, errors.ParseError("Client payload decoding: expected a JSON object, got "
+          .. util.json_type(m))
+      end
+      if obj(m.meta) then actx.meta = m.meta end
+      if obj(m.request) then actx.request = setmetatable(m.request, REQINFO_MT) end
+      local trace = obj(m.trace)
+      if trace then
+        setmetatable(trace, TRACE_MT)
+        if type(trace.timestamp) == "number" then trace.duration = hrtime() - trace.timestamp end
+        actx.trace = trace
+      end
+      actx.response = m
+      if m.error ~= nil and m.error ~= false and m.error ~= null then e = m.error else result = m.result end
     end
-    if type(msg) ~= "table" or getmetatable(msg) == core.array_mt then
-      return nil, errors.ParseError("Client payload decoding: expected a JSON object, got "
-        .. util.json_type(msg))
-    end
-    if obj(msg.meta) then actx.meta = msg.meta end
-    if obj(msg.request) then actx.request = setmetatable(msg.request, wire.REQINFO_MT) end
-    local trace = obj(msg.trace)
-    if trace then
-      setmetatable(trace, wire.TRACE_MT)
-      if type(trace.timestamp) == "number" then trace.duration = hrtime() - trace.timestamp end
-      actx.trace = trace
-    end
-    actx.response = msg
-    if msg.error ~= nil and msg.error ~= false and msg.error ~= null then
+    if e ~= nil then
       -- A null name or message (kept by the decoder) means none: from_wire
       -- then fills in "Error" and "" as for an absent one.
-      local e = msg.error
       if type(e) == "table" then
         if e.name == null then e.name = nil end
         if e.message == null then e.message = nil end
       end
       err = errors.from_wire(e)
-    else
-      result = msg.result
+      result = nil
     end
   end
-  actx.responseError = err
+  if err ~= nil then actx.responseError = err end
   local herr = run_hooks(self._ext.onActFinished, actx)
   if herr then return nil, herr end
   if i.log_requests then
-    actx.log:info("Request completed", { topic = actx.transport.topic, requestId = actx.request.id,
+    actx.log:info("Request completed", { topic = actx._p.topic, requestId = actx.request.id,
                                          pattern = actx.method, responseTime = actx.trace.duration })
   end
   return result, err
+end
+
+-- The outcome of an act that ends before a request goes out: to the
+-- callback (in a coroutine) or returned.
+local function outcome(actx, on_reply, result, err)
+  if on_reply then
+    spawn(on_reply, err, result, actx, true)
+    return actx
+  end
+  return result, err, actx
 end
 
 -- The act behind hemera:act and hemera:stream. `on_reply(err, result, actx,
@@ -145,46 +228,52 @@ end
 -- coroutine waits for the single reply and the outcome is returned.
 function M.act(self, p, on_reply)
   local i = self._i
-  local actx, env, perr = prepare(self, p)
-  local function deliver(result, err, done)
-    if on_reply then
-      spawn(on_reply, err, result, actx, done ~= false)
-      return actx
-    end
-    return result, err, actx
-  end
-  if perr then return deliver(nil, perr) end
+  local actx, perr = prepare(self, p)
+  if perr then return outcome(actx, on_reply, nil, perr) end
   local herr = run_hooks(self._ext.onAct, actx)
-  if herr then return deliver(nil, herr) end
+  if herr then return outcome(actx, on_reply, nil, herr) end
   if i.log_requests then
     actx.log:info("Request started", { topic = p.topic, requestId = actx.request.id, pattern = actx.method })
   end
-  local encode = self._clientEncoder or core.encode
-  local ok, payload, eerr = util.codec_call(encode, core.encode, env)
-  if not ok or payload == nil then
-    return deliver(nil, util.codec_error("Client payload encoding", ok, payload, eerr))
+  local encode = self._clientEncoder
+  local payload, eerr
+  if encode == nil or encode == core.encode then
+    payload, eerr = act_payload(actx, p, self.meta)
+    if payload == nil then
+      return outcome(actx, on_reply, nil, errors.ParseError("Client payload encoding: " .. tostring(eerr)))
+    end
+  else
+    local env = setmetatable({ pattern = actx.pattern, meta = actx.meta, delegate = actx.delegate,
+                               trace = actx.trace, request = actx.request }, wire.REQUEST_MT)
+    local ok
+    ok, payload, eerr = util.codec_call(encode, core.encode, env)
+    if not ok or payload == nil then
+      return outcome(actx, on_reply, nil, util.codec_error("Client payload encoding", ok, payload, eerr))
+    end
   end
-  if actx.transport.pubsub then
+  if actx._pubsub then
     local sent, serr = i.conn:publish(p.topic, payload)
-    if not sent then return deliver(nil, errors.HemeraError("Publish failed: " .. tostring(serr))) end
-    return deliver(nil, nil)
+    if not sent then return outcome(actx, on_reply, nil, errors.HemeraError("Publish failed: " .. tostring(serr))) end
+    return outcome(actx, on_reply, nil, nil)
   end
   local max = max_replies(p)
-  local timeout = actx.transport.timeout
+  local timeout = p["timeout$"] or i.config.timeout
   if on_reply then
     local id, rerr = i.conn:request(p.topic, payload, timeout, max, function(st, data, done)
       local result, err = finish_reply(self, actx, st, data)
       return on_reply(err, result, actx, done)
-    end)
-    if not id then return deliver(nil, errors.HemeraError("Request could not be sent: " .. tostring(rerr))) end
+    end, true)
+    if not id then
+      return outcome(actx, on_reply, nil, errors.HemeraError("Request could not be sent: " .. tostring(rerr)))
+    end
     actx.sid = id
     return actx
   end
   if max ~= 1 then
-    return deliver(nil, errors.HemeraError(
+    return outcome(actx, on_reply, nil, errors.HemeraError(
       "maxMessages$ and expectedMessages$ need a callback or hemera:stream"))
   end
-  local st, data = i.conn:request(p.topic, payload, timeout, 1)
+  local st, data = i.conn:request(p.topic, payload, timeout, 1, nil, true)
   local result, err = finish_reply(self, actx, st, data)
   return result, err, actx
 end

@@ -173,9 +173,9 @@ local function subscribe(scope, t)
   local queue = nil
   if not t.pubsub then queue = t.queue or ("queue." .. t.topic) end
   local owner = t.owner
-  local sub, err = i.conn:subscribe(t.topic, queue, t.maxMessages or 0, function(subject, reply, data)
-    return server.serve(owner, t, subject, reply, data)
-  end)
+  local sub, err = i.conn:subscribe(t.topic, queue, t.maxMessages or 0, function(ctx)
+    return server.serve(owner, t, ctx)
+  end, server.context_mt(owner))
   if not sub then
     -- The core's message names the topic, escaped and cut: a raw topic
     -- here could carry CR/LF or 10 KB into the caller's logs.

@@ -12,12 +12,16 @@ local errors = require "hemera.errors"
 
 local Reply = {}
 Reply.__index = Reply
+-- Defaults every reply reads through its metatable until it sets its own
+-- (a smaller table per request).
+Reply.sent = false
+Reply.count = 0
+Reply.isError = false
 
 -- deliver(owner, ctx, reply) does the sending (hooks, encode, publish);
 -- it may yield. (One function for all replies: no closure per request.)
 function Reply.new(deliver, owner, ctx, log)
-  return setmetatable({ sent = false, count = 0, isError = false, _deliver = deliver,
-                        _owner = owner, _ctx = ctx, log = log }, Reply)
+  return setmetatable({ _deliver = deliver, _owner = owner, _ctx = ctx, log = log }, Reply)
 end
 
 function Reply:send(value, err)

@@ -13,7 +13,57 @@ local M = {}
 
 local obj, call, run_hooks, run_all = util.obj, util.call, util.run_hooks, util.run_all
 local budget_call, traceback = core.budget_call, debug.traceback
+local msg_pattern, msg_member, msg_reply, msg_data = core.msg_pattern, core.msg_member, core.msg_reply, core.msg_data
 local skipped_buf = {} -- paths core.encode left out of the reply being sent
+
+-- {==================================================================
+-- The context of a message
+-- ===================================================================
+-- The core makes it ({topic, _msg}, hm_lua_conn.c) with the message still
+-- undecoded. Its parts materialise the first time they are read, so a
+-- handler that reads none of them pays for none; the reply sends back the
+-- request's own bytes for every part nobody read or set.
+
+local TRACE_MT, REQINFO_MT = wire.TRACE_MT, wire.REQINFO_MT
+
+local function part(name, mt)
+  return function(ctx)
+    local msg = rawget(ctx, "_msg")
+    local v = msg and msg_member(msg, name) or {}
+    if mt then setmetatable(v, mt) end
+    return v
+  end
+end
+
+local BUILDERS = {
+  meta = part("meta"),
+  trace = part("trace", TRACE_MT),
+  request = part("request", REQINFO_MT),
+  delegate = part("delegate"),
+  replyTo = function(ctx)
+    local msg = rawget(ctx, "_msg")
+    return msg and msg_reply(msg)
+  end,
+  auth = function() return {} end,
+}
+
+-- The metatable of scope's message contexts (one per scope).
+function M.context_mt(scope)
+  return util.lazy(scope, "_ctx_mt", BUILDERS)
+end
+
+-- The request's id and type for the reply of last resort: from the bytes
+-- as they came, which no handler can have changed.
+local function request_ids(ctx, reply)
+  if reply._rid ~= nil or reply._rtype ~= nil then return reply._rid, reply._rtype end
+  local msg = rawget(ctx, "_msg")
+  local rq = msg and not reply._custom and msg_member(msg, "request")
+  if not rq then return nil, nil end
+  local id, rtype = rq.id, rq.type
+  return type(id) == "string" and id or nil, type(rtype) == "string" and rtype or nil
+end
+
+-- }==================================================================
 
 -- A validator per (action, compiler), compiled on first use.
 local function validator(def, compiler, slot)
@@ -38,12 +88,45 @@ local function check_load(i)
   end
 end
 
--- The reply's envelope. May raise: a handler can leave anything in
--- ctx.meta and ctx.trace.
+-- The reply's envelope, as tables (for a custom encoder). May raise: a
+-- handler can leave anything in ctx.meta and ctx.trace.
 local function envelope(i, ctx, reply)
   local hop = reply.error and wire.hop(i.config.name, ctx.trace, ctx.topic)
   return wire.reply(ctx.meta, ctx.trace, ctx.request, reply.payload, reply.error, hop,
                     i.config.errio.stack)
+end
+
+-- The error member of an error reply, with the hop this service adds.
+local function error_wire(i, ctx, reply)
+  local hop = wire.hop(i.config.name, ctx.trace, ctx.topic)
+  return errors.to_wire(errors.root(reply.error), hop, i.config.errio.stack)
+end
+
+-- Warns once per action about values the lenient encoder left out.
+local function warn_skipped(owner, ctx, log)
+  -- One buffer for every reply (no table per request): emptied here.
+  local paths = {}
+  for k = 1, #skipped_buf do paths[k] = skipped_buf[k]; skipped_buf[k] = nil end
+  local def = ctx.matchedAction or owner
+  if not rawget(def, "_warned_unencodable") then
+    rawset(def, "_warned_unencodable", true)
+    log:warn("Reply values JSON cannot hold were left out", { topic = ctx.topic, paths = paths })
+  end
+end
+
+local function unencodable_result(v)
+  local rt = type(v)
+  if rt == "function" or rt == "thread" or (rt == "userdata" and v ~= core.null) then
+    return "cannot encode a " .. rt .. " at result"
+  end
+end
+
+-- Sends the reply of last resort (see wire.last_resort) for error e.
+local function last_resort(i, ctx, reply, e)
+  local to = ctx.replyTo
+  if not to then return false end
+  local rid, rtype = request_ids(ctx, reply)
+  return i.conn:publish(to, wire.last_resort(rid, rtype, e.name, e.message))
 end
 
 -- Sends what the reply holds: error handler and onError for errors, the
@@ -89,98 +172,132 @@ local function deliver(owner, ctx, reply)
   if i.log_requests then
     log:info("Request responded", { topic = ctx.topic, requestId = ctx.request.id, pattern = ctx.trace.method })
   end
-  local to = ctx.replyTo
-  if reply.error and not to then
-    log:warn("Request failed, and it has no reply subject to tell", { topic = ctx.topic, error = reply.error })
-  end
-  if to and i.conn and i.conn:is_closed() then
-    -- The handler outlived close(): nobody can be answered any more.
-    log:warn("Reply dropped: the connection is closed", { topic = ctx.topic })
-    to = nil
-  end
-  if to and i.conn then
-    local payload, why
-    local ok, out = pcall(envelope, i, ctx, reply)
-    if ok then
-      local encode = owner._serverEncoder or core.encode
-      local eok, eerr
-      if encode == core.encode then
-        -- Issue 11: as JSON.stringify, a function, thread or userdata inside
-        -- the reply is left out of an object or null in an array (a result
-        -- that is one stays an error); one warning per action names them.
-        local rt = type(reply.payload)
-        if rt == "function" or rt == "thread" or (rt == "userdata" and reply.payload ~= core.null) then
-          payload, eerr = nil, "cannot encode a " .. rt .. " at result"
-        else
-          payload, eerr = encode(out, skipped_buf)
-        end
-        eok = true
-        if skipped_buf[1] then
-          -- One buffer for every reply (no table per request): emptied here.
-          local paths = {}
-          for k = 1, #skipped_buf do paths[k] = skipped_buf[k]; skipped_buf[k] = nil end
-          local def = ctx.matchedAction or owner
-          if not rawget(def, "_warned_unencodable") then
-            rawset(def, "_warned_unencodable", true)
-            log:warn("Reply values JSON cannot hold were left out", { topic = ctx.topic, paths = paths })
-          end
-        end
-      else
-        eok, payload, eerr = util.codec_call(encode, core.encode, out)
-      end
-      if not eok or payload == nil then payload, why = nil, eok and eerr or payload end
-    else
-      why = out
+  local conn = i.conn
+  local encode = owner._serverEncoder
+  if conn and (encode == nil or encode == core.encode) then
+    -- The default codec: the envelope is written in C, with the request's
+    -- own bytes for each part nobody read or set (hm_lua_envelope.c).
+    local why = unencodable_result(reply.payload)
+    local ew
+    if reply.error then
+      local ok, w = pcall(error_wire, i, ctx, reply)
+      if ok then ew = w else why = w end
     end
-    if payload == nil then
+    local st, perr
+    if not why then
+      st, perr = conn:reply(rawget(ctx, "_msg"), rawget(ctx, "replyTo"), rawget(ctx, "meta"),
+                            rawget(ctx, "trace"), rawget(ctx, "request"), reply.payload, ew, skipped_buf)
+      if st == nil then why = perr end
+      if skipped_buf[1] then warn_skipped(owner, ctx, log) end
+    end
+    if st == "sent" then
+      reply._published = true
+    elseif st == "noreply" then
+      if reply.error then
+        log:warn("Request failed, and it has no reply subject to tell", { topic = ctx.topic, error = reply.error })
+      end
+    elseif st == "closed" then
+      -- The handler outlived close(): nobody can be answered any more.
+      log:warn("Reply dropped: the connection is closed", { topic = ctx.topic })
+    elseif why then
       -- Node Hemera logs and sends nothing, leaving the caller to time
       -- out; we tell the caller what went wrong instead, in a reply built
       -- from nothing the handler touched (its meta or trace may be what
       -- failed to encode).
       local e = errors.ParseError("Server encoding: " .. tostring(why))
       log:error("Server encoding", { error = e })
-      payload = wire.last_resort(reply._rid, reply._rtype, e.name, e.message)
-    end
-    local sent, perr = i.conn:publish(to, payload)
-    if not sent and not i.conn:is_closed() then
+      if last_resort(i, ctx, reply, e) then reply._published = true end
+    elseif not conn:is_closed() then
       local e = errors.HemeraError("Reply could not be sent: " .. tostring(perr))
       log:error("Reply could not be sent", { error = e })
-      sent = i.conn:publish(to, wire.last_resort(reply._rid, reply._rtype, e.name, e.message))
+      if last_resort(i, ctx, reply, e) then reply._published = true end
     end
-    if sent then reply._published = true end
+  elseif conn then
+    local to = ctx.replyTo
+    if reply.error and not to then
+      log:warn("Request failed, and it has no reply subject to tell", { topic = ctx.topic, error = reply.error })
+    end
+    if to and conn:is_closed() then
+      log:warn("Reply dropped: the connection is closed", { topic = ctx.topic })
+      to = nil
+    end
+    if to then
+      local payload, why
+      local ok, out = pcall(envelope, i, ctx, reply)
+      if ok then
+        local eok, eerr
+        eok, payload, eerr = util.codec_call(encode, core.encode, out)
+        if not eok or payload == nil then payload, why = nil, eok and eerr or payload end
+      else
+        why = out
+      end
+      if payload == nil then
+        local e = errors.ParseError("Server encoding: " .. tostring(why))
+        log:error("Server encoding", { error = e })
+        local rid, rtype = request_ids(ctx, reply)
+        payload = wire.last_resort(rid, rtype, e.name, e.message)
+      end
+      local sent, perr = conn:publish(to, payload)
+      if not sent and not conn:is_closed() then
+        local e = errors.HemeraError("Reply could not be sent: " .. tostring(perr))
+        log:error("Reply could not be sent", { error = e })
+        sent = last_resort(i, ctx, reply, e)
+      end
+      if sent then reply._published = true end
+    end
   end
   run_all(owner._ext.onResponse, function(e) log:error("onResponse extension", { error = e }) end, ctx, reply)
 end
 
 -- Everything up to the handler. Returns when the reply has been sent (or
 -- there is none to send).
-local function process(owner, t, ctx, reply, data)
+local function process(owner, t, ctx, reply)
   local i = owner._i
-  local decode = owner._serverDecoder or core.decode
-  local ok, msg, derr = util.codec_call(decode, core.decode, data)
-  if not ok or msg == nil then
-    local e = util.codec_error("Invalid request", ok, msg, derr)
-    ctx.log:warn("Invalid request", { topic = ctx.topic, error = e })
-    return reply:send(nil, e)
-  end
-  if type(msg) ~= "table" or getmetatable(msg) == core.array_mt then
-    local e = errors.ParseError("Invalid request: expected a JSON object, got "
-      .. util.json_type(msg))
-    ctx.log:warn("Invalid request", { topic = ctx.topic, error = e })
-    return reply:send(nil, e)
-  end
-  ctx.meta = obj(msg.meta) or {}
-  ctx.trace = setmetatable(obj(msg.trace) or {}, wire.TRACE_MT)
-  ctx.request = setmetatable(obj(msg.request) or {}, wire.REQINFO_MT)
-  -- For the reply of last resort, before any handler code runs.
-  local rid, rtype = ctx.request.id, ctx.request.type
-  reply._rid = type(rid) == "string" and rid or nil
-  reply._rtype = type(rtype) == "string" and rtype or nil
-  ctx.delegate = obj(msg.delegate) or {}
-  local p = obj(msg.pattern)
-  if not p then
-    return reply:send(nil, errors.ParseError("Invalid request: 'pattern' must be an object, got "
-      .. util.json_type(msg.pattern)))
+  local decode = owner._serverDecoder
+  local msg = rawget(ctx, "_msg")
+  local p, pubsub
+  if decode == nil or decode == core.decode then
+    local kind, detail
+    p, kind, detail = msg_pattern(msg)
+    if not p then
+      if kind == "pattern" then
+        return reply:send(nil, errors.ParseError("Invalid request: 'pattern' must be an object, got " .. detail))
+      end
+      local e = errors.ParseError(kind == "json" and "Invalid request: " .. detail
+        or "Invalid request: expected a JSON object, got " .. detail)
+      ctx.log:warn("Invalid request", { topic = ctx.topic, error = e })
+      return reply:send(nil, e)
+    end
+    pubsub = kind
+  else
+    -- A custom codec: the whole message as tables, as it decodes it.
+    reply._custom = true
+    local ok, m, derr = util.codec_call(decode, core.decode, msg_data(msg))
+    if not ok or m == nil then
+      local e = util.codec_error("Invalid request", ok, m, derr)
+      ctx.log:warn("Invalid request", { topic = ctx.topic, error = e })
+      return reply:send(nil, e)
+    end
+    if type(m) ~= "table" or getmetatable(m) == core.array_mt then
+      local e = errors.ParseError("Invalid request: expected a JSON object, got "
+        .. util.json_type(m))
+      ctx.log:warn("Invalid request", { topic = ctx.topic, error = e })
+      return reply:send(nil, e)
+    end
+    ctx.meta = obj(m.meta) or {}
+    ctx.trace = setmetatable(obj(m.trace) or {}, TRACE_MT)
+    ctx.request = setmetatable(obj(m.request) or {}, REQINFO_MT)
+    -- For the reply of last resort, before any handler code runs.
+    local rid, rtype = ctx.request.id, ctx.request.type
+    reply._rid = type(rid) == "string" and rid or nil
+    reply._rtype = type(rtype) == "string" and rtype or nil
+    ctx.delegate = obj(m.delegate) or {}
+    p = obj(m.pattern)
+    if not p then
+      return reply:send(nil, errors.ParseError("Invalid request: 'pattern' must be an object, got "
+        .. util.json_type(m.pattern)))
+    end
+    pubsub = rtype == "pubsub"
   end
   ctx.pattern = p
   -- Only the patterns of the subscription that delivered the message take
@@ -233,7 +350,7 @@ local function process(owner, t, ctx, reply, data)
     if reply.sent then return end
   end
   local aok, r = call(def.action, p, ctx)
-  if ctx.request.type == "pubsub" then
+  if pubsub then
     if not aok then ctx.log:error("Pubsub action failed", { error = r }) end
     if not reply.sent then reply:send() end
     return
@@ -258,10 +375,7 @@ local function answer_anyway(owner, ctx, reply, e)
     local sok, serr = budget_call(i.config.handlerBudget, reply.send, reply, nil, e)
     if not sok then owner.log:error("The error reply failed", { error = serr, reply = e }) end
   end
-  local to = ctx.replyTo
-  if to and not reply._published and i.conn and not i.conn:is_closed() then
-    i.conn:publish(to, wire.last_resort(reply._rid, reply._rtype, e.name, e.message))
-  end
+  if not reply._published and i.conn and not i.conn:is_closed() then last_resort(i, ctx, reply, e) end
 end
 
 -- Hemera's own code failed serving a message (a hook or handler left
@@ -288,8 +402,9 @@ local function over_budget(owner, ctx, reply, b, budget)
   answer_anyway(owner, ctx, reply, e)
 end
 
--- One message of topic t, owned by scope `owner`.
-function M.serve(owner, t, subject, reply_to, data)
+-- One message of topic t, owned by scope `owner`: ctx is its context,
+-- made by the core with the message in it (context_mt).
+function M.serve(owner, t, ctx)
   local i = owner._i
   if t.maxMessages then
     t.count = t.count + 1
@@ -298,12 +413,10 @@ function M.serve(owner, t, subject, reply_to, data)
     if t.count >= t.maxMessages and i.topics[t.topic] == t then t.last = true end
   end
   i.inflight = i.inflight + 1
-  local ctx = setmetatable({ topic = subject, replyTo = reply_to, context = owner.context,
-                             auth = {}, log = owner.log }, util.inherit(owner))
   local reply = Reply.new(deliver, owner, ctx, owner.log)
   ctx.reply = reply
   local budget = i.config.handlerBudget
-  local bok, ok, err = budget_call(budget, xpcall, process, traceback, owner, t, ctx, reply, data)
+  local bok, ok, err = budget_call(budget, xpcall, process, traceback, owner, t, ctx, reply)
   if not bok then
     over_budget(owner, ctx, reply, ok, budget)
   elseif not ok then

@@ -110,13 +110,15 @@ function M.json_type(v)
   return type(v)
 end
 
--- The metatable that makes a context inherit from `scope`, made once per
--- scope (contexts are made for every message and act).
-function M.inherit(scope)
-  local mt = rawget(scope, "_inherit")
+-- The metatable of a lazy context that inherits from `scope`, made once per
+-- scope and kind (`slot` names it; contexts are made for every message and
+-- act): a missing key with a builder gets builders[key](ctx, scope), kept
+-- in the context; any other key is the scope's (core.lazy_index).
+function M.lazy(scope, slot, builders)
+  local mt = rawget(scope, slot)
   if not mt then
-    mt = { __index = scope }
-    rawset(scope, "_inherit", mt)
+    mt = { __index = core.lazy_index(scope, builders) }
+    rawset(scope, slot, mt)
   end
   return mt
 end

@@ -1,0 +1,598 @@
+/*
+** hm_lua_envelope.c: Hemera's envelope on the request path, in C.
+**
+** A message that reaches a Hemera topic, or a reply to an act, comes to Lua
+** as a Msg: a userdata holding a copy of the payload and the reply subject
+** (the natsMsg is freed at once). Nothing of it is decoded until asked:
+**
+**   core.msg_pattern(msg) -> pattern, pubsub | nil, kind, detail
+**       validates the whole text (the decoder's rules and messages),
+**       decodes only `pattern`, and says whether request.type is "pubsub".
+**       kind "json" (detail: the decoder's message), "top" (the text is not
+**       an object; detail: what it is, "an array"), "pattern" (pattern is
+**       not an object; detail: what it is, "nothing" when absent).
+**   core.msg_member(msg, name [, any]) -> the member decoded: only an
+**       object unless `any` (then null is core.null, absent nil)
+**   core.msg_result(msg) -> true, result, error | false, kind, detail
+**       for a reply: validates it, decodes `result` and `error` only;
+**       error is nil when it is absent, null or false.
+**   core.msg_data(msg), core.msg_reply(msg), core.msg_arrived(msg)
+**       the payload as a string, the reply subject or nil, and the
+**       core.hrtime() of its arrival.
+**   core.lazy_index(scope, builders) -> an __index function: a missing key
+**       with a builder gets builders[k](t, scope), stored in t when not nil; any
+**       other key is looked up in scope. Contexts materialise their parts
+**       through it, so a handler pays only for what it reads.
+**   core.act_payload(actx, pattern, meta) -> the JSON text of a request,
+**       or nil, err. Parts the act context holds (rawget: hooks touched or
+**       set them) are encoded; the others are written straight from the
+**       pattern and the context's ids (see client.lua).
+**   conn:reply(msg, to, meta, trace, request, result, err, skipped)
+**       (hm_lua_conn.c, with hm_env_reply below) -> "sent" | "noreply" |
+**       "closed" | nil, encode error | false, publish error, code.
+**       meta, trace, request: the context's tables, or nil to send the
+**       request's own bytes back (its key order with them).
+**
+** Only the loop thread calls these (they use the Lua state).
+*/
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "hm_codec.h"
+#include "hm_lua_envelope.h"
+
+static const char *const span_keys[HM_SP_N] = {
+  "pattern", "meta", "trace", "request", "delegate", "result", "error"};
+
+static const char msgmt_key = 'g';
+
+/* {====================================================================
+** Msg
+** ===================================================================== */
+
+void hm_env_push_msg(lua_State *L, natsMsg *m) {
+  size_t len = (size_t)natsMsg_GetDataLength(m);
+  const char *reply = natsMsg_GetReply(m);
+  size_t rlen = reply ? strlen(reply) : 0;
+  hm_lmsg *g = lua_newuserdatauv(L, offsetof(hm_lmsg, data) + len + rlen + 2, 0);
+  g->len = len;
+  g->rlen = rlen;
+  g->has_reply = reply != NULL;
+  g->scanned = 0;
+  g->pubsub = -1;
+  g->arrived = (double)uv_hrtime() / 1e6;
+  if (len) memcpy(g->data, natsMsg_GetData(m), len);
+  g->data[len] = '\0';
+  if (rlen) memcpy(g->data + len + 1, reply, rlen);
+  g->data[len + 1 + rlen] = '\0';
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &msgmt_key);
+  lua_setmetatable(L, -2);
+}
+
+hm_lmsg *hm_env_check_msg(lua_State *L, int idx) {
+  hm_lmsg *g = lua_touserdata(L, idx);
+  if (g != NULL && lua_getmetatable(L, idx)) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &msgmt_key);
+    int same = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    if (same) return g;
+  }
+  luaL_typeerror(L, idx, "hemera message");
+  return NULL;
+}
+
+const char *hm_env_reply_to(const hm_lmsg *g) {
+  return g->has_reply ? g->data + g->len + 1 : NULL;
+}
+
+/* 0: an object, spans known; 1: not an object; -1: invalid JSON. */
+static int scan(hm_lmsg *g, char *err, size_t errlen) {
+  if (g->scanned == 0 || (g->scanned < 0 && err != NULL)) {
+    char tmp[8];
+    int r = hm_codec_scan(g->data, g->len, span_keys, HM_SP_N, g->sp,
+                          err ? err : tmp, err ? errlen : sizeof tmp);
+    g->scanned = r == 0 ? 1 : r == 1 ? 2 : -1;
+  }
+  return g->scanned == 1 ? 0 : g->scanned == 2 ? 1 : -1;
+}
+
+static int span_is(const hm_lmsg *g, int which, char c) {
+  return g->sp[which].start >= 0 && g->data[g->sp[which].start] == c;
+}
+
+/* What a value is, in JSON's words (util.json_type), from its first byte. */
+static const char *json_type_at(const hm_lmsg *g, int which) {
+  if (g->sp[which].start < 0) return "nothing";
+  switch (g->data[g->sp[which].start]) {
+    case '{': return "an object";
+    case '[': return "an array";
+    case '"': return "a string";
+    case 't': case 'f': return "a boolean";
+    case 'n': return "null";
+    default: return "a number";
+  }
+}
+
+static const char *json_type_of(lua_State *L, int idx) {
+  switch (lua_type(L, idx)) {
+    case LUA_TNIL: return "nothing";
+    case LUA_TLIGHTUSERDATA: return "null";
+    case LUA_TTABLE: {
+      int arr = 0;
+      if (lua_getmetatable(L, idx)) {
+        luaL_getmetatable(L, HM_CODEC_ARRAY_MT);
+        arr = lua_rawequal(L, -1, -2);
+        lua_pop(L, 2);
+      }
+      return arr ? "an array" : "an object";
+    }
+    case LUA_TNUMBER: return "a number";
+    case LUA_TSTRING: return "a string";
+    case LUA_TBOOLEAN: return "a boolean";
+    default: return lua_typename(L, lua_type(L, idx));
+  }
+}
+
+/* Pushes the member decoded (its span was validated: this cannot fail). */
+static void push_member(lua_State *L, const hm_lmsg *g, int which) {
+  const hm_span *sp = &g->sp[which];
+  if (hm_codec_decode(L, g->data + sp->start, (size_t)(sp->end - sp->start)) != 1)
+    lua_error(L); /* out of stack; the message is on top */
+}
+
+/* Pushes nil, kind, detail for a message that is not a valid object. */
+static int not_an_object(lua_State *L, hm_lmsg *g) {
+  char err[160];
+  int r = scan(g, err, sizeof err);
+  if (r < 0) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "json");
+    lua_pushstring(L, err);
+    return 3;
+  }
+  /* Not an object: the full decoder has the exact error, or the type. */
+  if (hm_codec_decode(L, g->data, g->len) == 2) {
+    lua_pushliteral(L, "json");
+    lua_replace(L, -3);
+    lua_pushnil(L);
+    lua_insert(L, -3);
+    return 3;
+  }
+  const char *what = json_type_of(L, -1);
+  lua_pop(L, 1);
+  lua_pushnil(L);
+  lua_pushliteral(L, "top");
+  lua_pushstring(L, what);
+  return 3;
+}
+
+/* Whether the request member says type "pubsub". */
+static int is_pubsub(lua_State *L, hm_lmsg *g) {
+  if (g->pubsub >= 0) return g->pubsub;
+  g->pubsub = 0;
+  if (!span_is(g, HM_SP_REQUEST, '{')) return 0;
+  static const char *const type_key[1] = {"type"};
+  hm_span t;
+  char err[8];
+  const hm_span *rq = &g->sp[HM_SP_REQUEST];
+  if (hm_codec_scan(g->data + rq->start, (size_t)(rq->end - rq->start),
+                    type_key, 1, &t, err, sizeof err) != 0 || t.start < 0)
+    return 0;
+  const char *v = g->data + rq->start + t.start;
+  size_t vlen = (size_t)(t.end - t.start);
+  if (vlen == 8 && memcmp(v, "\"pubsub\"", 8) == 0) {
+    g->pubsub = 1;
+  } else if (vlen > 8 && v[0] == '"' && memchr(v, '\\', vlen)) {
+    /* Spelt with escapes: let the decoder read it. */
+    if (hm_codec_decode(L, v, vlen) == 1 && lua_type(L, -1) == LUA_TSTRING) {
+      size_t n;
+      const char *s = lua_tolstring(L, -1, &n);
+      g->pubsub = n == 6 && memcmp(s, "pubsub", 6) == 0;
+    }
+    lua_pop(L, 1);
+  }
+  return g->pubsub;
+}
+
+static int l_msg_pattern(lua_State *L) {
+  hm_lmsg *g = hm_env_check_msg(L, 1);
+  if (scan(g, NULL, 0) != 0) return not_an_object(L, g);
+  if (!span_is(g, HM_SP_PATTERN, '{')) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "pattern");
+    lua_pushstring(L, json_type_at(g, HM_SP_PATTERN));
+    return 3;
+  }
+  push_member(L, g, HM_SP_PATTERN);
+  lua_pushboolean(L, is_pubsub(L, g));
+  return 2;
+}
+
+static int member_index(const char *name) {
+  for (int k = 0; k < HM_SP_N; k++)
+    if (strcmp(span_keys[k], name) == 0) return k;
+  return -1;
+}
+
+static int l_msg_member(lua_State *L) {
+  hm_lmsg *g = hm_env_check_msg(L, 1);
+  int which = member_index(luaL_checkstring(L, 2));
+  int any = lua_toboolean(L, 3);
+  luaL_argcheck(L, which >= 0, 2, "not an envelope member");
+  if (scan(g, NULL, 0) != 0 || g->sp[which].start < 0 ||
+      (!any && !span_is(g, which, '{'))) {
+    lua_pushnil(L);
+    return 1;
+  }
+  push_member(L, g, which);
+  return 1;
+}
+
+static int l_msg_result(lua_State *L) {
+  hm_lmsg *g = hm_env_check_msg(L, 1);
+  if (scan(g, NULL, 0) != 0) {
+    not_an_object(L, g);
+    lua_pushboolean(L, 0);
+    lua_replace(L, -4);
+    return 3;
+  }
+  lua_pushboolean(L, 1);
+  if (g->sp[HM_SP_RESULT].start >= 0)
+    push_member(L, g, HM_SP_RESULT);
+  else
+    lua_pushnil(L);
+  const hm_span *e = &g->sp[HM_SP_ERROR];
+  char c = e->start >= 0 ? g->data[e->start] : 0;
+  /* Absent, null and false all mean success (spec section 5.1). */
+  if (c == 0 || c == 'n' || c == 'f')
+    lua_pushnil(L);
+  else
+    push_member(L, g, HM_SP_ERROR);
+  return 3;
+}
+
+static int l_msg_data(lua_State *L) {
+  hm_lmsg *g = hm_env_check_msg(L, 1);
+  lua_pushlstring(L, g->data, g->len);
+  return 1;
+}
+
+static int l_msg_reply(lua_State *L) {
+  hm_lmsg *g = hm_env_check_msg(L, 1);
+  const char *to = hm_env_reply_to(g);
+  if (to) lua_pushlstring(L, to, g->rlen); else lua_pushnil(L);
+  return 1;
+}
+
+static int l_msg_arrived(lua_State *L) {
+  hm_lmsg *g = hm_env_check_msg(L, 1);
+  lua_pushnumber(L, (lua_Number)g->arrived);
+  return 1;
+}
+
+static int msg_tostring(lua_State *L) {
+  hm_lmsg *g = hm_env_check_msg(L, 1);
+  lua_pushfstring(L, "hemera.Msg (%I bytes)", (lua_Integer)g->len);
+  return 1;
+}
+
+/* }==================================================================== */
+
+/* {====================================================================
+** Lazy contexts
+** ===================================================================== */
+
+/* __index(t, k): upvalue 1 the scope, 2 the builders, called as
+** builder(t, scope). */
+static int lazy_index(lua_State *L) {
+  lua_settop(L, 2);
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, lua_upvalueindex(2)) != LUA_TNIL) {
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_call(L, 2, 1);
+    if (!lua_isnil(L, -1)) {
+      lua_pushvalue(L, 2);
+      lua_pushvalue(L, -2);
+      lua_rawset(L, 1);
+    }
+    return 1;
+  }
+  lua_pop(L, 1);
+  lua_gettable(L, lua_upvalueindex(1));
+  return 1;
+}
+
+static int l_lazy_index(lua_State *L) {
+  luaL_checkany(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  lua_pushcclosure(L, lazy_index, 2);
+  return 1;
+}
+
+/* }==================================================================== */
+
+/* {====================================================================
+** Writing envelopes
+** ===================================================================== */
+
+static int put(hm_buf *b, const char *s, size_t len) {
+  return hm_buf_append(b, s, len);
+}
+#define putlit(b, s) put((b), (s), sizeof(s) - 1)
+
+/* The request's own bytes of member `which` if it is an object, else {}. */
+static int splice_member(hm_buf *b, const hm_lmsg *g, int which) {
+  if (!span_is(g, which, '{')) return putlit(b, "{}");
+  const hm_span *sp = &g->sp[which];
+  return put(b, g->data + sp->start, (size_t)(sp->end - sp->start));
+}
+
+static int member(lua_State *L, hm_buf *b, int idx, const char *key,
+                  int skipped, char *err, size_t errlen) {
+  return hm_codec_encode_member(L, idx, b, key, skipped, 0, err, errlen);
+}
+
+#define OOM(err, errlen) (snprintf((err), (errlen), "out of memory"), -1)
+
+int hm_env_reply(lua_State *L, hm_lmsg *g, int meta, int trace, int request,
+                 int result, int error, int skipped, hm_buf *b, char *err,
+                 size_t errlen) {
+  if (!lua_istable(L, meta) || !lua_istable(L, trace) || !lua_istable(L, request))
+    scan(g, NULL, 0); /* spans are only read for objects below */
+  if (putlit(b, "{\"meta\":")) return OOM(err, errlen);
+  if (lua_isnil(L, meta) ? splice_member(b, g, HM_SP_META)
+                         : member(L, b, meta, "meta", skipped, err, errlen))
+    return -1;
+  if (putlit(b, ",\"trace\":")) return OOM(err, errlen);
+  if (lua_isnil(L, trace) ? splice_member(b, g, HM_SP_TRACE)
+                          : member(L, b, trace, "trace", skipped, err, errlen))
+    return -1;
+  if (putlit(b, ",\"request\":")) return OOM(err, errlen);
+  if (lua_isnil(L, request) ? splice_member(b, g, HM_SP_REQUEST)
+                            : member(L, b, request, "request", skipped, err, errlen))
+    return -1;
+  if (!lua_isnil(L, error)) {
+    if (putlit(b, ",\"result\":null,\"error\":")) return OOM(err, errlen);
+    if (member(L, b, error, "error", skipped, err, errlen)) return -1;
+  } else {
+    /* A nil result is no member at all, as JSON.stringify leaves out an
+    ** undefined one; Hemera.null is "result":null. */
+    if (!lua_isnil(L, result)) {
+      if (putlit(b, ",\"result\":")) return OOM(err, errlen);
+      if (member(L, b, result, "result", skipped, err, errlen)) return -1;
+    }
+    if (putlit(b, ",\"error\":null")) return OOM(err, errlen);
+  }
+  if (putlit(b, "}")) return OOM(err, errlen);
+  return 0;
+}
+
+/* One shared output buffer per state, anchored in the registry. */
+static const char bufkey = 'b';
+
+typedef struct scratch {
+  hm_buf b;
+  int busy;
+} scratch;
+
+static int scratch_gc(lua_State *L) {
+  scratch *s = lua_touserdata(L, 1);
+  hm_buf_free(&s->b);
+  return 0;
+}
+
+hm_buf *hm_env_buffer(lua_State *L, int *busy_slot) {
+  scratch *s;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &bufkey);
+  s = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (s == NULL || s->busy) {
+    /* A finalizer that acts while a reply is being written: its own. */
+    s = lua_newuserdatauv(L, sizeof *s, 0);
+    memset(s, 0, sizeof *s);
+    hm_buf_init(&s->b);
+    lua_newtable(L);
+    lua_pushcfunction(L, scratch_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &bufkey) == LUA_TNIL) {
+      lua_pop(L, 1);
+      lua_pushvalue(L, -1);
+      lua_rawsetp(L, LUA_REGISTRYINDEX, &bufkey);
+    } else {
+      lua_pop(L, 1);
+    }
+    *busy_slot = lua_gettop(L); /* keeps a private one alive */
+  } else {
+    *busy_slot = 0;
+  }
+  s->busy = 1;
+  s->b.len = 0;
+  return &s->b;
+}
+
+void hm_env_buffer_done(hm_buf *b) {
+  scratch *s = (scratch *)((char *)b - offsetof(scratch, b));
+  s->busy = 0;
+  /* One huge reply must not pin its memory forever. */
+  if (b->cap > (1u << 20)) hm_buf_free(b);
+}
+
+/* Writes the string or number at idx as a JSON member value. */
+static int scalar(lua_State *L, hm_buf *b, int idx, const char *key,
+                  char *err, size_t errlen) {
+  return hm_codec_encode_member(L, idx, b, key, 0, 0, err, errlen);
+}
+
+/* Member `key` from field k of the table at t (raw for the context: its
+** ids are its own fields), left out when nil. Returns 1 when written. */
+static int field(lua_State *L, hm_buf *b, int t, const char *k,
+                 const char *key, int first, char *err, size_t errlen) {
+  int r = 0;
+  int type;
+  if (t == 1) {
+    lua_pushstring(L, k);
+    type = lua_rawget(L, t);
+  } else {
+    type = lua_getfield(L, t, k);
+  }
+  if (type != LUA_TNIL) {
+    if ((!first && putlit(b, ",")) || put(b, "\"", 1) ||
+        put(b, key, strlen(key)) || putlit(b, "\":"))
+      r = OOM(err, errlen);
+    else
+      r = scalar(L, b, -1, key, err, errlen);
+    if (r == 0) r = 1;
+  }
+  lua_pop(L, 1);
+  return r;
+}
+
+/* core.act_payload(actx, pattern, scope_meta). */
+static int l_act_payload(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 3);
+  char err[320];
+  int busy;
+  hm_buf *b = hm_env_buffer(L, &busy);
+  int r = -1;
+  err[0] = '\0';
+  int top = lua_gettop(L);
+  /* pattern */
+  if (putlit(b, "{\"pattern\":")) goto oom;
+  lua_pushliteral(L, "pattern");
+  if (lua_rawget(L, 1) != LUA_TNIL) {
+    if (hm_codec_encode_member(L, -1, b, "pattern", 0, 0, err, sizeof err)) goto done;
+  } else if (hm_codec_encode_member(L, 2, b, "pattern", 0, 1, err, sizeof err)) {
+    goto done;
+  }
+  lua_settop(L, top);
+  /* meta: the context's, else the scope's with meta$ over it */
+  if (putlit(b, ",\"meta\":")) goto oom;
+  lua_pushliteral(L, "meta");
+  if (lua_rawget(L, 1) == LUA_TNIL) {
+    lua_pop(L, 1);
+    int has = 0;
+    if (lua_istable(L, 3)) {
+      lua_pushnil(L);
+      if (lua_next(L, 3)) { lua_pop(L, 2); has = 1; }
+    }
+    if (!has && lua_getfield(L, 2, "meta$") == LUA_TTABLE) {
+      lua_pushnil(L);
+      if (lua_next(L, -2)) { lua_pop(L, 2); has = 1; }
+    }
+    lua_settop(L, top);
+    if (!has) {
+      if (putlit(b, "{}")) goto oom;
+      goto meta_done;
+    }
+    /* Not empty: the builder makes the merged table once, and keeps it. */
+    lua_getfield(L, 1, "meta");
+  }
+  if (hm_codec_encode_member(L, -1, b, "meta", 0, 0, err, sizeof err)) goto done;
+meta_done:
+  lua_settop(L, top);
+  /* delegate */
+  if (putlit(b, ",\"delegate\":")) goto oom;
+  lua_pushliteral(L, "delegate");
+  if (lua_rawget(L, 1) == LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_getfield(L, 2, "delegate$");
+    int arr = 0;
+    if (lua_istable(L, -1) && lua_getmetatable(L, -1)) {
+      luaL_getmetatable(L, HM_CODEC_ARRAY_MT);
+      arr = lua_rawequal(L, -1, -2);
+      lua_pop(L, 2);
+    }
+    if (!lua_istable(L, -1) || arr) {
+      if (putlit(b, "{}")) goto oom;
+      goto delegate_done;
+    }
+  }
+  if (hm_codec_encode_member(L, -1, b, "delegate", 0, 0, err, sizeof err)) goto done;
+delegate_done:
+  lua_settop(L, top);
+  /* trace and request: the context's tables, else from its ids */
+  if (putlit(b, ",\"trace\":")) goto oom;
+  lua_pushliteral(L, "trace");
+  if (lua_rawget(L, 1) != LUA_TNIL) {
+    if (hm_codec_encode_member(L, -1, b, "trace", 0, 0, err, sizeof err)) goto done;
+  } else {
+    int n = 0, w;
+    if (putlit(b, "{")) goto oom;
+    if ((w = field(L, b, 1, "_sid", "spanId", n == 0, err, sizeof err)) < 0) goto done;
+    n += w;
+    if ((w = field(L, b, 1, "_tid", "traceId", n == 0, err, sizeof err)) < 0) goto done;
+    n += w;
+    if ((w = field(L, b, 1, "_psid", "parentSpanId", n == 0, err, sizeof err)) < 0) goto done;
+    n += w;
+    if ((w = field(L, b, 1, "_ts", "timestamp", n == 0, err, sizeof err)) < 0) goto done;
+    n += w;
+    if ((w = field(L, b, 2, "topic", "service", n == 0, err, sizeof err)) < 0) goto done;
+    n += w;
+    if ((w = field(L, b, 1, "method", "method", n == 0, err, sizeof err)) < 0) goto done;
+    if (putlit(b, "}")) goto oom;
+  }
+  lua_settop(L, top);
+  if (putlit(b, ",\"request\":")) goto oom;
+  lua_pushliteral(L, "request");
+  if (lua_rawget(L, 1) != LUA_TNIL) {
+    if (hm_codec_encode_member(L, -1, b, "request", 0, 0, err, sizeof err)) goto done;
+  } else {
+    int n = 0, w;
+    if (putlit(b, "{")) goto oom;
+    if ((w = field(L, b, 1, "_rid", "id", 1, err, sizeof err)) < 0) goto done;
+    n += w;
+    lua_pushliteral(L, "_pubsub");
+    lua_rawget(L, 1);
+    int pubsub = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if ((n && putlit(b, ",")) ||
+        (pubsub ? putlit(b, "\"type\":\"pubsub\"") : putlit(b, "\"type\":\"request\"")))
+      goto oom;
+    if ((w = field(L, b, 2, "topic", "service", 0, err, sizeof err)) < 0) goto done;
+    if ((w = field(L, b, 1, "method", "method", 0, err, sizeof err)) < 0) goto done;
+    if (putlit(b, "}")) goto oom;
+  }
+  lua_settop(L, top);
+  if (putlit(b, "}")) goto oom;
+  lua_pushlstring(L, b->data, b->len);
+  r = 1;
+  goto done;
+oom:
+  snprintf(err, sizeof err, "out of memory");
+done:
+  hm_env_buffer_done(b);
+  (void)busy;
+  if (r == 1) return 1;
+  lua_pushnil(L);
+  lua_pushstring(L, err);
+  return 2;
+}
+
+/* }==================================================================== */
+
+void hm_lua_open_envelope(lua_State *L) {
+  static const luaL_Reg fns[] = {
+    {"msg_pattern", l_msg_pattern},
+    {"msg_member", l_msg_member},
+    {"msg_result", l_msg_result},
+    {"msg_data", l_msg_data},
+    {"msg_reply", l_msg_reply},
+    {"msg_arrived", l_msg_arrived},
+    {"lazy_index", l_lazy_index},
+    {"act_payload", l_act_payload},
+    {NULL, NULL},
+  };
+  luaL_setfuncs(L, fns, 0);
+  lua_createtable(L, 0, 2);
+  lua_pushcfunction(L, msg_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pushliteral(L, "hemera.Msg");
+  lua_setfield(L, -2, "__name");
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &msgmt_key);
+}
