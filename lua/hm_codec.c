@@ -1261,78 +1261,126 @@ static int keyeq(const unsigned char *raw, size_t rawlen, const char *key) {
   return p == end;
 }
 
-int hm_codec_scan(const char *s, size_t len, const char *const *keys,
-                  int nkeys, hm_span *spans, char *err, size_t errlen) {
+static void clearspans(const hm_scan *w);
+
+/* Walks the object at d->p (validating all of it) as hm_codec_scan_ex
+** describes; the decoded member, if any, is left on the Lua stack. */
+static int walk(dec *d, const hm_scan *w, int depth, int *pushed) {
+  if (depth > HM_CODEC_MAX_DEPTH)
+    return derr(d, d->p, "nesting deeper than " STR(HM_CODEC_MAX_DEPTH) " levels");
+  d->p++;
+  skipws(d);
+  if (d->p < d->end && *d->p == '}') {
+    d->p++;
+    return 0;
+  }
+  for (;;) {
+    skipws(d);
+    if (d->p >= d->end || *d->p != '"') {
+      if (d->p < d->end && *d->p == '}') return derr(d, d->p, "trailing ',' in object");
+      return d->p >= d->end ? unexpected(d, d->p) : derr(d, d->p, "expected a string key");
+    }
+    const unsigned char *k0 = d->p + 1;
+    if (string(d) < 0) return -1;
+    size_t klen = (size_t)(d->p - 1 - k0);
+    int which = -1;
+    for (int k = 0; k < w->nkeys; k++)
+      if (keyeq(k0, klen, w->keys[k])) which = k;
+    skipws(d);
+    if (d->p >= d->end || *d->p != ':') {
+      if (d->p >= d->end) return unexpected(d, d->p);
+      return derr(d, d->p, "expected ':'");
+    }
+    d->p++;
+    skipws(d);
+    const unsigned char *v0 = d->p;
+    int r;
+    if (which >= 0 && which == w->decode && d->L && d->p < d->end && *d->p == '{') {
+      /* The one member wanted as Lua values (the last of repeated ones,
+      ** as the decoder keeps). */
+      d->skip = 0;
+      r = parse(d, depth);
+      d->skip = 1;
+      if (r < 0) return -1;
+      if (*pushed) lua_replace(d->L, -2);
+      *pushed = 1;
+    } else if (which >= 0 && which == w->probe && w->sub && d->p < d->end && *d->p == '{') {
+      clearspans(w->sub); /* a repeated member: only the last one counts */
+      r = walk(d, w->sub, depth + 1, pushed);
+    } else {
+      r = parse(d, depth);
+    }
+    if (r < 0) return -1;
+    if (which >= 0) {
+      w->spans[which].start = (int32_t)(v0 - d->start);
+      w->spans[which].end = (int32_t)(d->p - d->start);
+    }
+    skipws(d);
+    if (d->p < d->end && *d->p == ',') {
+      d->p++;
+      continue;
+    }
+    if (d->p < d->end && *d->p == '}') {
+      d->p++;
+      return 0;
+    }
+    return d->p >= d->end ? unexpected(d, d->p) : derr(d, d->p, "expected ',' or '}'");
+  }
+}
+
+static void clearspans(const hm_scan *w) {
+  for (; w; w = w->sub)
+    for (int k = 0; k < w->nkeys; k++) w->spans[k].start = w->spans[k].end = -1;
+}
+
+int hm_codec_scan_ex(lua_State *L, const char *s, size_t len,
+                     const hm_scan *w, char *err, size_t errlen) {
   dec d;
-  d.L = NULL;
+  int top = L ? lua_gettop(L) : 0;
+  d.L = L;
   d.start = d.p = (const unsigned char *)s;
   d.end = d.start + len;
   d.arraymt = 0;
   d.skip = 1;
   d.msg = NULL;
-  for (int k = 0; k < nkeys; k++) spans[k].start = spans[k].end = -1;
+  clearspans(w);
   if (len > INT32_MAX) {
     snprintf(err, errlen, "JSON error at byte 0: text too large");
     return -1;
   }
+  if (L) {
+    luaL_checkstack(L, 8, "JSON scan");
+    pusharraymt(L);
+    d.arraymt = lua_gettop(L);
+  }
   skipws(&d);
   /* Not an object: the caller decodes it to say what it is. */
-  if (d.p >= d.end || *d.p != '{') return 1;
-  int r = 0;
-  d.p++;
-  skipws(&d);
-  if (d.p < d.end && *d.p == '}') {
-    d.p++;
-  } else {
-    for (;;) {
-      skipws(&d);
-      if (d.p >= d.end || *d.p != '"') {
-        if (d.p < d.end && *d.p == '}') r = derr(&d, d.p, "trailing ',' in object");
-        else r = d.p >= d.end ? unexpected(&d, d.p) : derr(&d, d.p, "expected a string key");
-        break;
-      }
-      const unsigned char *k0 = d.p + 1;
-      if ((r = string(&d)) < 0) break;
-      size_t klen = (size_t)(d.p - 1 - k0);
-      int which = -1;
-      for (int k = 0; k < nkeys; k++)
-        if (keyeq(k0, klen, keys[k])) which = k;
-      skipws(&d);
-      if (d.p >= d.end || *d.p != ':') {
-        r = d.p >= d.end ? unexpected(&d, d.p) : derr(&d, d.p, "expected ':'");
-        break;
-      }
-      d.p++;
-      skipws(&d);
-      const unsigned char *v0 = d.p;
-      if ((r = parse(&d, 1)) < 0) break;
-      r = 0;
-      if (which >= 0) {
-        spans[which].start = (int32_t)(v0 - d.start);
-        spans[which].end = (int32_t)(d.p - d.start);
-      }
-      skipws(&d);
-      if (d.p < d.end && *d.p == ',') {
-        d.p++;
-        continue;
-      }
-      if (d.p < d.end && *d.p == '}') {
-        d.p++;
-        break;
-      }
-      r = d.p >= d.end ? unexpected(&d, d.p) : derr(&d, d.p, "expected ',' or '}'");
-      break;
-    }
+  if (d.p >= d.end || *d.p != '{') {
+    if (L) lua_settop(L, top);
+    return 1;
   }
+  int pushed = 0;
+  int r = walk(&d, w, 1, &pushed);
   if (r == 0) {
     skipws(&d);
     if (d.p < d.end) r = derr(&d, d.p, "unexpected data after the JSON value");
   }
   if (r < 0) {
+    if (L) lua_settop(L, top);
     snprintf(err, errlen, "JSON error at byte %zu: %s", d.off, d.msg);
     return -1;
   }
-  return 0;
+  if (L) {
+    /* [arraymt, value?] -> [value?] */
+    lua_remove(L, top + 1);
+  }
+  return pushed ? 2 : 0;
+}
+
+int hm_codec_scan(const char *s, size_t len, const char *const *keys,
+                  int nkeys, hm_span *spans, char *err, size_t errlen) {
+  hm_scan w = {keys, nkeys, spans, -1, -1, NULL};
+  return hm_codec_scan_ex(NULL, s, len, &w, err, errlen);
 }
 
 /* }==================================================================== */

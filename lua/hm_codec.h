@@ -87,6 +87,24 @@ typedef struct hm_span {
 int hm_codec_scan(const char *s, size_t len, const char *const *keys,
                   int nkeys, hm_span *spans, char *err, size_t errlen);
 
+/* What hm_codec_scan_ex looks for in an object: the spans of `keys`; the
+** member keys[decode] (-1: none), when it is an object, also decoded and
+** pushed; the member keys[probe] (-1: none), when it is an object, walked
+** with `sub` instead of skipped (its spans relative to the whole text). */
+typedef struct hm_scan {
+  const char *const *keys;
+  int nkeys;
+  hm_span *spans;
+  int decode, probe;
+  const struct hm_scan *sub;
+} hm_scan;
+
+/* hm_codec_scan in one pass with the extras of `w`. Returns 0, or 2 when
+** the decoded member was pushed (L must then be given; L NULL decodes
+** nothing); 1 and -1 as hm_codec_scan (nothing pushed). */
+int hm_codec_scan_ex(lua_State *L, const char *s, size_t len,
+                     const hm_scan *w, char *err, size_t errlen);
+
 /* Pushes the decoded value and returns 1; or pushes nil and an error
 ** message ("JSON error at byte 17: expected ',' or '}'") and returns 2.
 ** Never raises on bad input. */

@@ -396,16 +396,25 @@ static int c_publish(lua_State *L) {
   return 1;
 }
 
-/* conn:reply(msg, to, meta, trace, request, result, err, skipped): see
-** hm_lua_envelope.c. Published from the shared buffer: no Lua string. */
+/* conn:reply(ctx, result, err, skipped): see hm_lua_envelope.c. The
+** context's own fields (rawget) say what changed: _msg, replyTo, meta,
+** trace, request. Published from the shared buffer: no Lua string. */
 static int c_reply(lua_State *L) {
+  static const char *const fields[] = {"_msg", "replyTo", "meta", "trace",
+                                       "request"};
   lconn *lc = luaL_checkudata(L, 1, HM_CONN_MT);
-  hm_lmsg *g = hm_env_check_msg(L, 2);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 5);
+  for (int k = 0; k < 5; k++) { /* slots 6..10 */
+    lua_pushstring(L, fields[k]);
+    lua_rawget(L, 2);
+  }
+  hm_lmsg *g = hm_env_check_msg(L, 6);
   size_t tlen = 0;
-  const char *to = luaL_optlstring(L, 3, NULL, &tlen);
-  lua_settop(L, 9);
-  if (to == NULL) {
-    to = hm_env_reply_to(g);
+  const char *to = NULL;
+  if (!lua_isnil(L, 7)) {
+    to = luaL_checklstring(L, 7, &tlen);
+  } else if ((to = hm_env_reply_to(g)) != NULL) {
     tlen = g->rlen;
   }
   if (to == NULL) {
@@ -424,7 +433,7 @@ static int c_reply(lua_State *L) {
   char err[320];
   int busy;
   hm_buf *b = hm_env_buffer(L, &busy);
-  int r = hm_env_reply(L, g, 4, 5, 6, 7, 8, lua_istable(L, 9) ? 9 : 0, b,
+  int r = hm_env_reply(L, g, 8, 9, 10, 3, 4, lua_istable(L, 5) ? 5 : 0, b,
                        err, sizeof err);
   (void)busy;
   if (r != 0) {

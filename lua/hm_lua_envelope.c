@@ -27,11 +27,12 @@
 **       or nil, err. Parts the act context holds (rawget: hooks touched or
 **       set them) are encoded; the others are written straight from the
 **       pattern and the context's ids (see client.lua).
-**   conn:reply(msg, to, meta, trace, request, result, err, skipped)
+**   conn:reply(ctx, result, err, skipped)
 **       (hm_lua_conn.c, with hm_env_reply below) -> "sent" | "noreply" |
 **       "closed" | nil, encode error | false, publish error, code.
-**       meta, trace, request: the context's tables, or nil to send the
-**       request's own bytes back (its key order with them).
+**       The context's own meta, trace and request (rawget) are encoded;
+**       where it has none, the request's own bytes go back (its key
+**       order with them). replyTo, when set, overrides the message's.
 **
 ** Only the loop thread calls these (they use the Lua state).
 */
@@ -86,15 +87,28 @@ const char *hm_env_reply_to(const hm_lmsg *g) {
   return g->has_reply ? g->data + g->len + 1 : NULL;
 }
 
-/* 0: an object, spans known; 1: not an object; -1: invalid JSON. */
-static int scan(hm_lmsg *g, char *err, size_t errlen) {
+static const char *const type_key[1] = {"type"};
+
+/* Scans the message once: spans of the envelope's members and of
+** request.type. With L, the pattern (when an object) is decoded in the same
+** pass and pushed: returns 2 then. Else 0: an object, spans known; 1: not an
+** object; -1: invalid JSON (the decoder's message in err, when given). */
+static int scan_ex(lua_State *L, hm_lmsg *g, char *err, size_t errlen) {
   if (g->scanned == 0 || (g->scanned < 0 && err != NULL)) {
     char tmp[8];
-    int r = hm_codec_scan(g->data, g->len, span_keys, HM_SP_N, g->sp,
-                          err ? err : tmp, err ? errlen : sizeof tmp);
-    g->scanned = r == 0 ? 1 : r == 1 ? 2 : -1;
+    hm_scan sub = {type_key, 1, &g->type_sp, -1, -1, NULL};
+    hm_scan w = {span_keys, HM_SP_N, g->sp, L ? HM_SP_PATTERN : -1, HM_SP_REQUEST, &sub};
+    g->type_sp.start = g->type_sp.end = -1;
+    int r = hm_codec_scan_ex(L, g->data, g->len, &w, err ? err : tmp,
+                             err ? errlen : sizeof tmp);
+    g->scanned = r == 0 || r == 2 ? 1 : r == 1 ? 2 : -1;
+    if (r == 2) return 2;
   }
   return g->scanned == 1 ? 0 : g->scanned == 2 ? 1 : -1;
+}
+
+static int scan(hm_lmsg *g, char *err, size_t errlen) {
+  return scan_ex(NULL, g, err, errlen);
 }
 
 static int span_is(const hm_lmsg *g, int which, char c) {
@@ -167,20 +181,14 @@ static int not_an_object(lua_State *L, hm_lmsg *g) {
   return 3;
 }
 
-/* Whether the request member says type "pubsub". */
+/* Whether request.type is "pubsub" (after a scan). */
 static int is_pubsub(lua_State *L, hm_lmsg *g) {
   if (g->pubsub >= 0) return g->pubsub;
   g->pubsub = 0;
-  if (!span_is(g, HM_SP_REQUEST, '{')) return 0;
-  static const char *const type_key[1] = {"type"};
-  hm_span t;
-  char err[8];
-  const hm_span *rq = &g->sp[HM_SP_REQUEST];
-  if (hm_codec_scan(g->data + rq->start, (size_t)(rq->end - rq->start),
-                    type_key, 1, &t, err, sizeof err) != 0 || t.start < 0)
-    return 0;
-  const char *v = g->data + rq->start + t.start;
-  size_t vlen = (size_t)(t.end - t.start);
+  const hm_span *t = &g->type_sp;
+  if (t->start < 0 || !span_is(g, HM_SP_REQUEST, '{')) return 0;
+  const char *v = g->data + t->start;
+  size_t vlen = (size_t)(t->end - t->start);
   if (vlen == 8 && memcmp(v, "\"pubsub\"", 8) == 0) {
     g->pubsub = 1;
   } else if (vlen > 8 && v[0] == '"' && memchr(v, '\\', vlen)) {
@@ -197,14 +205,17 @@ static int is_pubsub(lua_State *L, hm_lmsg *g) {
 
 static int l_msg_pattern(lua_State *L) {
   hm_lmsg *g = hm_env_check_msg(L, 1);
-  if (scan(g, NULL, 0) != 0) return not_an_object(L, g);
+  lua_settop(L, 1);
+  int r = scan_ex(L, g, NULL, 0);
+  if (r == 1 || r < 0) return not_an_object(L, g);
   if (!span_is(g, HM_SP_PATTERN, '{')) {
+    lua_settop(L, 1);
     lua_pushnil(L);
     lua_pushliteral(L, "pattern");
     lua_pushstring(L, json_type_at(g, HM_SP_PATTERN));
     return 3;
   }
-  push_member(L, g, HM_SP_PATTERN);
+  if (r != 2) push_member(L, g, HM_SP_PATTERN); /* scanned before */
   lua_pushboolean(L, is_pubsub(L, g));
   return 2;
 }

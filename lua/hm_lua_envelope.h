@@ -23,6 +23,7 @@ typedef struct hm_lmsg {
   int pubsub;  /* request.type == "pubsub": -1 not looked at yet */
   double arrived; /* core.hrtime() milliseconds */
   hm_span sp[HM_SP_N];
+  hm_span type_sp; /* request.type, when request is an object */
   char data[]; /* len bytes, NUL, rlen bytes of reply subject, NUL */
 } hm_lmsg;
 

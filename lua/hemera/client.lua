@@ -115,7 +115,7 @@ local function prepare(self, p)
     method = method, _p = p, _rid = p["requestId$"] or idgen(), _sid = sid, _tid = tid, _psid = psid,
     _ts = hrtime(), _pubsub = p["pubsub$"] == true,
   }, util.lazy(self, "_act_mt", BUILDERS))
-  if i.config.traceLog then
+  if i.trace_log then
     actx.log = self.log:child { tag = i.config.tag, requestId = actx._rid, traceId = tid,
                                 spanId = sid, parentSpanId = psid }
   end
@@ -204,7 +204,8 @@ local function finish_reply(self, actx, st, msg)
     end
   end
   if err ~= nil then actx.responseError = err end
-  local herr = run_hooks(self._ext.onActFinished, actx)
+  local finished = self._ext.onActFinished
+  local herr = finished[1] and run_hooks(finished, actx)
   if herr then return nil, herr end
   if i.log_requests then
     actx.log:info("Request completed", { topic = actx._p.topic, requestId = actx.request.id,
@@ -230,7 +231,8 @@ function M.act(self, p, on_reply)
   local i = self._i
   local actx, perr = prepare(self, p)
   if perr then return outcome(actx, on_reply, nil, perr) end
-  local herr = run_hooks(self._ext.onAct, actx)
+  local on_act = self._ext.onAct
+  local herr = on_act[1] and run_hooks(on_act, actx)
   if herr then return outcome(actx, on_reply, nil, herr) end
   if i.log_requests then
     actx.log:info("Request started", { topic = p.topic, requestId = actx.request.id, pattern = actx.method })

@@ -104,6 +104,10 @@ function Hemera.new(opts)
   i.log_requests = logger.enabled == nil or logger:enabled("info")
   local p = cfg.load.policy
   i.load_limits = p.maxHeapUsedBytes > 0 or p.maxRssBytes > 0 or p.maxEventLoopDelay > 0
+  -- Read for every message: decided once (the configuration is fixed).
+  i.check_load = cfg.load.checkPolicy and i.load_limits
+  i.trace_log = cfg.traceLog
+  i.budget = cfg.handlerBudget
   local self = setmetatable({
     _i = i,
     _ext = {},

@@ -29,7 +29,7 @@ function Reply:send(value, err)
     self.log:warn("Reply already sent", { error = tostring(errors.HemeraError("Reply already sent")) })
     return false
   end
-  if err == nil and errors.is_error(value) then value, err = nil, value end
+  if err == nil and type(value) == "table" and errors.is_error(value) then value, err = nil, value end
   if err ~= nil then
     self.error = errors.from_value(err)
     self.isError = true

@@ -11,7 +11,7 @@ local wire = require "hemera.wire"
 
 local M = {}
 
-local obj, call, run_hooks, run_all = util.obj, util.call, util.run_hooks, util.run_all
+local obj, call, run_hooks = util.obj, util.call, util.run_hooks
 local budget_call, traceback = core.budget_call, debug.traceback
 local msg_pattern, msg_member, msg_reply, msg_data = core.msg_pattern, core.msg_member, core.msg_reply, core.msg_data
 local skipped_buf = {} -- paths core.encode left out of the reply being sent
@@ -114,13 +114,6 @@ local function warn_skipped(owner, ctx, log)
   end
 end
 
-local function unencodable_result(v)
-  local rt = type(v)
-  if rt == "function" or rt == "thread" or (rt == "userdata" and v ~= core.null) then
-    return "cannot encode a " .. rt .. " at result"
-  end
-end
-
 -- Sends the reply of last resort (see wire.last_resort) for error e.
 local function last_resort(i, ctx, reply, e)
   local to = ctx.replyTo
@@ -156,7 +149,7 @@ local function deliver(owner, ctx, reply)
       if not ok then send_err = v elseif v ~= nil then reply.payload = v end
     end
   end
-  if not send_err then send_err = run_hooks(owner._ext.onSend, ctx, ctx.pattern, reply) end
+  if not send_err and owner._ext.onSend[1] then send_err = run_hooks(owner._ext.onSend, ctx, ctx.pattern, reply) end
   if send_err then
     log:error("onSend extension", { error = send_err })
     -- The first error wins: an onSend failure replaces only a success,
@@ -177,16 +170,17 @@ local function deliver(owner, ctx, reply)
   if conn and (encode == nil or encode == core.encode) then
     -- The default codec: the envelope is written in C, with the request's
     -- own bytes for each part nobody read or set (hm_lua_envelope.c).
-    local why = unencodable_result(reply.payload)
-    local ew
+    local why, ew
     if reply.error then
       local ok, w = pcall(error_wire, i, ctx, reply)
       if ok then ew = w else why = w end
     end
     local st, perr
     if not why then
-      st, perr = conn:reply(rawget(ctx, "_msg"), rawget(ctx, "replyTo"), rawget(ctx, "meta"),
-                            rawget(ctx, "trace"), rawget(ctx, "request"), reply.payload, ew, skipped_buf)
+      -- A result JSON has no word for is an error (the C encoder says
+      -- "cannot encode a function at result"); inside it, as
+      -- JSON.stringify, such values are left out and listed.
+      st, perr = conn:reply(ctx, reply.payload, ew, skipped_buf)
       if st == nil then why = perr end
       if skipped_buf[1] then warn_skipped(owner, ctx, log) end
     end
@@ -246,7 +240,13 @@ local function deliver(owner, ctx, reply)
       if sent then reply._published = true end
     end
   end
-  run_all(owner._ext.onResponse, function(e) log:error("onResponse extension", { error = e }) end, ctx, reply)
+  local on_response = owner._ext.onResponse
+  if on_response[1] then
+    for k = 1, #on_response do
+      local ok, e = call(on_response[k], ctx, reply)
+      if not ok then log:error("onResponse extension", { error = e }) end
+    end
+  end
 end
 
 -- Everything up to the handler. Returns when the reply has been sent (or
@@ -308,7 +308,7 @@ local function process(owner, t, ctx, reply)
   if not def and owner._notFoundPattern then def = i.router:lookup(owner._notFoundPattern) end
   ctx.matchedAction = def
   reply._def = def -- for a budget error, whatever the handler does to ctx
-  if i.config.traceLog then
+  if i.trace_log then
     ctx.log = ctx.log:child { tag = i.config.tag, requestId = ctx.request.id, traceId = ctx.trace.traceId,
                               spanId = ctx.trace.spanId, parentSpanId = ctx.trace.parentSpanId }
   end
@@ -325,17 +325,18 @@ local function process(owner, t, ctx, reply)
       if v ~= nil then p = v; ctx.pattern = v end
     end
   end
-  if i.config.load.checkPolicy and i.load_limits then
+  if i.check_load then
     local lerr = check_load(i)
     if lerr then return reply:send(nil, lerr) end
   end
-  local err = run_hooks(owner._ext.onRequest, ctx, p, reply)
+  local ext = owner._ext
+  local err = ext.onRequest[1] and run_hooks(ext.onRequest, ctx, p, reply)
   if err then return reply:send(nil, err) end
   if not def then
     return reply:send(nil, errors.PatternNotFound("No action found for this pattern",
       { app = i.config.name, isServer = true, pattern = ctx.trace.method }))
   end
-  err = run_hooks(owner._ext.preHandler, ctx, p, reply)
+  err = ext.preHandler[1] and run_hooks(ext.preHandler, ctx, p, reply)
   if err then
     if not reply.sent then reply:send(nil, err) end
     return
@@ -415,7 +416,7 @@ function M.serve(owner, t, ctx)
   i.inflight = i.inflight + 1
   local reply = Reply.new(deliver, owner, ctx, owner.log)
   ctx.reply = reply
-  local budget = i.config.handlerBudget
+  local budget = i.budget
   local bok, ok, err = budget_call(budget, xpcall, process, traceback, owner, t, ctx, reply)
   if not bok then
     over_budget(owner, ctx, reply, ok, budget)

@@ -564,6 +564,12 @@ end
 
 local check -- forward
 
+-- The path of the value under `key` of the value at `node`.
+local function here(node, key)
+  if key == nil then return node end
+  return child(node, key)
+end
+
 -- Whether an unknown key of `s` is kept ("allow"), dropped or an error.
 local function unknown_policy(s, ctx)
   if s.unknown_flag == true then return "allow" end
@@ -580,8 +586,10 @@ local function check_object(s, t, ctx, node)
     for k, v in next, t do out[k] = v end
     return out
   end
-  for _, k in ipairs(s.order) do
-    local v, err = check(fields[k], t[k], ctx, child(node, k))
+  local order = s.order
+  for j = 1, #order do
+    local k = order[j]
+    local v, err = check(fields[k], t[k], ctx, node, k)
     if err then return nil, err end
     out[k] = v
   end
@@ -607,7 +615,7 @@ local function check_array(s, t, ctx, node)
   for i = 1, array_length(t) do
     local v, err = t[i], nil
     if s.items then
-      v, err = check(s.items, v, ctx, child(node, i))
+      v, err = check(s.items, v, ctx, node, i)
       if err then return nil, err end
     end
     out[i] = v
@@ -616,10 +624,13 @@ local function check_array(s, t, ctx, node)
 end
 
 -- Validates `v` against `s`: returns the new value, or nil and the error.
-function check(s, v, ctx, node)
+-- `node` is the path of v's parent and `key` v's key in it (nil at the
+-- root): the path of v itself is made only when an error or a nested
+-- table needs it.
+function check(s, v, ctx, node, key)
   if v == nil then
     if s.presence == "required" then
-      return nil, fail(ctx, node, "required", "is required", nil)
+      return nil, fail(ctx, here(node, key), "required", "is required", nil)
     end
     if not s.has_default then return nil end
     v = fresh_default(s)
@@ -629,19 +640,19 @@ function check(s, v, ctx, node)
   if coerce == nil then coerce = ctx.coerce end
   local typed = TYPES[s.kind](v, coerce)
   if typed == nil then
-    return nil, fail(ctx, node, "type", "must be " .. TYPE_TEXT[s.kind], v, s.kind)
+    return nil, fail(ctx, here(node, key), "type", "must be " .. TYPE_TEXT[s.kind], v, s.kind)
   end
   v = typed
   if s.valids and not contains(s.valids, v) then
-    return nil, fail(ctx, node, "valid", "must be one of " .. list_text(s.valids), v,
+    return nil, fail(ctx, here(node, key), "valid", "must be one of " .. list_text(s.valids), v,
       core.array(deep_copy(s.valids)))
   end
   for _, r in ipairs(s.rules) do
     local text = r.test(v, s.kind)
-    if text then return nil, fail(ctx, node, r.name, text, v, r.arg) end
+    if text then return nil, fail(ctx, here(node, key), r.name, text, v, r.arg) end
   end
-  if s.kind == "object" then return check_object(s, v, ctx, node) end
-  if s.kind == "array" then return check_array(s, v, ctx, node) end
+  if s.kind == "object" then return check_object(s, v, ctx, here(node, key)) end
+  if s.kind == "array" then return check_array(s, v, ctx, here(node, key)) end
   return v
 end
 
