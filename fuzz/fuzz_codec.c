@@ -9,6 +9,11 @@
 ** normalizes (1e400 is Infinity, written null; -0 is 0; a lone surrogate
 ** is U+FFFD; the last of duplicate keys wins) encodes the same either way.
 **
+** The envelope scanner (hm_codec_scan_ex, the request path) must agree with
+** the decoder on every input: it fails where decode fails on an object,
+** with the same message; it calls a non-object one; and each member's span,
+** and the member it decodes, decode to what decode put under that key.
+**
 **   CC=clang cmake -S . -B /tmp/fz -DHM_FUZZ=ON \
 **     -DCMAKE_C_FLAGS=-fsanitize=fuzzer-no-link,address,undefined
 **   cmake --build /tmp/fz --target fuzz_codec
@@ -31,6 +36,70 @@ static int encode_top(hm_buf *b) {
   return hm_codec_encode(L, lua_gettop(L), b, err, sizeof err);
 }
 
+/* encode(value at a) == encode(value at b), both present or both nil. */
+static void same_value(int a, int b) {
+  hm_buf x, y;
+  if (lua_isnil(L, a) != lua_isnil(L, b)) abort();
+  if (lua_isnil(L, a)) return;
+  hm_buf_init(&x);
+  hm_buf_init(&y);
+  char err[256];
+  int rx = hm_codec_encode(L, a, &x, err, sizeof err);
+  int ry = hm_codec_encode(L, b, &y, err, sizeof err);
+  if (rx != ry || (rx == 0 && (x.len != y.len || memcmp(x.data, y.data, x.len) != 0)))
+    abort();
+  hm_buf_free(&x);
+  hm_buf_free(&y);
+}
+
+static void check_scan(const char *s, size_t size) {
+  static const char *const keys[] = {"pattern", "meta", "trace", "request",
+                                     "delegate", "result", "error"};
+  static const char *const type_key[] = {"type"};
+  hm_span spans[7], tsp;
+  hm_scan sub = {type_key, 1, &tsp, -1, -1, NULL};
+  hm_scan w = {keys, 7, spans, 0, 3, &sub};
+  char err[256];
+  size_t i = 0;
+  lua_settop(L, 0);
+  while (i < size && (s[i] == ' ' || s[i] == '\n' || s[i] == '\r' || s[i] == '\t')) i++;
+  int object = i < size && s[i] == '{';
+  int sr = hm_codec_scan_ex(L, s, size, &w, err, sizeof err);
+  int pushed = lua_gettop(L);
+  if ((sr == 2) != (pushed == 1) || pushed > 1) abort();
+  int dr = hm_codec_decode(L, s, size);
+  if (!object) {
+    if (sr != 1) abort();
+    lua_settop(L, 0);
+    return;
+  }
+  if (sr == -1) {
+    if (dr != 2 || strcmp(err, lua_tostring(L, -1)) != 0) abort();
+    lua_settop(L, 0);
+    return;
+  }
+  if (dr != 1 || !lua_istable(L, -1)) abort();
+  int t = lua_gettop(L);
+  if (sr == 2) {
+    lua_getfield(L, t, "pattern");
+    same_value(1, lua_gettop(L));
+    lua_pop(L, 1);
+  }
+  for (int k = 0; k < 7; k++) {
+    lua_getfield(L, t, keys[k]);
+    if (spans[k].start < 0) {
+      if (!lua_isnil(L, -1)) abort();
+    } else {
+      if (hm_codec_decode(L, s + spans[k].start, (size_t)(spans[k].end - spans[k].start)) != 1)
+        abort();
+      same_value(-2, -1);
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+  }
+  lua_settop(L, 0);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   hm_buf first, second;
   if (L == NULL) {
@@ -40,6 +109,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     hm_codec_register(L);
     lua_setglobal(L, "codec");
   }
+  check_scan((const char *)data, size);
   lua_settop(L, 0);
   if (hm_codec_decode(L, (const char *)data, size) != 1) {
     lua_settop(L, 0);

@@ -786,6 +786,18 @@ int hm_codec_encode(lua_State *L, int idx, hm_buf *out, char *err,
   return r;
 }
 
+int hm_codec_put_string(hm_buf *out, const char *s, size_t len) {
+  enc e;
+  memset(&e, 0, sizeof e);
+  e.out = out;
+  size_t start = out->len;
+  if (putstring(&e, s, len, NULL)) {
+    out->len = start;
+    return -1;
+  }
+  return 0;
+}
+
 int hm_codec_encode_member(lua_State *L, int idx, hm_buf *out,
                            const char *key, int skipidx, int clean, char *err,
                            size_t errlen) {
@@ -933,10 +945,34 @@ static void unescape(lua_State *L, const unsigned char *s,
   luaL_pushresultsize(&b, (size_t)(w - w0));
 }
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+/* The index in [0, 16] of the first of the 16 bytes at q that needs a look
+** ('"', '\\', a control byte or a byte >= 0x80): 16 when none does. Most
+** of a message's bytes are in strings; this takes them 16 at a time. */
+static inline int special16(const unsigned char *q) {
+  __m128i v = _mm_loadu_si128((const __m128i *)(const void *)q);
+  __m128i m = _mm_or_si128(
+      _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+                   _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))),
+      /* signed: true for 0x00-0x1F and for 0x80-0xFF */
+      _mm_cmplt_epi8(v, _mm_set1_epi8(0x20)));
+  int bits = _mm_movemask_epi8(m);
+  return bits ? __builtin_ctz((unsigned)bits) : 16;
+}
+#endif
+
 static int string(dec *d) {
   const unsigned char *s = d->p + 1, *q = s, *end = d->end;
   int escaped = 0;
   for (;;) {
+#ifdef __SSE2__
+    while (end - q >= 16) {
+      int k = special16(q);
+      q += k;
+      if (k < 16) break;
+    }
+#endif
     if (q >= end) return derr(d, q, "unterminated string");
     unsigned c = *q;
     if (cls[c] == 0) {

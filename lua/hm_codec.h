@@ -72,6 +72,11 @@ int hm_codec_encode_member(lua_State *L, int idx, hm_buf *out,
                            const char *key, int skipidx, int clean, char *err,
                            size_t errlen);
 
+/* Appends s as a JSON string, as the encoder writes it. 0, or -1 (nothing
+** appended) for invalid UTF-8 or no memory: encode it with
+** hm_codec_encode_member then for the message. */
+int hm_codec_put_string(hm_buf *out, const char *s, size_t len);
+
 /* The byte range [start, end) of a member's value in a JSON text; start
 ** -1 when the member is absent. */
 typedef struct hm_span {

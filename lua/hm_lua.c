@@ -658,6 +658,16 @@ int luaopen_hemera_core(lua_State *L) {
   uv_idle_init(ctx->loop, &ctx->idle);
   ctx->idle.data = ctx;
   hm_nuid_init(&ctx->nuid);
+  {
+    static const char *const names[] = {"topic", "_msg", "replyTo", "meta",
+                                        "trace", "request", "pattern",
+                                        "delegate"};
+    for (int k = 0; k < HM_K_MSGMT; k++) {
+      lua_pushstring(L, names[k]);
+      ctx->k[k] = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    ctx->k[HM_K_MSGMT] = LUA_REFNIL; /* hm_lua_open_envelope */
+  }
   lua_newtable(L); /* metatable of the context */
   lua_pushcfunction(L, ctx_gc);
   lua_setfield(L, -2, "__gc");

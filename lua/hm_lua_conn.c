@@ -106,10 +106,12 @@ static void on_msg(hm_sub_t *s, natsMsg *m, void *arg) {
     ** it, undecoded (its parts materialise when read). */
     lua_rawgeti(co, LUA_REGISTRYINDEX, ls->fn_ref);
     lua_createtable(co, 0, 8);
+    hm_pushk(co, ctx, HM_K_TOPIC);
     lua_pushstring(co, natsMsg_GetSubject(m));
-    lua_setfield(co, -2, "topic");
-    hm_env_push_msg(co, m);
-    lua_setfield(co, -2, "_msg");
+    lua_rawset(co, -3);
+    hm_pushk(co, ctx, HM_K_MSG);
+    hm_env_push_msg(co, ctx, m);
+    lua_rawset(co, -3);
     lua_rawgeti(co, LUA_REGISTRYINDEX, ls->mt_ref);
     lua_setmetatable(co, -2);
     hm_sched_spawn_end(ctx, co, ref, 1);
@@ -142,7 +144,7 @@ static void on_reply(hm_conn_t *c, uint64_t id, hm_status st, natsMsg *m,
     if (st == HM_OK) {
       lua_pushnil(co);
       if (r->as_msg)
-        hm_env_push_msg(co, m);
+        hm_env_push_msg(co, ctx, m);
       else
         lua_pushlstring(co, natsMsg_GetData(m),
                         (size_t)natsMsg_GetDataLength(m));
@@ -400,16 +402,16 @@ static int c_publish(lua_State *L) {
 ** context's own fields (rawget) say what changed: _msg, replyTo, meta,
 ** trace, request. Published from the shared buffer: no Lua string. */
 static int c_reply(lua_State *L) {
-  static const char *const fields[] = {"_msg", "replyTo", "meta", "trace",
-                                       "request"};
+  static const int fields[] = {HM_K_MSG, HM_K_REPLYTO, HM_K_META, HM_K_TRACE,
+                               HM_K_REQUEST};
   lconn *lc = luaL_checkudata(L, 1, HM_CONN_MT);
   luaL_checktype(L, 2, LUA_TTABLE);
   lua_settop(L, 5);
   for (int k = 0; k < 5; k++) { /* slots 6..10 */
-    lua_pushstring(L, fields[k]);
+    hm_pushk(L, lc->ctx, fields[k]);
     lua_rawget(L, 2);
   }
-  hm_lmsg *g = hm_env_check_msg(L, 6);
+  hm_lmsg *g = hm_env_check_msg(L, lc->ctx, 6);
   size_t tlen = 0;
   const char *to = NULL;
   if (!lua_isnil(L, 7)) {

@@ -23,10 +23,11 @@
 **       with a builder gets builders[k](t, scope), stored in t when not nil; any
 **       other key is looked up in scope. Contexts materialise their parts
 **       through it, so a handler pays only for what it reads.
-**   core.act_payload(actx, pattern, meta) -> the JSON text of a request,
-**       or nil, err. Parts the act context holds (rawget: hooks touched or
-**       set them) are encoded; the others are written straight from the
-**       pattern and the context's ids (see client.lua).
+**   core.act_payload(actx, pattern, meta, method, rid, sid, tid, psid, ts,
+**       pubsub) -> the JSON text of a request, or nil, err. Parts the act
+**       context holds (rawget: hooks touched or set them) are encoded; the
+**       others are written straight from the pattern and the ids given
+**       (the context's fields, see client.lua).
 **   conn:reply(ctx, result, err, skipped)
 **       (hm_lua_conn.c, with hm_env_reply below) -> "sent" | "noreply" |
 **       "closed" | nil, encode error | false, publish error, code.
@@ -46,13 +47,14 @@
 static const char *const span_keys[HM_SP_N] = {
   "pattern", "meta", "trace", "request", "delegate", "result", "error"};
 
-static const char msgmt_key = 'g';
-
 /* {====================================================================
 ** Msg
 ** ===================================================================== */
 
-void hm_env_push_msg(lua_State *L, natsMsg *m) {
+/* The functions of this file have the context as upvalue 1. */
+#define CTX_UP(L) ((hm_ctx *)lua_touserdata((L), lua_upvalueindex(1)))
+
+void hm_env_push_msg(lua_State *L, hm_ctx *ctx, natsMsg *m) {
   size_t len = (size_t)natsMsg_GetDataLength(m);
   const char *reply = natsMsg_GetReply(m);
   size_t rlen = reply ? strlen(reply) : 0;
@@ -67,14 +69,14 @@ void hm_env_push_msg(lua_State *L, natsMsg *m) {
   g->data[len] = '\0';
   if (rlen) memcpy(g->data + len + 1, reply, rlen);
   g->data[len + 1 + rlen] = '\0';
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &msgmt_key);
+  hm_pushk(L, ctx, HM_K_MSGMT);
   lua_setmetatable(L, -2);
 }
 
-hm_lmsg *hm_env_check_msg(lua_State *L, int idx) {
+hm_lmsg *hm_env_check_msg(lua_State *L, hm_ctx *ctx, int idx) {
   hm_lmsg *g = lua_touserdata(L, idx);
   if (g != NULL && lua_getmetatable(L, idx)) {
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &msgmt_key);
+    hm_pushk(L, ctx, HM_K_MSGMT);
     int same = lua_rawequal(L, -1, -2);
     lua_pop(L, 2);
     if (same) return g;
@@ -204,7 +206,7 @@ static int is_pubsub(lua_State *L, hm_lmsg *g) {
 }
 
 static int l_msg_pattern(lua_State *L) {
-  hm_lmsg *g = hm_env_check_msg(L, 1);
+  hm_lmsg *g = hm_env_check_msg(L, CTX_UP(L), 1);
   lua_settop(L, 1);
   int r = scan_ex(L, g, NULL, 0);
   if (r == 1 || r < 0) return not_an_object(L, g);
@@ -227,7 +229,7 @@ static int member_index(const char *name) {
 }
 
 static int l_msg_member(lua_State *L) {
-  hm_lmsg *g = hm_env_check_msg(L, 1);
+  hm_lmsg *g = hm_env_check_msg(L, CTX_UP(L), 1);
   int which = member_index(luaL_checkstring(L, 2));
   int any = lua_toboolean(L, 3);
   luaL_argcheck(L, which >= 0, 2, "not an envelope member");
@@ -241,7 +243,7 @@ static int l_msg_member(lua_State *L) {
 }
 
 static int l_msg_result(lua_State *L) {
-  hm_lmsg *g = hm_env_check_msg(L, 1);
+  hm_lmsg *g = hm_env_check_msg(L, CTX_UP(L), 1);
   if (scan(g, NULL, 0) != 0) {
     not_an_object(L, g);
     lua_pushboolean(L, 0);
@@ -264,26 +266,26 @@ static int l_msg_result(lua_State *L) {
 }
 
 static int l_msg_data(lua_State *L) {
-  hm_lmsg *g = hm_env_check_msg(L, 1);
+  hm_lmsg *g = hm_env_check_msg(L, CTX_UP(L), 1);
   lua_pushlstring(L, g->data, g->len);
   return 1;
 }
 
 static int l_msg_reply(lua_State *L) {
-  hm_lmsg *g = hm_env_check_msg(L, 1);
+  hm_lmsg *g = hm_env_check_msg(L, CTX_UP(L), 1);
   const char *to = hm_env_reply_to(g);
   if (to) lua_pushlstring(L, to, g->rlen); else lua_pushnil(L);
   return 1;
 }
 
 static int l_msg_arrived(lua_State *L) {
-  hm_lmsg *g = hm_env_check_msg(L, 1);
+  hm_lmsg *g = hm_env_check_msg(L, CTX_UP(L), 1);
   lua_pushnumber(L, (lua_Number)g->arrived);
   return 1;
 }
 
 static int msg_tostring(lua_State *L) {
-  hm_lmsg *g = hm_env_check_msg(L, 1);
+  hm_lmsg *g = hm_env_check_msg(L, CTX_UP(L), 1);
   lua_pushfstring(L, "hemera.Msg (%I bytes)", (lua_Integer)g->len);
   return 1;
 }
@@ -432,67 +434,74 @@ void hm_env_buffer_done(hm_buf *b) {
   if (b->cap > (1u << 20)) hm_buf_free(b);
 }
 
-/* Writes the string or number at idx as a JSON member value. */
-static int scalar(lua_State *L, hm_buf *b, int idx, const char *key,
+/* Writes the value at idx as member `key` (strings straight in). */
+static int putval(lua_State *L, hm_buf *b, int idx, const char *key,
                   char *err, size_t errlen) {
+  if (lua_type(L, idx) == LUA_TSTRING) {
+    size_t n;
+    const char *s = lua_tolstring(L, idx, &n);
+    if (hm_codec_put_string(b, s, n) == 0) return 0;
+    /* Invalid UTF-8 (or no memory): the encoder says which. */
+  }
   return hm_codec_encode_member(L, idx, b, key, 0, 0, err, errlen);
 }
 
-/* Member `key` from field k of the table at t (raw for the context: its
-** ids are its own fields), left out when nil. Returns 1 when written. */
-static int field(lua_State *L, hm_buf *b, int t, const char *k,
-                 const char *key, int first, char *err, size_t errlen) {
-  int r = 0;
-  int type;
-  if (t == 1) {
-    lua_pushstring(L, k);
-    type = lua_rawget(L, t);
-  } else {
-    type = lua_getfield(L, t, k);
+/* ,"key":<value at idx>, left out when nil or false (the context keeps
+** `false` for "none" so that reading it never reaches its metatable);
+** first: no comma. Returns 1 when written, 0 when left out, -1 on error. */
+static int field(lua_State *L, hm_buf *b, int idx, const char *lit,
+                 size_t litlen, const char *key, int first, char *err,
+                 size_t errlen) {
+  if (!lua_toboolean(L, idx)) return 0;
+  if (put(b, lit + first, litlen - (size_t)first)) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
   }
-  if (type != LUA_TNIL) {
-    if ((!first && putlit(b, ",")) || put(b, "\"", 1) ||
-        put(b, key, strlen(key)) || putlit(b, "\":"))
-      r = OOM(err, errlen);
-    else
-      r = scalar(L, b, -1, key, err, errlen);
-    if (r == 0) r = 1;
-  }
+  return putval(L, b, idx, key, err, errlen) ? -1 : 1;
+}
+#define FIELD(L, b, idx, lit, key, first, err) \
+  field((L), (b), (idx), lit, sizeof(lit) - 1, (key), (first), (err), sizeof(err))
+
+/* The context's own part k (rawget), pushed; 1 when it has one. */
+static int own(lua_State *L, int k) {
+  hm_pushk(L, CTX_UP(L), k);
+  if (lua_rawget(L, 1) != LUA_TNIL) return 1;
   lua_pop(L, 1);
-  return r;
+  return 0;
 }
 
-/* core.act_payload(actx, pattern, scope_meta). */
+/* core.act_payload(actx, pattern, scope_meta, method, rid, sid, tid, psid,
+** ts, pubsub): the ids are the context's (client.lua), passed rather than
+** looked up. */
 static int l_act_payload(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
-  luaL_checktype(L, 2, LUA_TTABLE);
-  lua_settop(L, 3);
+  enum { CTX = 1, PAT, SMETA, METHOD, RID, SID, TID, PSID, TS, PUBSUB };
+  luaL_checktype(L, CTX, LUA_TTABLE);
+  luaL_checktype(L, PAT, LUA_TTABLE);
+  lua_settop(L, PUBSUB);
   char err[320];
   int busy;
   hm_buf *b = hm_env_buffer(L, &busy);
-  int r = -1;
+  int r = -1, w;
   err[0] = '\0';
   int top = lua_gettop(L);
+  lua_getfield(L, PAT, "topic");
+  int topic = lua_gettop(L);
+  top = topic;
   /* pattern */
   if (putlit(b, "{\"pattern\":")) goto oom;
-  lua_pushliteral(L, "pattern");
-  if (lua_rawget(L, 1) != LUA_TNIL) {
-    if (hm_codec_encode_member(L, -1, b, "pattern", 0, 0, err, sizeof err)) goto done;
-  } else if (hm_codec_encode_member(L, 2, b, "pattern", 0, 1, err, sizeof err)) {
+  if (own(L, HM_K_PATTERN) ? hm_codec_encode_member(L, -1, b, "pattern", 0, 0, err, sizeof err)
+                        : hm_codec_encode_member(L, PAT, b, "pattern", 0, 1, err, sizeof err))
     goto done;
-  }
   lua_settop(L, top);
   /* meta: the context's, else the scope's with meta$ over it */
   if (putlit(b, ",\"meta\":")) goto oom;
-  lua_pushliteral(L, "meta");
-  if (lua_rawget(L, 1) == LUA_TNIL) {
-    lua_pop(L, 1);
+  if (!own(L, HM_K_META)) {
     int has = 0;
-    if (lua_istable(L, 3)) {
+    if (lua_istable(L, SMETA)) {
       lua_pushnil(L);
-      if (lua_next(L, 3)) { lua_pop(L, 2); has = 1; }
+      if (lua_next(L, SMETA)) { lua_pop(L, 2); has = 1; }
     }
-    if (!has && lua_getfield(L, 2, "meta$") == LUA_TTABLE) {
+    if (!has && lua_getfield(L, PAT, "meta$") == LUA_TTABLE) {
       lua_pushnil(L);
       if (lua_next(L, -2)) { lua_pop(L, 2); has = 1; }
     }
@@ -502,17 +511,15 @@ static int l_act_payload(lua_State *L) {
       goto meta_done;
     }
     /* Not empty: the builder makes the merged table once, and keeps it. */
-    lua_getfield(L, 1, "meta");
+    lua_getfield(L, CTX, "meta");
   }
   if (hm_codec_encode_member(L, -1, b, "meta", 0, 0, err, sizeof err)) goto done;
 meta_done:
   lua_settop(L, top);
   /* delegate */
   if (putlit(b, ",\"delegate\":")) goto oom;
-  lua_pushliteral(L, "delegate");
-  if (lua_rawget(L, 1) == LUA_TNIL) {
-    lua_pop(L, 1);
-    lua_getfield(L, 2, "delegate$");
+  if (!own(L, HM_K_DELEGATE)) {
+    lua_getfield(L, PAT, "delegate$");
     int arr = 0;
     if (lua_istable(L, -1) && lua_getmetatable(L, -1)) {
       luaL_getmetatable(L, HM_CODEC_ARRAY_MT);
@@ -529,44 +536,36 @@ delegate_done:
   lua_settop(L, top);
   /* trace and request: the context's tables, else from its ids */
   if (putlit(b, ",\"trace\":")) goto oom;
-  lua_pushliteral(L, "trace");
-  if (lua_rawget(L, 1) != LUA_TNIL) {
+  if (own(L, HM_K_TRACE)) {
     if (hm_codec_encode_member(L, -1, b, "trace", 0, 0, err, sizeof err)) goto done;
   } else {
-    int n = 0, w;
+    int first = 1;
     if (putlit(b, "{")) goto oom;
-    if ((w = field(L, b, 1, "_sid", "spanId", n == 0, err, sizeof err)) < 0) goto done;
-    n += w;
-    if ((w = field(L, b, 1, "_tid", "traceId", n == 0, err, sizeof err)) < 0) goto done;
-    n += w;
-    if ((w = field(L, b, 1, "_psid", "parentSpanId", n == 0, err, sizeof err)) < 0) goto done;
-    n += w;
-    if ((w = field(L, b, 1, "_ts", "timestamp", n == 0, err, sizeof err)) < 0) goto done;
-    n += w;
-    if ((w = field(L, b, 2, "topic", "service", n == 0, err, sizeof err)) < 0) goto done;
-    n += w;
-    if ((w = field(L, b, 1, "method", "method", n == 0, err, sizeof err)) < 0) goto done;
+    if ((w = FIELD(L, b, SID, ",\"spanId\":", "trace.spanId", first, err)) < 0) goto done;
+    first &= !w;
+    if ((w = FIELD(L, b, TID, ",\"traceId\":", "trace.traceId", first, err)) < 0) goto done;
+    first &= !w;
+    if ((w = FIELD(L, b, PSID, ",\"parentSpanId\":", "trace.parentSpanId", first, err)) < 0) goto done;
+    first &= !w;
+    if ((w = FIELD(L, b, TS, ",\"timestamp\":", "trace.timestamp", first, err)) < 0) goto done;
+    first &= !w;
+    if ((w = FIELD(L, b, topic, ",\"service\":", "trace.service", first, err)) < 0) goto done;
+    first &= !w;
+    if (FIELD(L, b, METHOD, ",\"method\":", "trace.method", first, err) < 0) goto done;
     if (putlit(b, "}")) goto oom;
   }
   lua_settop(L, top);
   if (putlit(b, ",\"request\":")) goto oom;
-  lua_pushliteral(L, "request");
-  if (lua_rawget(L, 1) != LUA_TNIL) {
+  if (own(L, HM_K_REQUEST)) {
     if (hm_codec_encode_member(L, -1, b, "request", 0, 0, err, sizeof err)) goto done;
   } else {
-    int n = 0, w;
     if (putlit(b, "{")) goto oom;
-    if ((w = field(L, b, 1, "_rid", "id", 1, err, sizeof err)) < 0) goto done;
-    n += w;
-    lua_pushliteral(L, "_pubsub");
-    lua_rawget(L, 1);
-    int pubsub = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    if ((n && putlit(b, ",")) ||
-        (pubsub ? putlit(b, "\"type\":\"pubsub\"") : putlit(b, "\"type\":\"request\"")))
+    if ((w = FIELD(L, b, RID, ",\"id\":", "request.id", 1, err)) < 0) goto done;
+    if ((w ? putlit(b, ",") : 0) ||
+        (lua_toboolean(L, PUBSUB) ? putlit(b, "\"type\":\"pubsub\"") : putlit(b, "\"type\":\"request\"")))
       goto oom;
-    if ((w = field(L, b, 2, "topic", "service", 0, err, sizeof err)) < 0) goto done;
-    if ((w = field(L, b, 1, "method", "method", 0, err, sizeof err)) < 0) goto done;
+    if (FIELD(L, b, topic, ",\"service\":", "request.service", 0, err) < 0) goto done;
+    if (FIELD(L, b, METHOD, ",\"method\":", "request.method", 0, err) < 0) goto done;
     if (putlit(b, "}")) goto oom;
   }
   lua_settop(L, top);
@@ -599,11 +598,14 @@ void hm_lua_open_envelope(lua_State *L) {
     {"act_payload", l_act_payload},
     {NULL, NULL},
   };
-  luaL_setfuncs(L, fns, 0);
+  hm_ctx *ctx = hm_ctx_get(L);
+  lua_pushlightuserdata(L, ctx);
+  luaL_setfuncs(L, fns, 1);
   lua_createtable(L, 0, 2);
-  lua_pushcfunction(L, msg_tostring);
+  lua_pushlightuserdata(L, ctx);
+  lua_pushcclosure(L, msg_tostring, 1);
   lua_setfield(L, -2, "__tostring");
   lua_pushliteral(L, "hemera.Msg");
   lua_setfield(L, -2, "__name");
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &msgmt_key);
+  ctx->k[HM_K_MSGMT] = luaL_ref(L, LUA_REGISTRYINDEX);
 }

@@ -29,9 +29,9 @@ typedef struct hm_lmsg {
 
 /* Pushes a Msg with copies of m's data and reply subject (m stays the
 ** caller's). */
-void hm_env_push_msg(lua_State *L, natsMsg *m);
+void hm_env_push_msg(lua_State *L, hm_ctx *ctx, natsMsg *m);
 /* The Msg at idx, or raises. */
-hm_lmsg *hm_env_check_msg(lua_State *L, int idx);
+hm_lmsg *hm_env_check_msg(lua_State *L, hm_ctx *ctx, int idx);
 /* Its reply subject, or NULL. */
 const char *hm_env_reply_to(const hm_lmsg *g);
 

@@ -28,48 +28,80 @@
 
 #define PAIRS_STACK 32
 
+/* One "key:value" of the method string, not yet joined: the key and
+** string values stay anchored by the pattern table (or its regex) while
+** l_method runs; numbers are formatted into num. */
 typedef struct pair {
-  const char *s;
-  size_t len;
+  const char *k, *v;
+  size_t klen, vlen;
+  int slashes; /* a regex: "/source/" */
+  char num[HM_JSNUM_BUFSIZE];
 } pair;
+
+/* A number's text lives in the pair itself (which may move). */
+#define VAL(p) ((p)->v != NULL ? (p)->v : (p)->num)
+
+/* Byte i of "key:value" (or of "key:/source/"). */
+static unsigned char pair_at(const pair *p, size_t i) {
+  if (i < p->klen) return (unsigned char)p->k[i];
+  i -= p->klen;
+  if (i == 0) return ':';
+  i--;
+  if (p->slashes) {
+    if (i == 0 || i == p->vlen + 1) return '/';
+    i--;
+  }
+  return (unsigned char)VAL(p)[i];
+}
+
+static size_t pair_len(const pair *p) {
+  return p->klen + 1 + p->vlen + (p->slashes ? 2 : 0);
+}
 
 static int cmp_pair(const void *a, const void *b) {
   const pair *x = a, *y = b;
-  size_t n = x->len < y->len ? x->len : y->len;
-  int r = memcmp(x->s, y->s, n);
+  size_t nx = pair_len(x), ny = pair_len(y), n = nx < ny ? nx : ny;
+  /* Keys usually differ, and then within the shorter key. */
+  size_t kn = x->klen < y->klen ? x->klen : y->klen;
+  int r = memcmp(x->k, y->k, kn);
   if (r != 0) return r;
-  return x->len < y->len ? -1 : x->len > y->len;
+  for (size_t i = kn; i < n; i++) {
+    unsigned char cx = pair_at(x, i), cy = pair_at(y, i);
+    if (cx != cy) return cx < cy ? -1 : 1;
+  }
+  return nx < ny ? -1 : nx > ny;
 }
 
-/* Pushes "key:value" for the pair on top (key at -2, value at -1), or
-** nothing; returns 1 when it pushed. */
-static int push_pair(lua_State *L) {
-  size_t klen;
-  const char *k;
-  char num[HM_JSNUM_BUFSIZE];
+/* Fills *p from the pair on top (key at -2, value at -1); 0 when the pair
+** is not part of the method string. May leave nothing on the stack. */
+static int read_pair(lua_State *L, pair *p) {
   if (lua_type(L, -2) != LUA_TSTRING) return 0;
-  k = lua_tolstring(L, -2, &klen);
-  if (klen > 0 && k[klen - 1] == '$') return 0;
+  p->k = lua_tolstring(L, -2, &p->klen);
+  if (p->klen > 0 && p->k[p->klen - 1] == '$') return 0;
+  p->slashes = 0;
   switch (lua_type(L, -1)) {
     case LUA_TSTRING:
-      lua_pushfstring(L, "%s:%s", k, lua_tostring(L, -1));
+      p->v = lua_tolstring(L, -1, &p->vlen);
       return 1;
     case LUA_TNUMBER:
       if (lua_isinteger(L, -1))
-        lua_pushfstring(L, "%s:%I", k, (LUAI_UACINT)lua_tointeger(L, -1));
-      else {
-        hm_jsnum_format((double)lua_tonumber(L, -1), num);
-        lua_pushfstring(L, "%s:%s", k, num);
-      }
+        p->vlen = (size_t)snprintf(p->num, sizeof p->num, "%lld",
+                                   (long long)lua_tointeger(L, -1));
+      else
+        p->vlen = hm_jsnum_format((double)lua_tonumber(L, -1), p->num);
+      p->v = NULL;
       return 1;
     case LUA_TBOOLEAN:
-      lua_pushfstring(L, "%s:%s", k, lua_toboolean(L, -1) ? "true" : "false");
+      p->v = lua_toboolean(L, -1) ? "true" : "false";
+      p->vlen = strlen(p->v);
       return 1;
     case LUA_TTABLE:
       if (!hm_lua_is_regex(L, -1)) return 0;
-      lua_getfield(L, -1, "source");
-      lua_pushfstring(L, "%s:/%s/", k, lua_tostring(L, -1));
-      lua_remove(L, -2);
+      lua_getfield(L, -1, "source"); /* the regex keeps it alive */
+      p->v = lua_tolstring(L, -1, &p->vlen);
+      lua_pop(L, 1);
+      if (p->v == NULL) return 0;
+      p->slashes = 1;
       return 1;
     default:
       return 0;
@@ -78,36 +110,34 @@ static int push_pair(lua_State *L) {
 
 static int l_method(lua_State *L) {
   pair local[PAIRS_STACK], *pairs = local;
-  int n = 0, cap = PAIRS_STACK, base, i;
+  int n = 0, cap = PAIRS_STACK, i;
   luaL_Buffer b;
   luaL_checktype(L, 1, LUA_TTABLE);
-  /* The "k:v" strings stay on the stack (so they live) until joined. */
-  base = lua_gettop(L);
+  lua_settop(L, 1);
   lua_pushnil(L);
   while (lua_next(L, 1)) {
-    if (push_pair(L)) {
-      if (n == cap) {
-        pair *np;
-        cap *= 2;
-        np = lua_newuserdatauv(L, (size_t)cap * sizeof *np, 0);
-        memcpy(np, pairs, (size_t)n * sizeof *np);
-        pairs = np;
-        /* Keep the userdata below the strings being collected. */
-        lua_insert(L, base + 1);
-        base++;
-      }
-      luaL_checkstack(L, 3, "pattern too large");
-      pairs[n].s = lua_tolstring(L, -1, &pairs[n].len);
-      n++;
-      lua_insert(L, -3); /* string below key/value */
+    if (n == cap) {
+      /* A wide pattern: a bigger array, anchored at slot 2, below the
+      ** iteration's key and value. */
+      pair *np = lua_newuserdatauv(L, (size_t)cap * 2 * sizeof *np, 0);
+      memcpy(np, pairs, (size_t)n * sizeof *np);
+      if (pairs == local) lua_insert(L, 2); else lua_replace(L, 2);
+      pairs = np;
+      cap *= 2;
     }
+    if (read_pair(L, &pairs[n])) n++;
     lua_pop(L, 1);
   }
   qsort(pairs, (size_t)n, sizeof *pairs, cmp_pair);
   luaL_buffinit(L, &b);
   for (i = 0; i < n; i++) {
+    const pair *p = &pairs[i];
     if (i > 0) luaL_addchar(&b, ',');
-    luaL_addlstring(&b, pairs[i].s, pairs[i].len);
+    luaL_addlstring(&b, p->k, p->klen);
+    luaL_addchar(&b, ':');
+    if (p->slashes) luaL_addchar(&b, '/');
+    luaL_addlstring(&b, VAL(p), p->vlen);
+    if (p->slashes) luaL_addchar(&b, '/');
   }
   luaL_pushresult(&b);
   return 1;

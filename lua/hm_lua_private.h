@@ -26,8 +26,16 @@ typedef struct hm_budget hm_budget;
 
 typedef struct hm_waiter hm_waiter;
 
+/* Values the request path pushes for every message, kept as registry
+** references (an array slot: no string hashing, no lookup by name). */
+enum {
+  HM_K_TOPIC, HM_K_MSG, HM_K_REPLYTO, HM_K_META, HM_K_TRACE, HM_K_REQUEST,
+  HM_K_PATTERN, HM_K_DELEGATE, HM_K_MSGMT, HM_K_N
+};
+
 typedef struct hm_ctx {
   lua_State *L; /* the main thread: callbacks never use a coroutine's L */
+  int k[HM_K_N]; /* registry references of the HM_K_ values */
   uv_loop_t *loop;
   uv_loop_t own_loop;
   int owns_loop;
@@ -111,6 +119,9 @@ struct lsub {
 int hm_lua_is_regex(lua_State *L, int idx);
 
 hm_ctx *hm_ctx_get(lua_State *L);
+
+/* Pushes the HM_K_ value k. */
+#define hm_pushk(L, ctx, kk) lua_rawgeti((L), LUA_REGISTRYINDEX, (ctx)->k[(kk)])
 
 /* {======== scheduler (hm_lua.c) ======== */
 /* Takes a coroutine from the pool (or makes one), moves the function and its

@@ -37,8 +37,8 @@ local TRACE_MT, REQINFO_MT = wire.TRACE_MT, wire.REQINFO_MT
 -- {==================================================================
 -- The act context
 -- ===================================================================
--- One table per act, {method, _p (the pattern), _rid, _sid, _tid, _psid,
--- _ts, _pubsub} until its reply (_reply, a core Msg); every other part is
+-- One table per act, {method, _p (the pattern), _rid, _sid, _tid, _psid
+-- (false for none), _ts, _pubsub} until its reply (_reply, a core Msg); every other part is
 -- built the first time it is read. core.act_payload writes the request
 -- from the same fields, so an act nobody inspects builds no table at all.
 
@@ -67,7 +67,7 @@ local BUILDERS = {
   trace = function(a)
     local r = rawget(a, "_reply")
     return r and reply_trace(r) or setmetatable({
-      spanId = a._sid, traceId = a._tid, parentSpanId = a._psid, timestamp = a._ts,
+      spanId = a._sid, traceId = a._tid, parentSpanId = a._psid or nil, timestamp = a._ts,
       service = a._p.topic, method = a.method }, TRACE_MT)
   end,
   request = function(a)
@@ -112,8 +112,10 @@ local function prepare(self, p)
     psid = given(parent.spanId)
   end
   local actx = setmetatable({
-    method = method, _p = p, _rid = p["requestId$"] or idgen(), _sid = sid, _tid = tid, _psid = psid,
+    method = method, _p = p, _rid = p["requestId$"] or idgen(), _sid = sid, _tid = tid, _psid = psid or false,
     _ts = hrtime(), _pubsub = p["pubsub$"] == true,
+    -- Set later; listed so the table is made big enough for them.
+    _reply = nil, responseError = nil, sid = nil,
   }, util.lazy(self, "_act_mt", BUILDERS))
   if i.trace_log then
     actx.log = self.log:child { tag = i.config.tag, requestId = actx._rid, traceId = tid,
@@ -240,7 +242,8 @@ function M.act(self, p, on_reply)
   local encode = self._clientEncoder
   local payload, eerr
   if encode == nil or encode == core.encode then
-    payload, eerr = act_payload(actx, p, self.meta)
+    payload, eerr = act_payload(actx, p, self.meta, actx.method, actx._rid, actx._sid, actx._tid,
+                                actx._psid, actx._ts, actx._pubsub)
     if payload == nil then
       return outcome(actx, on_reply, nil, errors.ParseError("Client payload encoding: " .. tostring(eerr)))
     end

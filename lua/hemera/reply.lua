@@ -21,7 +21,9 @@ Reply.isError = false
 -- deliver(owner, ctx, reply) does the sending (hooks, encode, publish);
 -- it may yield. (One function for all replies: no closure per request.)
 function Reply.new(deliver, owner, ctx, log)
-  return setmetatable({ _deliver = deliver, _owner = owner, _ctx = ctx, log = log }, Reply)
+  -- The nil fields size the table for what a reply sets (no rehash).
+  return setmetatable({ _deliver = deliver, _owner = owner, _ctx = ctx, log = log, sent = nil,
+                        count = nil, payload = nil, error = nil, _def = nil, _published = nil }, Reply)
 end
 
 function Reply:send(value, err)
