@@ -151,7 +151,7 @@ local function finish_reply(self, actx, st, msg)
   else
     local decode = self._clientDecoder
     local e
-    if decode == nil or decode == core.decode then
+    if not decode or decode == core.decode then
       local ok, r, detail = msg_result(msg)
       if not ok then
         -- A decode failure goes to the caller as is, without hooks.
@@ -241,7 +241,7 @@ function M.act(self, p, on_reply)
   end
   local encode = self._clientEncoder
   local payload, eerr
-  if encode == nil or encode == core.encode then
+  if not encode or encode == core.encode then
     payload, eerr = act_payload(actx, p, self.meta, actx.method, actx._rid, actx._sid, actx._tid,
                                 actx._psid, actx._ts, actx._pubsub)
     if payload == nil then

@@ -34,6 +34,17 @@ local Hemera = {}
 Hemera.VERSION = "0.1.0"
 
 Hemera.__index = Hemera
+-- Scope settings every message reads: unset is false here, so a lookup
+-- ends at the class instead of missing twice.
+Hemera._serverDecoder = false
+Hemera._serverEncoder = false
+Hemera._clientDecoder = false
+Hemera._clientEncoder = false
+Hemera._schemaCompiler = false
+Hemera._responseSchemaCompiler = false
+Hemera._notFoundPattern = false
+Hemera._idGenerator = false
+Hemera._errorHandler = false
 
 Hemera.errors = errors
 Hemera.null = core.null

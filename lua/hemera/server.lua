@@ -11,7 +11,7 @@ local wire = require "hemera.wire"
 
 local M = {}
 
-local obj, call, run_hooks = util.obj, util.call, util.run_hooks
+local obj, call, run_hooks, capture = util.obj, util.call, util.run_hooks, util.capture
 local budget_call, traceback = core.budget_call, debug.traceback
 local msg_pattern, msg_member, msg_reply, msg_data = core.msg_pattern, core.msg_member, core.msg_reply, core.msg_data
 local skipped_buf = {} -- paths core.encode left out of the reply being sent
@@ -126,7 +126,7 @@ end
 -- onSend chain (response validation first), encode, publish, onResponse.
 local function deliver(owner, ctx, reply)
   local i = owner._i
-  local log = ctx.log
+  local log = rawget(ctx, "log") or owner.log
   if reply.error then
     local eh = owner._errorHandler
     if eh then
@@ -167,7 +167,7 @@ local function deliver(owner, ctx, reply)
   end
   local conn = i.conn
   local encode = owner._serverEncoder
-  if conn and (encode == nil or encode == core.encode) then
+  if conn and (not encode or encode == core.encode) then
     -- The default codec: the envelope is written in C, with the request's
     -- own bytes for each part nobody read or set (hm_lua_envelope.c).
     local why, ew
@@ -254,9 +254,9 @@ end
 local function process(owner, t, ctx, reply)
   local i = owner._i
   local decode = owner._serverDecoder
-  local msg = rawget(ctx, "_msg")
+  local msg = ctx._msg
   local p, pubsub
-  if decode == nil or decode == core.decode then
+  if not decode or decode == core.decode then
     local kind, detail
     p, kind, detail = msg_pattern(msg)
     if not p then
@@ -350,7 +350,8 @@ local function process(owner, t, ctx, reply)
     end
     if reply.sent then return end
   end
-  local aok, r = call(def.action, p, ctx)
+  local aok, r, e = xpcall(def.action, capture, p, ctx)
+  if not aok or ((r == nil or r == false) and e ~= nil) then aok, r = false, util.failure(aok, r, e) end
   if pubsub then
     if not aok then ctx.log:error("Pubsub action failed", { error = r }) end
     if not reply.sent then reply:send() end

@@ -45,17 +45,23 @@ function M.capture(e)
                         where = position(e) }, CAPTURED)
 end
 
+-- The error value of a failed xpcall(fn, M.capture, ...) that gave ok, r,
+-- e: a raise (ok false), or a `nil, err` / `false, err` return.
+function M.failure(ok, r, e)
+  if not ok then
+    -- Lua runs no message handler for a memory error (nor when the handler
+    -- itself failed): r is then the bare error, "not enough memory".
+    if getmetatable(r) ~= CAPTURED then return errors.from_value(r) end
+    return errors.from_value(r.err, r.trace, r.where)
+  end
+  return errors.from_value(e)
+end
+
 -- Calls fn(...) protected. Returns ok, r1, r2: a raise, or a `nil, err`
 -- (or `false, err`) return, becomes ok = false and an error value in r1.
 function M.call(fn, ...)
   local ok, r, e = xpcall(fn, M.capture, ...)
-  if not ok then
-    -- Lua runs no message handler for a memory error (nor when the handler
-    -- itself failed): r is then the bare error, "not enough memory".
-    if getmetatable(r) ~= CAPTURED then return false, errors.from_value(r) end
-    return false, errors.from_value(r.err, r.trace, r.where)
-  end
-  if (r == nil or r == false) and e ~= nil then return false, errors.from_value(e) end
+  if not ok or ((r == nil or r == false) and e ~= nil) then return false, M.failure(ok, r, e) end
   return true, r, e
 end
 
