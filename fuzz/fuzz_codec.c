@@ -64,7 +64,7 @@ static void check_scan(const char *s, size_t size) {
   lua_settop(L, 0);
   while (i < size && (s[i] == ' ' || s[i] == '\n' || s[i] == '\r' || s[i] == '\t')) i++;
   int object = i < size && s[i] == '{';
-  int sr = hm_codec_scan_ex(L, s, size, &w, err, sizeof err);
+  int sr = hm_codec_scan_ex(L, s, size, &w, 0, err, sizeof err);
   int pushed = lua_gettop(L);
   if ((sr == 2) != (pushed == 1) || pushed > 1) abort();
   int dr = hm_codec_decode(L, s, size);

@@ -128,6 +128,10 @@ typedef struct cstate {
 
 static const char statekey = 's';
 static const char statemtkey = 'm';
+/* The weak tables of decoded objects' origins (Key order, below). */
+static const char wsrckey = 'w', woffkey = 'o';
+
+hm_codec_source_fn hm_codec_source = NULL;
 
 static int state_gc(lua_State *L) {
   cstate *st = lua_touserdata(L, 1);
@@ -224,6 +228,7 @@ typedef struct enc {
   int orderkey;  /* stack slot of the string "__jsonorder" */
   int skipped;   /* stack slot of the list of left-out paths; 0: strict */
   int clean;     /* leave `$` keys and functions out of the top object */
+  int wsrc, woff; /* stack slots of the order tables, or 0 */
   lua_Integer nskipped;
   char *err;
   size_t errlen;
@@ -666,6 +671,27 @@ static int writeobject(enc *e, int idx, frame *fr, int order, int depth) {
   return putchr(e, '}');
 }
 
+/* A decoded object's key order, read from the text it came from (see Key
+** order of decoded objects): pushes the list and returns its slot, or 0. */
+static int source_order(enc *e, int idx) {
+  lua_State *L = e->L;
+  lua_pushvalue(L, idx);
+  if (lua_rawget(L, e->wsrc) == LUA_TNIL) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  size_t len;
+  const char *src = hm_codec_source(L, -1, &len);
+  lua_pop(L, 1);
+  lua_pushvalue(L, idx);
+  lua_rawget(L, e->woff);
+  lua_Integer at = lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  if (src == NULL || at < 0 || (size_t)at >= len) return 0;
+  hm_codec_keys(L, src + at, len - (size_t)at);
+  return lua_gettop(L);
+}
+
 static int table(enc *e, int idx, const frame *f, int depth) {
   lua_State *L = e->L;
   if (depth > HM_CODEC_MAX_DEPTH)
@@ -692,6 +718,7 @@ static int table(enc *e, int idx, const frame *f, int depth) {
     lua_pushvalue(L, e->orderkey);
     if (lua_rawget(L, -2) == LUA_TTABLE) order = lua_gettop(L);
   }
+  if (!order && e->wsrc) order = source_order(e, idx);
   lua_Integer n = arrayshape(L, idx);
   if (n > 0)
     r = writearray(e, idx, &fr, n, depth);
@@ -763,6 +790,14 @@ static int encode(lua_State *L, cstate *st, int idx, int skipidx,
   e.arraymt = lua_topointer(L, -1);
   lua_pushliteral(L, "__jsonorder");
   e.orderkey = lua_gettop(L);
+  e.wsrc = e.woff = 0;
+  if (hm_codec_source != NULL) {
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &wsrckey) == LUA_TTABLE &&
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &woffkey) == LUA_TTABLE) {
+      e.wsrc = lua_gettop(L) - 1;
+      e.woff = lua_gettop(L);
+    }
+  }
   size_t base = st->nents;
   int r = value(&e, idx, root, 0);
   st->nents = base;
@@ -846,6 +881,9 @@ typedef struct dec {
   const unsigned char *start, *p, *end;
   int arraymt;  /* stack slot */
   int skip;     /* validate only: push nothing */
+  int holder;   /* stack slot of the text's holder (key order kept), or 0 */
+  int wsrc, woff; /* stack slots of the order tables, when holder */
+  size_t base;  /* offset of start in the holder's text */
   size_t off;   /* of the error */
   const char *msg;
   char msgbuf[64];
@@ -1125,6 +1163,57 @@ static int literal(dec *d, const char *word, size_t len) {
 
 static int parse(dec *d, int depth);
 
+/* {====================================================================
+** Key order of decoded objects
+**
+** A decoded object remembers where it came from, in two weak-keyed tables
+** (the table as key, so they cost nothing once it is collected): the
+** holder of the text (a binding's message, see hm_codec_source) and the
+** offset of its '{'. Nothing more is done unless the object is encoded
+** again: the encoder then reads its keys' order from the text. Only texts
+** with a holder are remembered (core.decode's strings are not).
+** ===================================================================== */
+
+
+static void pushweak(lua_State *L, const char *key) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, key) == LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, key);
+  }
+}
+
+/* The new table on top came from the '{' at offset `at` of d's text. */
+static void remember(dec *d, size_t at) {
+  lua_State *L = d->L;
+  lua_pushvalue(L, -1);
+  lua_pushvalue(L, d->holder);
+  lua_rawset(L, d->wsrc);
+  lua_pushvalue(L, -1);
+  lua_pushinteger(L, (lua_Integer)(at + d->base));
+  lua_rawset(L, d->woff);
+}
+
+/* Sets d up to remember the objects it decodes, for the holder at `holder`
+** (0: not) whose text d->start is at offset base of. */
+static void record(dec *d, int holder, size_t base) {
+  d->holder = 0;
+  if (holder == 0 || hm_codec_source == NULL) return;
+  pushweak(d->L, &wsrckey);
+  d->wsrc = lua_gettop(d->L);
+  pushweak(d->L, &woffkey);
+  d->woff = lua_gettop(d->L);
+  d->holder = holder;
+  d->base = base;
+}
+
+/* }==================================================================== */
+
 static int object(dec *d, int depth) {
   lua_State *L = d->L;
   if (depth > HM_CODEC_MAX_DEPTH)
@@ -1132,7 +1221,10 @@ static int object(dec *d, int depth) {
   if (!d->skip && !lua_checkstack(L, 6))
     return derr(d, d->p, "out of Lua stack space");
   d->p++;
-  if (!d->skip) lua_createtable(L, 0, 4);
+  if (!d->skip) {
+    lua_createtable(L, 0, 4);
+    if (d->holder) remember(d, (size_t)(d->p - 1 - d->start));
+  }
   skipws(d);
   if (d->p < d->end && *d->p == '}') {
     d->p++;
@@ -1240,6 +1332,12 @@ static int parse(dec *d, int depth) {
 }
 
 int hm_codec_decode(lua_State *L, const char *s, size_t len) {
+  return hm_codec_decode_from(L, s, len, 0, 0);
+}
+
+int hm_codec_decode_from(lua_State *L, const char *s, size_t len, int holder,
+                         size_t base) {
+  if (holder) holder = lua_absindex(L, holder);
   int top = lua_gettop(L);
   luaL_checkstack(L, 8, "JSON decode");
   pusharraymt(L);
@@ -1249,7 +1347,9 @@ int hm_codec_decode(lua_State *L, const char *s, size_t len) {
   d.end = d.start + len;
   d.arraymt = lua_gettop(L);
   d.skip = 0;
+  d.holder = 0;
   d.msg = NULL;
+  if (holder) record(&d, lua_absindex(L, holder), base);
   int r = parse(&d, 0);
   if (r >= 0) {
     skipws(&d);
@@ -1370,14 +1470,16 @@ static void clearspans(const hm_scan *w) {
 }
 
 int hm_codec_scan_ex(lua_State *L, const char *s, size_t len,
-                     const hm_scan *w, char *err, size_t errlen) {
+                     const hm_scan *w, int holder, char *err, size_t errlen) {
   dec d;
+  if (L && holder) holder = lua_absindex(L, holder);
   int top = L ? lua_gettop(L) : 0;
   d.L = L;
   d.start = d.p = (const unsigned char *)s;
   d.end = d.start + len;
   d.arraymt = 0;
   d.skip = 1;
+  d.holder = 0;
   d.msg = NULL;
   clearspans(w);
   if (len > INT32_MAX) {
@@ -1388,6 +1490,7 @@ int hm_codec_scan_ex(lua_State *L, const char *s, size_t len,
     luaL_checkstack(L, 8, "JSON scan");
     pusharraymt(L);
     d.arraymt = lua_gettop(L);
+    record(&d, holder, 0);
   }
   skipws(&d);
   /* Not an object: the caller decodes it to say what it is. */
@@ -1407,16 +1510,70 @@ int hm_codec_scan_ex(lua_State *L, const char *s, size_t len,
     return -1;
   }
   if (L) {
-    /* [arraymt, value?] -> [value?] */
-    lua_remove(L, top + 1);
+    /* [arraymt, order tables?, value?] -> [value?] */
+    if (pushed) lua_replace(L, top + 1);
+    lua_settop(L, top + pushed);
   }
   return pushed ? 2 : 0;
+}
+
+int hm_codec_keys(lua_State *L, const char *s, size_t len) {
+  dec d;
+  int top = lua_gettop(L);
+  luaL_checkstack(L, 8, "JSON keys");
+  d.L = L;
+  d.start = d.p = (const unsigned char *)s;
+  d.end = d.start + len;
+  d.arraymt = 0;
+  d.skip = 1;
+  d.holder = 0;
+  d.msg = NULL;
+  lua_newtable(L); /* the keys, in order */
+  lua_newtable(L); /* the keys seen */
+  lua_Integer n = 0;
+  skipws(&d);
+  if (d.p >= d.end || *d.p != '{') {
+    lua_settop(L, top + 1);
+    return 0;
+  }
+  d.p++;
+  for (;;) {
+    skipws(&d);
+    if (d.p >= d.end || *d.p != '"') break; /* '}' (or invalid: stop) */
+    d.skip = 0;
+    int r = string(&d);
+    d.skip = 1;
+    if (r < 0) break;
+    /* A repeated key keeps its first place, as in JavaScript objects. */
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, top + 2) == LUA_TNIL) {
+      lua_pop(L, 1);
+      lua_rawseti(L, top + 1, ++n);
+      lua_rawgeti(L, top + 1, n);
+      lua_pushboolean(L, 1);
+      lua_rawset(L, top + 2);
+    } else {
+      lua_pop(L, 2);
+    }
+    skipws(&d);
+    if (d.p >= d.end || *d.p != ':') break;
+    d.p++;
+    if (parse(&d, 1) < 0) break;
+    skipws(&d);
+    if (d.p < d.end && *d.p == ',') {
+      d.p++;
+      continue;
+    }
+    break;
+  }
+  lua_settop(L, top + 1);
+  return 0;
 }
 
 int hm_codec_scan(const char *s, size_t len, const char *const *keys,
                   int nkeys, hm_span *spans, char *err, size_t errlen) {
   hm_scan w = {keys, nkeys, spans, -1, -1, NULL};
-  return hm_codec_scan_ex(NULL, s, len, &w, err, errlen);
+  return hm_codec_scan_ex(NULL, s, len, &w, 0, err, errlen);
 }
 
 /* }==================================================================== */
@@ -1446,7 +1603,9 @@ static int l_encode(lua_State *L) {
 static int l_decode(lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
-  return hm_codec_decode(L, s, len);
+  lua_settop(L, 1);
+  /* The string is the holder: decoded objects keep their key order. */
+  return hm_codec_decode_from(L, s, len, 1, 0);
 }
 
 static int l_jsnum(lua_State *L) {

@@ -7,6 +7,10 @@
 ** written as null. On decode, a number without fraction or exponent that
 ** fits in int64 becomes a Lua integer, every other number a float.
 **
+** Key order: a decoded object remembers the order of its keys, and goes
+** out again in that order, keys added since after them in byte order (see
+** hm_codec_decode_from); core.decode(s) does this for every object of s.
+**
 ** Tables: a table whose metatable is the array metatable (registry key
 ** HM_CODEC_ARRAY_MT) is an array, its holes up to its largest positive
 ** integer key written as null. A plain table whose keys are all positive
@@ -104,11 +108,32 @@ typedef struct hm_scan {
   const struct hm_scan *sub;
 } hm_scan;
 
-/* hm_codec_scan in one pass with the extras of `w`. Returns 0, or 2 when
+/* hm_codec_scan in one pass with the extras of `w` (holder: as for
+** hm_codec_decode_from, for the decoded member). Returns 0, or 2 when
 ** the decoded member was pushed (L must then be given; L NULL decodes
 ** nothing); 1 and -1 as hm_codec_scan (nothing pushed). */
 int hm_codec_scan_ex(lua_State *L, const char *s, size_t len,
-                     const hm_scan *w, char *err, size_t errlen);
+                     const hm_scan *w, int holder, char *err, size_t errlen);
+
+/* Key order of decoded objects. A text decoded with a holder (a Lua value
+** at stack slot `holder` that owns the text, 0 for none) has each of its
+** objects remember where it came from; when such an object is encoded
+** again, its keys go out in the order the text had them (keys added since
+** follow in byte order), as JSON.stringify keeps a parsed object's order.
+** hm_codec_source(L, idx, &len) gives a holder's text (the whole of it;
+** `base` is the offset of the decoded text within it); the binding sets it
+** once, and with it NULL nothing is remembered. */
+typedef const char *(*hm_codec_source_fn)(lua_State *L, int idx, size_t *len);
+extern hm_codec_source_fn hm_codec_source;
+
+/* hm_codec_decode of a text that lies at offset base of its holder's. */
+int hm_codec_decode_from(lua_State *L, const char *s, size_t len, int holder,
+                         size_t base);
+
+/* Pushes a list of the top-level keys of the object text s, in the order
+** they first appear (a repeated key keeps its first place, as in a
+** JavaScript object). For a text already validated. Returns 0. */
+int hm_codec_keys(lua_State *L, const char *s, size_t len);
 
 /* Pushes the decoded value and returns 1; or pushes nil and an error
 ** message ("JSON error at byte 17: expected ',' or '}'") and returns 2.

@@ -13,6 +13,8 @@
 **       not an object; detail: what it is, "nothing" when absent).
 **   core.msg_member(msg, name [, any]) -> the member decoded: only an
 **       object unless `any` (then null is core.null, absent nil)
+**   Everything decoded from a Msg keeps its objects' key order for when it
+**   is encoded again (hm_codec.h, Key order of decoded objects).
 **   core.msg_result(msg) -> true, result, error | false, kind, detail
 **       for a reply: validates it, decodes `result` and `error` only;
 **       error is nil when it is absent, null or false.
@@ -101,7 +103,7 @@ static int scan_ex(lua_State *L, hm_lmsg *g, char *err, size_t errlen) {
     hm_scan sub = {type_key, 1, &g->type_sp, -1, -1, NULL};
     hm_scan w = {span_keys, HM_SP_N, g->sp, L ? HM_SP_PATTERN : -1, HM_SP_REQUEST, &sub};
     g->type_sp.start = g->type_sp.end = -1;
-    int r = hm_codec_scan_ex(L, g->data, g->len, &w, err ? err : tmp,
+    int r = hm_codec_scan_ex(L, g->data, g->len, &w, L ? 1 : 0, err ? err : tmp,
                              err ? errlen : sizeof tmp);
     g->scanned = r == 0 || r == 2 ? 1 : r == 1 ? 2 : -1;
     if (r == 2) return 2;
@@ -150,11 +152,23 @@ static const char *json_type_of(lua_State *L, int idx) {
   }
 }
 
-/* Pushes the member decoded (its span was validated: this cannot fail). */
+/* Pushes the member decoded (its span was validated: this cannot fail);
+** the Msg is at stack slot 1, and its objects keep their key order. */
 static void push_member(lua_State *L, const hm_lmsg *g, int which) {
   const hm_span *sp = &g->sp[which];
-  if (hm_codec_decode(L, g->data + sp->start, (size_t)(sp->end - sp->start)) != 1)
+  if (hm_codec_decode_from(L, g->data + sp->start, (size_t)(sp->end - sp->start),
+                           1, (size_t)sp->start) != 1)
     lua_error(L); /* out of stack; the message is on top */
+}
+
+/* hm_codec_source for the holders the binding gives the codec: Msgs, and
+** the strings core.decode reads. */
+static const char *msg_source(lua_State *L, int idx, size_t *len) {
+  if (lua_type(L, idx) == LUA_TSTRING) return lua_tolstring(L, idx, len);
+  const hm_lmsg *g = lua_touserdata(L, idx);
+  if (g == NULL) return NULL;
+  *len = g->len;
+  return g->data;
 }
 
 /* Pushes nil, kind, detail for a message that is not a valid object. */
@@ -233,6 +247,7 @@ static int l_msg_member(lua_State *L) {
   int which = member_index(luaL_checkstring(L, 2));
   int any = lua_toboolean(L, 3);
   luaL_argcheck(L, which >= 0, 2, "not an envelope member");
+  lua_settop(L, 3);
   if (scan(g, NULL, 0) != 0 || g->sp[which].start < 0 ||
       (!any && !span_is(g, which, '{'))) {
     lua_pushnil(L);
@@ -599,6 +614,7 @@ void hm_lua_open_envelope(lua_State *L) {
     {NULL, NULL},
   };
   hm_ctx *ctx = hm_ctx_get(L);
+  hm_codec_source = msg_source;
   lua_pushlightuserdata(L, ctx);
   luaL_setfuncs(L, fns, 1);
   lua_createtable(L, 0, 2);

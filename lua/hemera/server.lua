@@ -26,6 +26,10 @@ local skipped_buf = {} -- paths core.encode left out of the reply being sent
 
 local TRACE_MT, REQINFO_MT = wire.TRACE_MT, wire.REQINFO_MT
 
+-- A part read or changed goes out re-encoded: meta and delegate keep the
+-- key order they came in (what the handler adds goes after, in byte order;
+-- the codec remembers where each decoded object came from), trace and
+-- request get Hemera's.
 local function part(name, mt)
   return function(ctx)
     local msg = rawget(ctx, "_msg")
@@ -249,6 +253,13 @@ local function deliver(owner, ctx, reply)
   end
 end
 
+-- A request that cannot be read has no request info of its own: its reply
+-- carries the instance's, as Node Hemera's does ({"type":"request","id":""}).
+local function own_request(owner)
+  local r = owner.request
+  return setmetatable({ type = r.type, id = r.id }, getmetatable(r))
+end
+
 -- Everything up to the handler. Returns when the reply has been sent (or
 -- there is none to send).
 local function process(owner, t, ctx, reply)
@@ -266,6 +277,7 @@ local function process(owner, t, ctx, reply)
       local e = errors.ParseError(kind == "json" and "Invalid request: " .. detail
         or "Invalid request: expected a JSON object, got " .. detail)
       ctx.log:warn("Invalid request", { topic = ctx.topic, error = e })
+      ctx.request = own_request(owner)
       return reply:send(nil, e)
     end
     pubsub = kind
@@ -276,12 +288,14 @@ local function process(owner, t, ctx, reply)
     if not ok or m == nil then
       local e = util.codec_error("Invalid request", ok, m, derr)
       ctx.log:warn("Invalid request", { topic = ctx.topic, error = e })
+      ctx.request = own_request(owner)
       return reply:send(nil, e)
     end
     if type(m) ~= "table" or getmetatable(m) == core.array_mt then
       local e = errors.ParseError("Invalid request: expected a JSON object, got "
         .. util.json_type(m))
       ctx.log:warn("Invalid request", { topic = ctx.topic, error = e })
+      ctx.request = own_request(owner)
       return reply:send(nil, e)
     end
     ctx.meta = obj(m.meta) or {}

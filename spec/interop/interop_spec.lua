@@ -25,9 +25,9 @@
 -- logs go to <build>/interop/logs/.
 --
 -- Planned Lua APIs this spec uses (hemera:stream, ctx.reply:next,
--- Hemera.new{maxRecursion}) make their tests pending when missing. Known
--- wire gaps are in wire_fixtures_spec.lua: pending with the exact symptom
--- while they exist; HEMERA_INTEROP_STRICT=1 makes them fail instead.
+-- Hemera.new{maxRecursion}) make their tests pending when missing. The
+-- byte-level comparisons with Node's captures are in wire_fixtures_spec.lua
+-- (every sample passes; none is pending).
 local Hemera = require "hemera"
 local core = require "hemera.core"
 local h = require "helper"
@@ -845,8 +845,8 @@ describe("interop with nats-hemera 7.0.2", function()
       end)
     end)
 
-    -- Issue 11: JSON that survives a Lua hop. Keys are in byte order (key
-    -- order itself is another piece of work), so the texts must be equal.
+    -- Issue 11: JSON that survives a Lua hop, key order included: the texts
+    -- must be equal.
     local function hundred()
       local parts = {}
       for k = 0, 99 do parts[#parts + 1] = ('"k%02d":%s'):format(k, k % 7 == 0 and "null" or ('"v' .. k .. '"')) end
@@ -866,6 +866,8 @@ describe("interop with nats-hemera 7.0.2", function()
       { "-0", "-0" },
       { "1e300", "1e300" },
       { "a 100-key object", hundred() },
+      { "keys in insertion order, not sorted", '{"z":1,"a":2,"m":3}' },
+      { "nested insertion order", '{"z":{"y":[{"x":1,"b":2}],"a":null},"a":{"q":1,"c":2}}' },
     }
 
     it("Node -> Lua echo -> Node: null members, empty tables, unicode keys and numbers come back as Node wrote them", function()

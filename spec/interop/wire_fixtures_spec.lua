@@ -26,15 +26,6 @@ local h = require "helper"
 local S = require "interop.support"
 local J = require "interop.json_text"
 
-local STRICT = os.getenv("HEMERA_INTEROP_STRICT") == "1"
-
-local function known_gap(reason, check)
-  local ok, err = pcall(check)
-  if ok then return end
-  if STRICT then error(err, 0) end
-  pending(reason .. "\n  symptom: " .. tostring(err))
-end
-
 -- {==================================================================
 -- The samples
 -- ===================================================================
@@ -589,12 +580,10 @@ describe("wire fixtures (nats-hemera 7.0.2 captures)", function()
   end)
 
   it("22 raw-topic-mismatch: PatternNotFound like Node's", function()
-    known_gap("a request with no trace: Lua's PatternNotFound and hop differ from Node's", function()
-      local diffs = raw_scenario("22-raw-topic-mismatch")
-      must_match(diffs)
-      local order = format_diffs(diffs, { ["error-order"] = true })
-      assert(#order == 0, table.concat(order, "\n"))
-    end)
+    local diffs = raw_scenario("22-raw-topic-mismatch")
+    must_match(diffs)
+    local order = format_diffs(diffs, { ["error-order"] = true })
+    assert(#order == 0, table.concat(order, "\n"))
   end)
 
   local raw21
@@ -623,22 +612,20 @@ describe("wire fixtures (nats-hemera 7.0.2 captures)", function()
   end)
 
   it("21 raw-invalid-json: request and hop shaped like Node's", function()
-    known_gap("the reply to an undecodable request differs from Node's in request and hop", function()
-      assert(raw21, "scenario 21 did not run")
-      local got = J.parse(strip(raw21))
-      local exp = J.parse(sample("21-raw-invalid-json").messages[2].raw)
-      local bad = {}
-      local function same_keys(path)
-        local e, g = J.at(exp, path), J.at(got, path)
-        if not g or not same_list(e.keys, g.keys) then
-          bad[#bad + 1] = ("%s: keys [%s], Node [%s]"):format(path, g and table.concat(g.keys, ",") or "missing",
-            table.concat(e.keys, ","))
-        end
+    assert(raw21, "scenario 21 did not run")
+    local got = J.parse(strip(raw21))
+    local exp = J.parse(sample("21-raw-invalid-json").messages[2].raw)
+    local bad = {}
+    local function same_keys(path)
+      local e, g = J.at(exp, path), J.at(got, path)
+      if not g or not same_list(e.keys, g.keys) then
+        bad[#bad + 1] = ("%s: keys [%s], Node [%s]"):format(path, g and table.concat(g.keys, ",") or "missing",
+          table.concat(e.keys, ","))
       end
-      same_keys("request")
-      same_keys("error.hops.1")
-      assert(#bad == 0, table.concat(bad, "; "))
-    end)
+    end
+    same_keys("request")
+    same_keys("error.hops.1")
+    assert(#bad == 0, table.concat(bad, "; "))
   end)
 
   it("23 raw-pattern-only: answered (Node 7.0.2 crashes instead; documented choice)", function()
@@ -673,24 +660,18 @@ describe("wire fixtures (nats-hemera 7.0.2 captures)", function()
   end
 
   it("error objects keep errio's order: name, message, stack, own fields, Hemera's fields, hops last", function()
-    known_gap("error key order differs from Node's errio output", function()
-      local bad = order_diffs({ "02-error-custom", "03-error-plain-callback", "04-error-pattern-not-found" }, "error-order")
-      assert(#bad == 0, table.concat(bad, "\n  "))
-    end)
+    local bad = order_diffs({ "02-error-custom", "03-error-plain-callback", "04-error-pattern-not-found" }, "error-order")
+    assert(#bad == 0, table.concat(bad, "\n  "))
   end)
 
   it("a string pattern keeps the order it was written in (18)", function()
-    known_gap("tinysonic string patterns lose their key order on the wire", function()
-      local bad = order_diffs({ "18-string-pattern" }, "user-order", "pattern")
-      assert(#bad == 0, table.concat(bad, "\n  "))
-    end)
+    local bad = order_diffs({ "18-string-pattern" }, "user-order", "pattern")
+    assert(#bad == 0, table.concat(bad, "\n  "))
   end)
 
   it("an echoed meta keeps the order it was received in, additions last (06)", function()
-    known_gap("the reply's meta is re-encoded in sorted key order, not as received", function()
-      local bad = order_diffs({ "06-meta-delegate" }, "user-order", "meta")
-      assert(#bad == 0, table.concat(bad, "\n  "))
-    end)
+    local bad = order_diffs({ "06-meta-delegate" }, "user-order", "meta")
+    assert(#bad == 0, table.concat(bad, "\n  "))
   end)
   -- }================================================================
 end)

@@ -170,6 +170,23 @@ describe("codec tables", function()
       core.encode(env))
   end)
 
+  it("keeps a decoded object's key order, what is added after it in byte order", function()
+    local text = '{"z":1,"a":{"y":[{"x":1,"b":2}],"c":null},"m":[]}'
+    local v = core.decode(text)
+    assert.are.equal(text, core.encode(v))
+    v.b, v.zz, v.a.q = 2, 3, true
+    v.m = nil
+    assert.are.equal('{"z":1,"a":{"y":[{"x":1,"b":2}],"c":null,"q":true},"b":2,"zz":3}', core.encode(v))
+    -- A repeated key keeps its first place (and its last value), as in Node.
+    assert.are.equal('{"b":3,"a":2}', core.encode(core.decode('{"b":1,"a":2,"b":3}')))
+    -- Tables made in Lua sort; __jsonorder still wins over a decoded order.
+    local copy = {}
+    for k, x in pairs(core.decode('{"z":1,"a":2}')) do copy[k] = x end
+    assert.are.equal('{"a":2,"z":1}', core.encode(copy))
+    local t = setmetatable(core.decode('{"z":1,"a":2}'), { __jsonorder = { "a" } })
+    assert.are.equal('{"a":2,"z":1}', core.encode(t))
+  end)
+
   it("round-trips nested tables", function()
     local v = {
       pattern = { topic = "math", cmd = "add", a = 1, b = 2.5 },

@@ -11,9 +11,11 @@ local natsproc = require "natsproc"
 
 local null = Hemera.null
 
--- Payloads whose keys are already in byte order, so the echo must give the
--- very same text back (key order is out of scope here).
+-- Payloads the echo must give back as the very same text: a decoded object
+-- keeps its key order (insertion order, as in Node), at every depth.
 local TEXTS = {
+  '{"z":1,"a":2,"m":3}',
+  '{"z":{"y":[{"x":1,"b":2}],"a":null},"a":{}}',
   '{"a":[1,2,{"b":null}]}',
   '{"a":null,"b":{"c":null,"d":{"e":[null,{"f":null}]}}}',
   '{"a":[null,null],"b":[[null]],"c":[]}',
@@ -33,7 +35,7 @@ TEXTS[#TEXTS + 1] = hundred()
 local EXPECT = {
   ['{"k\\u00e9y":"v\\u00e4l","\\u65e5\\u672c":"\\ud83d\\ude00"}'] = '{"kéy":"väl","日本":"😀"}',
   ['{"big":9007199254740992,"neg0":-0,"huge":1e300,"tiny":5e-324,"min":-9007199254740992}'] =
-    '{"big":9007199254740992,"huge":1e+300,"min":-9007199254740992,"neg0":0,"tiny":5e-324}',
+    '{"big":9007199254740992,"neg0":0,"huge":1e+300,"tiny":5e-324,"min":-9007199254740992}',
 }
 
 local function echo_service(topic, lg)
