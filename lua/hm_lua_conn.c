@@ -5,13 +5,17 @@
 ** core.subject_check(name, kind [, field]) -> true | nil, message, code
 **     kind "publish" | "subscribe" | "reply" | "queue" (hm_subject.h)
 ** conn:publish(subject, data [, reply]) -> true | nil, err, code
-** conn:subscribe(subject, queue|nil, max, fn) -> sub | nil, err, code
-**     fn(subject, reply, data)
-** conn:request(subject, data, timeout_ms, max [, cb]) ->
+** conn:subscribe(subject, queue|nil, max, fn [, ctx_mt]) -> sub | nil, err, code
+**     fn(subject, reply, data); with ctx_mt (a Hemera topic) fn(ctx) instead,
+**     ctx = setmetatable({topic = subject, _msg = Msg}, ctx_mt), the Msg
+**     holding the payload undecoded (hm_lua_envelope.c)
+** conn:request(subject, data, timeout_ms, max [, cb [, as_msg]]) ->
 **     without cb (in a Hemera coroutine): nil, data | "timeout"|"closed",
 **     nil | "failed", message, code   (suspends until the outcome)
 **     with cb: request id | nil, err, code; cb(err|nil, data, done) runs
-**     once per reply
+**     once per reply; as_msg: data is a Msg rather than a string
+** conn:reply(ctx, result, err, skipped) -> "sent" | "noreply" | "closed" |
+**     nil, encode error | false, message, code (hm_lua_envelope.c)
 ** conn:cancel(id) -> bool
 ** conn:close([fn])   fn() runs once cnats has let go
 ** conn:stats(), conn:max_payload(), conn:is_closed()
