@@ -11,7 +11,7 @@ local wire = require "hemera.wire"
 
 local M = {}
 
-local obj, call, run_hooks, capture = util.obj, util.call, util.run_hooks, util.capture
+local obj, call, run_hooks, capture, failure = util.obj, util.call, util.run_hooks, util.capture, util.failure
 local budget_call, traceback = core.budget_call, debug.traceback
 local msg_pattern, msg_member, msg_reply, msg_data = core.msg_pattern, core.msg_member, core.msg_reply, core.msg_data
 local skipped_buf = {} -- paths core.encode left out of the reply being sent
@@ -68,6 +68,17 @@ local function request_ids(ctx, reply)
 end
 
 -- }==================================================================
+
+-- util.run_hooks for the hooks every request meets (onRequest, preHandler,
+-- onSend), whose arguments are always (ctx, req, reply): the first
+-- failure's error value, or nil.
+local function hooks3(list, ctx, p, reply)
+  for k = 1, #list do
+    local ok, r, e = xpcall(list[k], capture, ctx, p, reply)
+    if not ok or ((r == nil or r == false) and e ~= nil) then return failure(ok, r, e) end
+  end
+  return nil
+end
 
 -- A validator per (action, compiler), compiled on first use.
 local function validator(def, compiler, slot)
@@ -153,7 +164,7 @@ local function deliver(owner, ctx, reply)
       if not ok then send_err = v elseif v ~= nil then reply.payload = v end
     end
   end
-  if not send_err and owner._ext.onSend[1] then send_err = run_hooks(owner._ext.onSend, ctx, ctx.pattern, reply) end
+  if not send_err and owner._ext.onSend[1] then send_err = hooks3(owner._ext.onSend, ctx, ctx.pattern, reply) end
   if send_err then
     log:error("onSend extension", { error = send_err })
     -- The first error wins: an onSend failure replaces only a success,
@@ -334,7 +345,8 @@ local function process(owner, t, ctx, reply)
     local fn, cerr = validator(def, sc, "_request_validator")
     if fn == nil then return reply:send(nil, cerr) end
     if fn then
-      local vok, v = call(fn, p, ctx)
+      local vok, v, ve = xpcall(fn, capture, p, ctx)
+      if not vok or ((v == nil or v == false) and ve ~= nil) then vok, v = false, failure(vok, v, ve) end
       if not vok then return reply:send(nil, v) end
       if v ~= nil then p = v; ctx.pattern = v end
     end
@@ -344,13 +356,13 @@ local function process(owner, t, ctx, reply)
     if lerr then return reply:send(nil, lerr) end
   end
   local ext = owner._ext
-  local err = ext.onRequest[1] and run_hooks(ext.onRequest, ctx, p, reply)
+  local err = ext.onRequest[1] and hooks3(ext.onRequest, ctx, p, reply)
   if err then return reply:send(nil, err) end
   if not def then
     return reply:send(nil, errors.PatternNotFound("No action found for this pattern",
       { app = i.config.name, isServer = true, pattern = ctx.trace.method }))
   end
-  err = ext.preHandler[1] and run_hooks(ext.preHandler, ctx, p, reply)
+  err = ext.preHandler[1] and hooks3(ext.preHandler, ctx, p, reply)
   if err then
     if not reply.sent then reply:send(nil, err) end
     return

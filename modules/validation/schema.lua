@@ -580,7 +580,9 @@ local function unknown_policy(s, ctx)
 end
 
 local function check_object(s, t, ctx, node)
-  local out = setmetatable({}, getmetatable(t))
+  local mt = getmetatable(t)
+  local out = {}
+  if mt then setmetatable(out, mt) end
   local fields = s.fields
   if not fields then
     for k, v in next, t do out[k] = v end
@@ -647,7 +649,9 @@ function check(s, v, ctx, node, key)
     return nil, fail(ctx, here(node, key), "valid", "must be one of " .. list_text(s.valids), v,
       core.array(deep_copy(s.valids)))
   end
-  for _, r in ipairs(s.rules) do
+  local rules = s.rules
+  for j = 1, #rules do
+    local r = rules[j]
     local text = r.test(v, s.kind)
     if text then return nil, fail(ctx, here(node, key), r.name, text, v, r.arg) end
   end
