@@ -1570,11 +1570,6 @@ int hm_codec_keys(lua_State *L, const char *s, size_t len) {
   return 0;
 }
 
-int hm_codec_scan(const char *s, size_t len, const char *const *keys,
-                  int nkeys, hm_span *spans, char *err, size_t errlen) {
-  hm_scan w = {keys, nkeys, spans, -1, -1, NULL};
-  return hm_codec_scan_ex(NULL, s, len, &w, 0, err, errlen);
-}
 
 /* }==================================================================== */
 

@@ -87,15 +87,6 @@ typedef struct hm_span {
   int32_t start, end;
 } hm_span;
 
-/* Validates the whole text as hm_codec_decode would, building nothing, and
-** for each of the `nkeys` top-level keys records the span of its value (the
-** last one, as the decoder keeps the last of repeated keys). Returns 0 for
-** an object; 1 when the text is not an object (not validated: decode it
-** for the exact error or its type); -1 with hm_codec_decode's message in
-** err for invalid JSON. Pure: no Lua state, any thread. */
-int hm_codec_scan(const char *s, size_t len, const char *const *keys,
-                  int nkeys, hm_span *spans, char *err, size_t errlen);
-
 /* What hm_codec_scan_ex looks for in an object: the spans of `keys`; the
 ** member keys[decode] (-1: none), when it is an object, also decoded and
 ** pushed; the member keys[probe] (-1: none), when it is an object, walked
@@ -108,10 +99,15 @@ typedef struct hm_scan {
   const struct hm_scan *sub;
 } hm_scan;
 
-/* hm_codec_scan in one pass with the extras of `w` (holder: as for
-** hm_codec_decode_from, for the decoded member). Returns 0, or 2 when
-** the decoded member was pushed (L must then be given; L NULL decodes
-** nothing); 1 and -1 as hm_codec_scan (nothing pushed). */
+/* Validates the whole text as hm_codec_decode would, in one pass, and for
+** each of w's top-level keys records the span of its value (the last one,
+** as the decoder keeps the last of repeated keys), with the extras of `w`
+** (holder: as for hm_codec_decode_from, for the decoded member). Returns
+** 0 for an object; 2 when the decoded member was pushed (L must then be
+** given; with L NULL nothing is decoded and no Lua state is touched); 1
+** when the text is not an object (not validated: decode it for the exact
+** error or its type); -1 with hm_codec_decode's message in err for invalid
+** JSON. Nothing is pushed but the decoded member. */
 int hm_codec_scan_ex(lua_State *L, const char *s, size_t len,
                      const hm_scan *w, int holder, char *err, size_t errlen);
 

@@ -76,16 +76,6 @@ function M.run_hooks(list, ...)
   return nil
 end
 
--- Runs every hook, logging failures instead of stopping (onError,
--- onResponse, onClose collect their errors).
-function M.run_all(list, on_error, ...)
-  if not list then return end
-  for k = 1, #list do
-    local ok, err = M.call(list[k], ...)
-    if not ok then on_error(err) end
-  end
-end
-
 -- The error of a failed codec call (pcall(codec, x) gave ok, v, err): a
 -- custom codec's own error value goes on as it is, as Node Hemera passes
 -- the raw codec error; anything else becomes a HemeraParseError whose
