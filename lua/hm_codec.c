@@ -1174,7 +1174,6 @@ static int parse(dec *d, int depth);
 ** with a holder are remembered (core.decode's strings are not).
 ** ===================================================================== */
 
-
 static void pushweak(lua_State *L, const char *key) {
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, key) == LUA_TNIL) {
     lua_pop(L, 1);
@@ -1214,7 +1213,40 @@ static void record(dec *d, int holder, size_t base) {
 
 /* }==================================================================== */
 
-static int object(dec *d, int depth) {
+/* Whether the validated body of a key string, escapes and all, spells
+** `key` (ASCII): "\u006deta" is "meta" to the decoder, so it is here. */
+static int keyeq(const unsigned char *raw, size_t rawlen, const char *key) {
+  const unsigned char *p = raw, *end = raw + rawlen;
+  for (; *key; key++) {
+    unsigned c;
+    if (p >= end) return 0;
+    if (*p != '\\') {
+      c = *p++;
+    } else if (p[1] == 'u') {
+      c = hex4(p + 2);
+      p += 6;
+    } else {
+      switch (p[1]) {
+        case 'b': c = '\b'; break;
+        case 'f': c = '\f'; break;
+        case 'n': c = '\n'; break;
+        case 'r': c = '\r'; break;
+        case 't': c = '\t'; break;
+        default: c = p[1]; break;
+      }
+      p += 2;
+    }
+    if (c != (unsigned char)*key) return 0;
+  }
+  return p == end;
+}
+
+static void clearspans(const hm_scan *w);
+
+/* An object. With w (hm_codec_scan_ex, d->skip set), the members named in
+** w are found as the text is validated: their spans recorded, w->decode
+** decoded and left on the stack (*pushed), w->probe walked with w->sub. */
+static int object(dec *d, int depth, const hm_scan *w, int *pushed) {
   lua_State *L = d->L;
   if (depth > HM_CODEC_MAX_DEPTH)
     return derr(d, d->p, "nesting deeper than " STR(HM_CODEC_MAX_DEPTH) " levels");
@@ -1237,15 +1269,44 @@ static int object(dec *d, int depth) {
       return d->p >= d->end ? unexpected(d, d->p)
                             : derr(d, d->p, "expected a string key");
     }
+    const unsigned char *k0 = d->p + 1;
     if (string(d)) return -1;
+    int which = -1;
+    if (w) {
+      size_t klen = (size_t)(d->p - 1 - k0);
+      for (int k = 0; k < w->nkeys; k++)
+        if (keyeq(k0, klen, w->keys[k])) which = k;
+    }
     skipws(d);
     if (d->p >= d->end || *d->p != ':') {
       if (d->p >= d->end) return unexpected(d, d->p);
       return derr(d, d->p, "expected ':'");
     }
     d->p++;
-    int r = parse(d, depth);
+    skipws(d);
+    const unsigned char *v0 = d->p;
+    int object_next = d->p < d->end && *d->p == '{';
+    int r;
+    if (which >= 0 && which == w->decode && L && object_next) {
+      /* The one member wanted as Lua values (the last of repeated ones,
+      ** as the decoder keeps). */
+      d->skip = 0;
+      r = parse(d, depth);
+      d->skip = 1;
+      if (r < 0) return -1;
+      if (*pushed) lua_replace(L, -2);
+      *pushed = 1;
+    } else if (which >= 0 && which == w->probe && w->sub && object_next) {
+      clearspans(w->sub); /* a repeated member: only the last one counts */
+      r = object(d, depth + 1, w->sub, pushed);
+    } else {
+      r = parse(d, depth);
+    }
     if (r < 0) return -1;
+    if (which >= 0) {
+      w->spans[which].start = (int32_t)(v0 - d->start);
+      w->spans[which].end = (int32_t)(d->p - d->start);
+    }
     /* A null member stays, as the null sentinel (lua-cjson's cjson.null),
     ** so that decode then encode gives the same JSON back. */
     if (!d->skip) {
@@ -1310,7 +1371,7 @@ static int parse(dec *d, int depth) {
   skipws(d);
   if (d->p >= d->end) return unexpected(d, d->p);
   switch (*d->p) {
-    case '{': return object(d, depth + 1);
+    case '{': return object(d, depth + 1, NULL, NULL);
     case '[': return array(d, depth + 1);
     case '"': return string(d);
     case 't':
@@ -1369,100 +1430,6 @@ int hm_codec_decode_from(lua_State *L, const char *s, size_t len, int holder,
   return 1;
 }
 
-/* Whether the validated body of a key string, escapes and all, spells
-** `key` (ASCII): "\u006deta" is "meta" to the decoder, so it is here. */
-static int keyeq(const unsigned char *raw, size_t rawlen, const char *key) {
-  const unsigned char *p = raw, *end = raw + rawlen;
-  for (; *key; key++) {
-    unsigned c;
-    if (p >= end) return 0;
-    if (*p != '\\') {
-      c = *p++;
-    } else if (p[1] == 'u') {
-      c = hex4(p + 2);
-      p += 6;
-    } else {
-      switch (p[1]) {
-        case 'b': c = '\b'; break;
-        case 'f': c = '\f'; break;
-        case 'n': c = '\n'; break;
-        case 'r': c = '\r'; break;
-        case 't': c = '\t'; break;
-        default: c = p[1]; break;
-      }
-      p += 2;
-    }
-    if (c != (unsigned char)*key) return 0;
-  }
-  return p == end;
-}
-
-static void clearspans(const hm_scan *w);
-
-/* Walks the object at d->p (validating all of it) as hm_codec_scan_ex
-** describes; the decoded member, if any, is left on the Lua stack. */
-static int walk(dec *d, const hm_scan *w, int depth, int *pushed) {
-  if (depth > HM_CODEC_MAX_DEPTH)
-    return derr(d, d->p, "nesting deeper than " STR(HM_CODEC_MAX_DEPTH) " levels");
-  d->p++;
-  skipws(d);
-  if (d->p < d->end && *d->p == '}') {
-    d->p++;
-    return 0;
-  }
-  for (;;) {
-    skipws(d);
-    if (d->p >= d->end || *d->p != '"') {
-      if (d->p < d->end && *d->p == '}') return derr(d, d->p, "trailing ',' in object");
-      return d->p >= d->end ? unexpected(d, d->p) : derr(d, d->p, "expected a string key");
-    }
-    const unsigned char *k0 = d->p + 1;
-    if (string(d) < 0) return -1;
-    size_t klen = (size_t)(d->p - 1 - k0);
-    int which = -1;
-    for (int k = 0; k < w->nkeys; k++)
-      if (keyeq(k0, klen, w->keys[k])) which = k;
-    skipws(d);
-    if (d->p >= d->end || *d->p != ':') {
-      if (d->p >= d->end) return unexpected(d, d->p);
-      return derr(d, d->p, "expected ':'");
-    }
-    d->p++;
-    skipws(d);
-    const unsigned char *v0 = d->p;
-    int r;
-    if (which >= 0 && which == w->decode && d->L && d->p < d->end && *d->p == '{') {
-      /* The one member wanted as Lua values (the last of repeated ones,
-      ** as the decoder keeps). */
-      d->skip = 0;
-      r = parse(d, depth);
-      d->skip = 1;
-      if (r < 0) return -1;
-      if (*pushed) lua_replace(d->L, -2);
-      *pushed = 1;
-    } else if (which >= 0 && which == w->probe && w->sub && d->p < d->end && *d->p == '{') {
-      clearspans(w->sub); /* a repeated member: only the last one counts */
-      r = walk(d, w->sub, depth + 1, pushed);
-    } else {
-      r = parse(d, depth);
-    }
-    if (r < 0) return -1;
-    if (which >= 0) {
-      w->spans[which].start = (int32_t)(v0 - d->start);
-      w->spans[which].end = (int32_t)(d->p - d->start);
-    }
-    skipws(d);
-    if (d->p < d->end && *d->p == ',') {
-      d->p++;
-      continue;
-    }
-    if (d->p < d->end && *d->p == '}') {
-      d->p++;
-      return 0;
-    }
-    return d->p >= d->end ? unexpected(d, d->p) : derr(d, d->p, "expected ',' or '}'");
-  }
-}
 
 static void clearspans(const hm_scan *w) {
   for (; w; w = w->sub)
@@ -1499,7 +1466,7 @@ int hm_codec_scan_ex(lua_State *L, const char *s, size_t len,
     return 1;
   }
   int pushed = 0;
-  int r = walk(&d, w, 1, &pushed);
+  int r = object(&d, 1, w, &pushed);
   if (r == 0) {
     skipws(&d);
     if (d.p < d.end) r = derr(&d, d.p, "unexpected data after the JSON value");

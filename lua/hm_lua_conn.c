@@ -437,11 +437,9 @@ static int c_reply(lua_State *L) {
     return 3;
   }
   char err[320];
-  int busy;
-  hm_buf *b = hm_env_buffer(L, &busy);
+  hm_buf *b = hm_env_buffer(L);
   int r = hm_env_reply(L, g, 8, 9, 10, 3, 4, lua_istable(L, 5) ? 5 : 0, b,
                        err, sizeof err);
-  (void)busy;
   if (r != 0) {
     hm_env_buffer_done(b);
     lua_pushnil(L);

@@ -412,30 +412,29 @@ static int scratch_gc(lua_State *L) {
   return 0;
 }
 
-hm_buf *hm_env_buffer(lua_State *L, int *busy_slot) {
-  scratch *s;
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &bufkey);
-  s = lua_touserdata(L, -1);
+static scratch *newscratch(lua_State *L) {
+  scratch *s = lua_newuserdatauv(L, sizeof *s, 0);
+  memset(s, 0, sizeof *s);
+  hm_buf_init(&s->b);
+  lua_newtable(L);
+  lua_pushcfunction(L, scratch_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  return s;
+}
+
+hm_buf *hm_env_buffer(lua_State *L) {
+  scratch *s = NULL;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &bufkey) == LUA_TUSERDATA)
+    s = lua_touserdata(L, -1);
   lua_pop(L, 1);
-  if (s == NULL || s->busy) {
-    /* A finalizer that acts while a reply is being written: its own. */
-    s = lua_newuserdatauv(L, sizeof *s, 0);
-    memset(s, 0, sizeof *s);
-    hm_buf_init(&s->b);
-    lua_newtable(L);
-    lua_pushcfunction(L, scratch_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_setmetatable(L, -2);
-    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &bufkey) == LUA_TNIL) {
-      lua_pop(L, 1);
-      lua_pushvalue(L, -1);
-      lua_rawsetp(L, LUA_REGISTRYINDEX, &bufkey);
-    } else {
-      lua_pop(L, 1);
-    }
-    *busy_slot = lua_gettop(L); /* keeps a private one alive */
-  } else {
-    *busy_slot = 0;
+  if (s == NULL) {
+    s = newscratch(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &bufkey);
+  } else if (s->busy) {
+    /* A finalizer that writes while a reply is being written gets a
+    ** private buffer, left on the stack to keep it alive. */
+    s = newscratch(L);
   }
   s->busy = 1;
   s->b.len = 0;
@@ -494,14 +493,11 @@ static int l_act_payload(lua_State *L) {
   luaL_checktype(L, PAT, LUA_TTABLE);
   lua_settop(L, PUBSUB);
   char err[320];
-  int busy;
-  hm_buf *b = hm_env_buffer(L, &busy);
+  hm_buf *b = hm_env_buffer(L);
   int r = -1, w;
   err[0] = '\0';
-  int top = lua_gettop(L);
   lua_getfield(L, PAT, "topic");
-  int topic = lua_gettop(L);
-  top = topic;
+  const int topic = lua_gettop(L), top = topic;
   /* pattern */
   if (putlit(b, "{\"pattern\":")) goto oom;
   if (own(L, HM_K_PATTERN) ? hm_codec_encode_member(L, -1, b, "pattern", 0, 0, err, sizeof err)
@@ -592,7 +588,6 @@ oom:
   snprintf(err, sizeof err, "out of memory");
 done:
   hm_env_buffer_done(b);
-  (void)busy;
   if (r == 1) return 1;
   lua_pushnil(L);
   lua_pushstring(L, err);

@@ -43,10 +43,10 @@ int hm_env_reply(lua_State *L, hm_lmsg *g, int meta, int trace, int request,
                  int result, int error, int skipped, hm_buf *b, char *err,
                  size_t errlen);
 
-/* The state's shared output buffer, emptied; *busy_slot is set when a
-** private one had to be made (kept alive on the stack at that slot). Give
-** it back with hm_env_buffer_done. */
-hm_buf *hm_env_buffer(lua_State *L, int *busy_slot);
+/* The state's shared output buffer, emptied. May push one value (a
+** private buffer, when the shared one is in use) that must stay on the
+** stack until the buffer is given back with hm_env_buffer_done. */
+hm_buf *hm_env_buffer(lua_State *L);
 void hm_env_buffer_done(hm_buf *b);
 
 void hm_lua_open_envelope(lua_State *L);

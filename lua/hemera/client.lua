@@ -42,14 +42,17 @@ local TRACE_MT, REQINFO_MT = wire.TRACE_MT, wire.REQINFO_MT
 -- built the first time it is read. core.act_payload writes the request
 -- from the same fields, so an act nobody inspects builds no table at all.
 
--- The reply's trace, with the round trip's duration.
+-- A reply's trace (a decoded object) with the round trip's duration, the
+-- reply having come at `arrived` (core.hrtime).
+local function timed(t, arrived)
+  setmetatable(t, TRACE_MT)
+  if type(t.timestamp) == "number" then t.duration = arrived - t.timestamp end
+  return t
+end
+
 local function reply_trace(r)
   local t = msg_member(r, "trace")
-  if t then
-    setmetatable(t, TRACE_MT)
-    if type(t.timestamp) == "number" then t.duration = msg_arrived(r) - t.timestamp end
-  end
-  return t
+  return t and timed(t, msg_arrived(r))
 end
 
 local BUILDERS = {
@@ -186,11 +189,7 @@ local function finish_reply(self, actx, st, msg)
       if obj(m.meta) then actx.meta = m.meta end
       if obj(m.request) then actx.request = setmetatable(m.request, REQINFO_MT) end
       local trace = obj(m.trace)
-      if trace then
-        setmetatable(trace, TRACE_MT)
-        if type(trace.timestamp) == "number" then trace.duration = hrtime() - trace.timestamp end
-        actx.trace = trace
-      end
+      if trace then actx.trace = timed(trace, msg_arrived(msg)) end
       actx.response = m
       if m.error ~= nil and m.error ~= false and m.error ~= null then e = m.error else result = m.result end
     end

@@ -11,7 +11,7 @@ local wire = require "hemera.wire"
 
 local M = {}
 
-local obj, call, run_hooks, capture, failure = util.obj, util.call, util.run_hooks, util.capture, util.failure
+local obj, call, run_hooks = util.obj, util.call, util.run_hooks
 local budget_call, traceback = core.budget_call, debug.traceback
 local msg_pattern, msg_member, msg_reply, msg_data = core.msg_pattern, core.msg_member, core.msg_reply, core.msg_data
 local skipped_buf = {} -- paths core.encode left out of the reply being sent
@@ -69,17 +69,6 @@ end
 
 -- }==================================================================
 
--- util.run_hooks for the hooks every request meets (onRequest, preHandler,
--- onSend), whose arguments are always (ctx, req, reply): the first
--- failure's error value, or nil.
-local function hooks3(list, ctx, p, reply)
-  for k = 1, #list do
-    local ok, r, e = xpcall(list[k], capture, ctx, p, reply)
-    if not ok or ((r == nil or r == false) and e ~= nil) then return failure(ok, r, e) end
-  end
-  return nil
-end
-
 -- A validator per (action, compiler), compiled on first use.
 local function validator(def, compiler, slot)
   local cache = def[slot]
@@ -103,18 +92,24 @@ local function check_load(i)
   end
 end
 
--- The reply's envelope, as tables (for a custom encoder). May raise: a
--- handler can leave anything in ctx.meta and ctx.trace.
-local function envelope(i, ctx, reply)
-  local hop = reply.error and wire.hop(i.config.name, ctx.trace, ctx.topic)
-  return wire.reply(ctx.meta, ctx.trace, ctx.request, reply.payload, reply.error, hop,
-                    i.config.errio.stack)
-end
-
 -- The error member of an error reply, with the hop this service adds.
 local function error_wire(i, ctx, reply)
   local hop = wire.hop(i.config.name, ctx.trace, ctx.topic)
   return errors.to_wire(errors.root(reply.error), hop, i.config.errio.stack)
+end
+
+-- Sends the reply through a custom encoder (the envelope as tables):
+-- the outcomes of conn:reply. ew: the error member, or nil.
+local function publish_encoded(conn, ctx, reply, encode, ew)
+  local to = ctx.replyTo
+  if not to then return "noreply" end
+  if conn:is_closed() then return "closed" end
+  local out = wire.reply(ctx.meta, ctx.trace, ctx.request, reply.payload, ew)
+  local ok, payload, err = util.codec_call(encode, core.encode, out)
+  if not ok or payload == nil then return nil, ok and err or payload end
+  local sent, perr = conn:publish(to, payload)
+  if not sent then return false, perr end
+  return "sent"
 end
 
 -- Warns once per action about values the lenient encoder left out.
@@ -164,7 +159,7 @@ local function deliver(owner, ctx, reply)
       if not ok then send_err = v elseif v ~= nil then reply.payload = v end
     end
   end
-  if not send_err and owner._ext.onSend[1] then send_err = hooks3(owner._ext.onSend, ctx, ctx.pattern, reply) end
+  if not send_err and owner._ext.onSend[1] then send_err = run_hooks(owner._ext.onSend, ctx, ctx.pattern, reply) end
   if send_err then
     log:error("onSend extension", { error = send_err })
     -- The first error wins: an onSend failure replaces only a success,
@@ -181,23 +176,26 @@ local function deliver(owner, ctx, reply)
     log:info("Request responded", { topic = ctx.topic, requestId = ctx.request.id, pattern = ctx.trace.method })
   end
   local conn = i.conn
-  local encode = owner._serverEncoder
-  if conn and (not encode or encode == core.encode) then
-    -- The default codec: the envelope is written in C, with the request's
-    -- own bytes for each part nobody read or set (hm_lua_envelope.c).
-    local why, ew
+  if conn then
+    local why, ew, st, perr
     if reply.error then
       local ok, w = pcall(error_wire, i, ctx, reply)
       if ok then ew = w else why = w end
     end
-    local st, perr
     if not why then
-      -- A result JSON has no word for is an error (the C encoder says
-      -- "cannot encode a function at result"); inside it, as
-      -- JSON.stringify, such values are left out and listed.
-      st, perr = conn:reply(ctx, reply.payload, ew, skipped_buf)
+      local encode = owner._serverEncoder
+      if not encode or encode == core.encode then
+        -- The envelope is written in C, with the request's own bytes for
+        -- each part nobody read or set (hm_lua_envelope.c). A result JSON
+        -- has no word for is an error ("cannot encode a function at
+        -- result"); inside it, as JSON.stringify, such values are left
+        -- out and listed.
+        st, perr = conn:reply(ctx, reply.payload, ew, skipped_buf)
+        if skipped_buf[1] then warn_skipped(owner, ctx, log) end
+      else
+        st, perr = publish_encoded(conn, ctx, reply, encode, ew)
+      end
       if st == nil then why = perr end
-      if skipped_buf[1] then warn_skipped(owner, ctx, log) end
     end
     if st == "sent" then
       reply._published = true
@@ -221,39 +219,6 @@ local function deliver(owner, ctx, reply)
       log:error("Reply could not be sent", { error = e })
       if last_resort(i, ctx, reply, e) then reply._published = true end
     end
-  elseif conn then
-    local to = ctx.replyTo
-    if reply.error and not to then
-      log:warn("Request failed, and it has no reply subject to tell", { topic = ctx.topic, error = reply.error })
-    end
-    if to and conn:is_closed() then
-      log:warn("Reply dropped: the connection is closed", { topic = ctx.topic })
-      to = nil
-    end
-    if to then
-      local payload, why
-      local ok, out = pcall(envelope, i, ctx, reply)
-      if ok then
-        local eok, eerr
-        eok, payload, eerr = util.codec_call(encode, core.encode, out)
-        if not eok or payload == nil then payload, why = nil, eok and eerr or payload end
-      else
-        why = out
-      end
-      if payload == nil then
-        local e = errors.ParseError("Server encoding: " .. tostring(why))
-        log:error("Server encoding", { error = e })
-        local rid, rtype = request_ids(ctx, reply)
-        payload = wire.last_resort(rid, rtype, e.name, e.message)
-      end
-      local sent, perr = conn:publish(to, payload)
-      if not sent and not conn:is_closed() then
-        local e = errors.HemeraError("Reply could not be sent: " .. tostring(perr))
-        log:error("Reply could not be sent", { error = e })
-        sent = last_resort(i, ctx, reply, e)
-      end
-      if sent then reply._published = true end
-    end
   end
   local on_response = owner._ext.onResponse
   if on_response[1] then
@@ -264,11 +229,14 @@ local function deliver(owner, ctx, reply)
   end
 end
 
--- A request that cannot be read has no request info of its own: its reply
--- carries the instance's, as Node Hemera's does ({"type":"request","id":""}).
-local function own_request(owner)
+-- A request that cannot be read is answered with error e. It has no
+-- request info of its own: the reply carries the instance's, as Node
+-- Hemera's does ({"type":"request","id":""}).
+local function unreadable(owner, ctx, reply, e)
+  ctx.log:warn("Invalid request", { topic = ctx.topic, error = e })
   local r = owner.request
-  return setmetatable({ type = r.type, id = r.id }, getmetatable(r))
+  ctx.request = setmetatable({ type = r.type, id = r.id }, getmetatable(r))
+  return reply:send(nil, e)
 end
 
 -- Everything up to the handler. Returns when the reply has been sent (or
@@ -285,11 +253,8 @@ local function process(owner, t, ctx, reply)
       if kind == "pattern" then
         return reply:send(nil, errors.ParseError("Invalid request: 'pattern' must be an object, got " .. detail))
       end
-      local e = errors.ParseError(kind == "json" and "Invalid request: " .. detail
-        or "Invalid request: expected a JSON object, got " .. detail)
-      ctx.log:warn("Invalid request", { topic = ctx.topic, error = e })
-      ctx.request = own_request(owner)
-      return reply:send(nil, e)
+      return unreadable(owner, ctx, reply, errors.ParseError(kind == "json" and "Invalid request: " .. detail
+        or "Invalid request: expected a JSON object, got " .. detail))
     end
     pubsub = kind
   else
@@ -297,17 +262,11 @@ local function process(owner, t, ctx, reply)
     reply._custom = true
     local ok, m, derr = util.codec_call(decode, core.decode, msg_data(msg))
     if not ok or m == nil then
-      local e = util.codec_error("Invalid request", ok, m, derr)
-      ctx.log:warn("Invalid request", { topic = ctx.topic, error = e })
-      ctx.request = own_request(owner)
-      return reply:send(nil, e)
+      return unreadable(owner, ctx, reply, util.codec_error("Invalid request", ok, m, derr))
     end
     if type(m) ~= "table" or getmetatable(m) == core.array_mt then
-      local e = errors.ParseError("Invalid request: expected a JSON object, got "
-        .. util.json_type(m))
-      ctx.log:warn("Invalid request", { topic = ctx.topic, error = e })
-      ctx.request = own_request(owner)
-      return reply:send(nil, e)
+      return unreadable(owner, ctx, reply, errors.ParseError("Invalid request: expected a JSON object, got "
+        .. util.json_type(m)))
     end
     ctx.meta = obj(m.meta) or {}
     ctx.trace = setmetatable(obj(m.trace) or {}, TRACE_MT)
@@ -345,8 +304,7 @@ local function process(owner, t, ctx, reply)
     local fn, cerr = validator(def, sc, "_request_validator")
     if fn == nil then return reply:send(nil, cerr) end
     if fn then
-      local vok, v, ve = xpcall(fn, capture, p, ctx)
-      if not vok or ((v == nil or v == false) and ve ~= nil) then vok, v = false, failure(vok, v, ve) end
+      local vok, v = call(fn, p, ctx)
       if not vok then return reply:send(nil, v) end
       if v ~= nil then p = v; ctx.pattern = v end
     end
@@ -356,13 +314,13 @@ local function process(owner, t, ctx, reply)
     if lerr then return reply:send(nil, lerr) end
   end
   local ext = owner._ext
-  local err = ext.onRequest[1] and hooks3(ext.onRequest, ctx, p, reply)
+  local err = ext.onRequest[1] and run_hooks(ext.onRequest, ctx, p, reply)
   if err then return reply:send(nil, err) end
   if not def then
     return reply:send(nil, errors.PatternNotFound("No action found for this pattern",
       { app = i.config.name, isServer = true, pattern = ctx.trace.method }))
   end
-  err = ext.preHandler[1] and hooks3(ext.preHandler, ctx, p, reply)
+  err = ext.preHandler[1] and run_hooks(ext.preHandler, ctx, p, reply)
   if err then
     if not reply.sent then reply:send(nil, err) end
     return
@@ -376,8 +334,7 @@ local function process(owner, t, ctx, reply)
     end
     if reply.sent then return end
   end
-  local aok, r, e = xpcall(def.action, capture, p, ctx)
-  if not aok or ((r == nil or r == false) and e ~= nil) then aok, r = false, util.failure(aok, r, e) end
+  local aok, r = call(def.action, p, ctx)
   if pubsub then
     if not aok then ctx.log:error("Pubsub action failed", { error = r }) end
     if not reply.sent then reply:send() end

@@ -68,10 +68,10 @@ end
 -- Runs hooks in order; the first failure stops the chain and is returned.
 function M.run_hooks(list, ...)
   local n = list and #list or 0
-  if n == 0 then return nil end
   for k = 1, n do
-    local ok, err = M.call(list[k], ...)
-    if not ok then return err end
+    -- M.call inlined: hooks run for every request.
+    local ok, r, e = xpcall(list[k], M.capture, ...)
+    if not ok or ((r == nil or r == false) and e ~= nil) then return M.failure(ok, r, e) end
   end
   return nil
 end

@@ -1,6 +1,5 @@
 -- hemera.wire: the envelope shapes of Hemera v7, key order included.
 local core = require "hemera.core"
-local errors = require "hemera.errors"
 
 local M = {}
 
@@ -20,13 +19,13 @@ function M.hop(app, trace, topic)
                         app = app, ts = core.hrtime() }, M.HOP_MT)
 end
 
--- A reply envelope. `err` (an error value) wins over `result`; `stack`:
--- whether its stack goes out (errio.stack).
-function M.reply(meta, trace, request, result, err, hop, stack)
+-- A reply envelope. `err`: the error member (errors.to_wire), which wins
+-- over `result`.
+function M.reply(meta, trace, request, result, err)
   local out = setmetatable({ meta = meta or {}, trace = trace or {}, request = request or {} }, M.REPLY_MT)
   if err ~= nil then
     out.result = core.null
-    out.error = errors.to_wire(errors.root(err), hop, stack)
+    out.error = err
   else
     out.result = result
     out.error = core.null
