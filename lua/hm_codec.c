@@ -102,6 +102,40 @@ static size_t utf8len(const unsigned char *s, size_t n) {
   return 0;
 }
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+/* The index in [0, 16] of the first of the 16 bytes at q that needs a look
+** ('"', '\\', a control byte or a byte >= 0x80): 16 when none does. Most
+** of a message's bytes are in strings; this takes them 16 at a time. */
+static inline int special16(const unsigned char *q) {
+  __m128i v = _mm_loadu_si128((const __m128i *)(const void *)q);
+  __m128i m = _mm_or_si128(
+      _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+                   _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))),
+      /* signed: true for 0x00-0x1F and for 0x80-0xFF */
+      _mm_cmplt_epi8(v, _mm_set1_epi8(0x20)));
+  int bits = _mm_movemask_epi8(m);
+  return bits ? __builtin_ctz((unsigned)bits) : 16;
+}
+#endif
+
+/* Skips the bytes from p that need no look, 16 at a time while 16 are
+** left; returns the first that may (or p where fewer than 16 are left, for
+** the byte loop of the caller). */
+static inline const unsigned char *skip16(const unsigned char *p,
+                                          const unsigned char *end) {
+#ifdef __SSE2__
+  while (end - p >= 16) {
+    int k = special16(p);
+    p += k;
+    if (k < 16) break;
+  }
+#else
+  (void)end;
+#endif
+  return p;
+}
+
 /* {====================================================================
 ** Per-state scratch
 ** ===================================================================== */
@@ -350,6 +384,8 @@ static int putstring(enc *e, const char *s, size_t len, const frame *f) {
   const unsigned char *run = p;
   *w++ = '"';
   while (p < end) {
+    p = skip16(p, end);
+    if (p >= end) break;
     unsigned c = *p;
     if (cls[c] == 0) {
       p++;
@@ -881,6 +917,7 @@ typedef struct dec {
   const unsigned char *start, *p, *end;
   int arraymt;  /* stack slot */
   int skip;     /* validate only: push nothing */
+  int careful;  /* skip with the careful path: fvalue found a fault */
   int holder;   /* stack slot of the text's holder (key order kept), or 0 */
   int wsrc, woff; /* stack slots of the order tables, when holder */
   size_t base;  /* offset of start in the holder's text */
@@ -983,34 +1020,28 @@ static void unescape(lua_State *L, const unsigned char *s,
   luaL_pushresultsize(&b, (size_t)(w - w0));
 }
 
-#ifdef __SSE2__
-#include <emmintrin.h>
-/* The index in [0, 16] of the first of the 16 bytes at q that needs a look
-** ('"', '\\', a control byte or a byte >= 0x80): 16 when none does. Most
-** of a message's bytes are in strings; this takes them 16 at a time. */
-static inline int special16(const unsigned char *q) {
-  __m128i v = _mm_loadu_si128((const __m128i *)(const void *)q);
-  __m128i m = _mm_or_si128(
-      _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
-                   _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))),
-      /* signed: true for 0x00-0x1F and for 0x80-0xFF */
-      _mm_cmplt_epi8(v, _mm_set1_epi8(0x20)));
-  int bits = _mm_movemask_epi8(m);
-  return bits ? __builtin_ctz((unsigned)bits) : 16;
+
+/* The length of the valid escape at q ('\\', with a byte after it), or 0. */
+static inline int esclen(const unsigned char *q, const unsigned char *end) {
+  switch (q[1]) {
+    case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r':
+    case 't':
+      return 2;
+    case 'u':
+      return end - q >= 6 && hexval(q[2]) >= 0 && hexval(q[3]) >= 0 &&
+                     hexval(q[4]) >= 0 && hexval(q[5]) >= 0
+                 ? 6
+                 : 0;
+    default:
+      return 0;
+  }
 }
-#endif
 
 static int string(dec *d) {
   const unsigned char *s = d->p + 1, *q = s, *end = d->end;
   int escaped = 0;
   for (;;) {
-#ifdef __SSE2__
-    while (end - q >= 16) {
-      int k = special16(q);
-      q += k;
-      if (k < 16) break;
-    }
-#endif
+    q = skip16(q, end);
     if (q >= end) return derr(d, q, "unterminated string");
     unsigned c = *q;
     if (cls[c] == 0) {
@@ -1027,20 +1058,10 @@ static int string(dec *d) {
     if (c != '\\') return derr(d, q, "control character in string");
     escaped = 1;
     if (q + 1 >= end) return derr(d, q + 1, "unterminated string");
-    switch (q[1]) {
-      case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r':
-      case 't':
-        q += 2;
-        break;
-      case 'u':
-        if (end - q < 6 || hexval(q[2]) < 0 || hexval(q[3]) < 0 ||
-            hexval(q[4]) < 0 || hexval(q[5]) < 0)
-          return derr(d, q, "invalid \\u escape");
-        q += 6;
-        break;
-      default:
-        return derr(d, q, "invalid escape in string");
-    }
+    int n = esclen(q, end);
+    if (n == 0)
+      return derr(d, q, q[1] == 'u' ? "invalid \\u escape" : "invalid escape in string");
+    q += n;
   }
   if (d->skip)
     ;
@@ -1162,6 +1183,125 @@ static int literal(dec *d, const char *word, size_t len) {
 }
 
 static int parse(dec *d, int depth);
+
+/* {====================================================================
+** Validating without decoding
+**
+** Most of a Hemera envelope is only validated on the way in (meta, trace,
+** request, delegate stay bytes until read). This walks a value with the
+** decoder's grammar and nothing else: no Lua, no stored state, the cursor
+** in a register. It only says "valid, ends here" or "not sure": on any
+** doubt (an error, nesting past FAST_DEPTH) the careful path below walks
+** the same value again and says what is wrong, with its own messages and
+** offsets, so the two never disagree about an error's text.
+** ===================================================================== */
+
+#define FAST_DEPTH 32
+
+static inline const unsigned char *fws(const unsigned char *p,
+                                       const unsigned char *end) {
+  while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) p++;
+  return p;
+}
+
+/* p at the opening quote; returns past the closing one, or NULL. */
+static const unsigned char *fstring(const unsigned char *p,
+                                    const unsigned char *end) {
+  p++;
+  for (;;) {
+    p = skip16(p, end);
+    if (p >= end) return NULL;
+    unsigned c = *p;
+    if (cls[c] == 0) {
+      p++;
+    } else if (c == '"') {
+      return p + 1;
+    } else if (cls[c] == 2) {
+      size_t n = utf8len(p, (size_t)(end - p));
+      if (n == 0) return NULL;
+      p += n;
+    } else if (c == '\\' && end - p >= 2) {
+      int n = esclen(p, end);
+      if (n == 0) return NULL;
+      p += n;
+    } else {
+      return NULL; /* a control byte, or a '\\' at the end */
+    }
+  }
+}
+
+static inline const unsigned char *fdigits(const unsigned char *p,
+                                           const unsigned char *end) {
+  if (p >= end || *p < '0' || *p > '9') return NULL;
+  while (p < end && *p >= '0' && *p <= '9') p++;
+  return p;
+}
+
+static const unsigned char *fnumber(const unsigned char *p,
+                                    const unsigned char *end) {
+  if (*p == '-') p++;
+  if (p < end && *p == '0') {
+    p++;
+    if (p < end && *p >= '0' && *p <= '9') return NULL;
+  } else if ((p = fdigits(p, end)) == NULL) {
+    return NULL;
+  }
+  if (p < end && *p == '.' && (p = fdigits(p + 1, end)) == NULL) return NULL;
+  if (p < end && (*p == 'e' || *p == 'E')) {
+    p++;
+    if (p < end && (*p == '+' || *p == '-')) p++;
+    p = fdigits(p, end);
+  }
+  return p;
+}
+
+static const unsigned char *fvalue(const unsigned char *p,
+                                   const unsigned char *end, int depth) {
+  p = fws(p, end);
+  if (p >= end) return NULL;
+  switch (*p) {
+    case '"': return fstring(p, end);
+    case '{':
+      if (++depth > FAST_DEPTH) return NULL;
+      p = fws(p + 1, end);
+      if (p < end && *p == '}') return p + 1;
+      for (;;) {
+        if (p >= end || *p != '"' || (p = fstring(p, end)) == NULL) return NULL;
+        p = fws(p, end);
+        if (p >= end || *p != ':') return NULL;
+        if ((p = fvalue(p + 1, end, depth)) == NULL) return NULL;
+        p = fws(p, end);
+        if (p < end && *p == ',') {
+          p = fws(p + 1, end);
+          continue;
+        }
+        return p < end && *p == '}' ? p + 1 : NULL;
+      }
+    case '[':
+      if (++depth > FAST_DEPTH) return NULL;
+      p = fws(p + 1, end);
+      if (p < end && *p == ']') return p + 1;
+      for (;;) {
+        if ((p = fvalue(p, end, depth)) == NULL) return NULL;
+        p = fws(p, end);
+        if (p < end && *p == ',') {
+          p++;
+          continue;
+        }
+        return p < end && *p == ']' ? p + 1 : NULL;
+      }
+    case 't':
+      return end - p >= 4 && memcmp(p, "true", 4) == 0 ? p + 4 : NULL;
+    case 'f':
+      return end - p >= 5 && memcmp(p, "false", 5) == 0 ? p + 5 : NULL;
+    case 'n':
+      return end - p >= 4 && memcmp(p, "null", 4) == 0 ? p + 4 : NULL;
+    default:
+      return *p == '-' || (*p >= '0' && *p <= '9') ? fnumber(p, end) : NULL;
+  }
+}
+
+/* }==================================================================== */
 
 /* {====================================================================
 ** Key order of decoded objects
@@ -1370,6 +1510,19 @@ static int array(dec *d, int depth) {
 static int parse(dec *d, int depth) {
   skipws(d);
   if (d->p >= d->end) return unexpected(d, d->p);
+  if (d->skip && !d->careful) {
+    const unsigned char *e = fvalue(d->p, d->end, 0);
+    int null = *d->p == 'n';
+    if (e != NULL) {
+      d->p = e;
+      return null;
+    }
+    /* Once, for the whole value: its parts are not tried fast again. */
+    d->careful = 1;
+    int r = parse(d, depth);
+    d->careful = 0;
+    return r;
+  }
   switch (*d->p) {
     case '{': return object(d, depth + 1, NULL, NULL);
     case '[': return array(d, depth + 1);
@@ -1408,6 +1561,7 @@ int hm_codec_decode_from(lua_State *L, const char *s, size_t len, int holder,
   d.end = d.start + len;
   d.arraymt = lua_gettop(L);
   d.skip = 0;
+  d.careful = 0;
   d.holder = 0;
   d.msg = NULL;
   if (holder) record(&d, lua_absindex(L, holder), base);
@@ -1446,6 +1600,7 @@ int hm_codec_scan_ex(lua_State *L, const char *s, size_t len,
   d.end = d.start + len;
   d.arraymt = 0;
   d.skip = 1;
+  d.careful = 0;
   d.holder = 0;
   d.msg = NULL;
   clearspans(w);
@@ -1493,6 +1648,7 @@ int hm_codec_keys(lua_State *L, const char *s, size_t len) {
   d.end = d.start + len;
   d.arraymt = 0;
   d.skip = 1;
+  d.careful = 0;
   d.holder = 0;
   d.msg = NULL;
   lua_newtable(L); /* the keys, in order */
