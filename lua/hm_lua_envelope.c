@@ -171,10 +171,10 @@ static const char *msg_source(lua_State *L, int idx, size_t *len) {
   return g->data;
 }
 
-/* Pushes nil, kind, detail for a message that is not a valid object. */
-static int not_an_object(lua_State *L, hm_lmsg *g) {
-  char err[160];
-  int r = scan(g, err, sizeof err);
+/* Pushes nil, kind, detail for a message that is not a valid object: r
+** and err are what its scan said (a text of megabytes is not walked twice
+** to word the error). */
+static int not_an_object(lua_State *L, hm_lmsg *g, int r, const char *err) {
   if (r < 0) {
     lua_pushnil(L);
     lua_pushliteral(L, "json");
@@ -222,8 +222,9 @@ static int is_pubsub(lua_State *L, hm_lmsg *g) {
 static int l_msg_pattern(lua_State *L) {
   hm_lmsg *g = hm_env_check_msg(L, CTX_UP(L), 1);
   lua_settop(L, 1);
-  int r = scan_ex(L, g, NULL, 0);
-  if (r == 1 || r < 0) return not_an_object(L, g);
+  char err[160];
+  int r = scan_ex(L, g, err, sizeof err);
+  if (r == 1 || r < 0) return not_an_object(L, g, r, err);
   if (!span_is(g, HM_SP_PATTERN, '{')) {
     lua_settop(L, 1);
     lua_pushnil(L);
@@ -259,8 +260,10 @@ static int l_msg_member(lua_State *L) {
 
 static int l_msg_result(lua_State *L) {
   hm_lmsg *g = hm_env_check_msg(L, CTX_UP(L), 1);
-  if (scan(g, NULL, 0) != 0) {
-    not_an_object(L, g);
+  char err[160];
+  int r = scan(g, err, sizeof err);
+  if (r != 0) {
+    not_an_object(L, g, r, err);
     lua_pushboolean(L, 0);
     lua_replace(L, -4);
     return 3;
