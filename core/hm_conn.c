@@ -1267,6 +1267,45 @@ hm_status hm_conn_publish(hm_conn_t *c, const char *subject,
   return pub_status(c, ns, subject, len);
 }
 
+static int header_ok(const char *s, int is_key) {
+  for (; *s; s++)
+    if (*s == '\r' || *s == '\n' || (is_key && (*s == ':' || *s == ' ')))
+      return 0;
+  return 1;
+}
+
+hm_status hm_conn_publish_hdrs(hm_conn_t *c, const char *subject,
+                               const void *data, size_t len,
+                               const char *const *hdrs, int nhdr) {
+  natsMsg *m = NULL;
+  natsStatus ns;
+  int k;
+  if (c->closing || c->nats_closed) return HM_CLOSED;
+  if (hm_subject_check_line(subject, subject ? strlen(subject) : 0,
+                            HM_SUBJ_PUBLISH, NULL, 0, c->err,
+                            sizeof c->err) != HM_OK)
+    return HM_SUBJECT;
+  if (len > INT32_MAX) return pub_status(c, NATS_MAX_PAYLOAD, subject, len);
+  for (k = 0; k < nhdr; k++) {
+    if (!header_ok(hdrs[2 * k], 1) || !header_ok(hdrs[2 * k + 1], 0)) {
+      snprintf(c->err, sizeof c->err,
+               "header '%.64s' of a publish to '%s': a key must not hold CR, "
+               "LF, ':' or a space, a value not CR or LF",
+               hdrs[2 * k], subject);
+      return HM_INVAL;
+    }
+  }
+  ns = natsMsg_Create(&m, subject, NULL, data, (int)len);
+  for (k = 0; ns == NATS_OK && k < nhdr; k++)
+    ns = natsMsgHeader_Set(m, hdrs[2 * k], hdrs[2 * k + 1]);
+  if (ns == NATS_OK) ns = natsConnection_PublishMsg(c->nc, m);
+  natsMsg_Destroy(m);
+  if (ns == NATS_NO_SERVER_SUPPORT) {
+    ns = natsConnection_Publish(c->nc, subject, data, (int)len);
+  }
+  return pub_status(c, ns, subject, len);
+}
+
 static void on_mux_msg(hm_sub_t *s, natsMsg *msg, void *arg) {
   /* Unused: mux messages are routed in drain_subs(). */
   hm_msg_destroy(msg);

@@ -171,6 +171,16 @@ int hm_sub_draining(const hm_sub_t *s);
 hm_status hm_conn_publish(hm_conn_t *c, const char *subject,
                           const char *reply, const void *data, size_t len);
 
+/* Publishes with NATS headers: nhdr key/value pairs in hdrs (the caller's;
+** copied). Same outcomes as hm_conn_publish, plus HM_INVAL for a header key
+** or value with CR, LF or NUL (they would end the header block early), or a
+** key with ':' or a space. A server without header support gets the bare
+** payload: the headers are dropped, as the server itself drops them for
+** clients that cannot take them. Loop thread only. */
+hm_status hm_conn_publish_hdrs(hm_conn_t *c, const char *subject,
+                               const void *data, size_t len,
+                               const char *const *hdrs, int nhdr);
+
 /* Starts a request. max_replies: 1 for plain request/reply, N to accept N
 ** replies before a fixed deadline, 0 for no limit: then the deadline is an
 ** idle timeout, pushed back by each reply, and the request ends when

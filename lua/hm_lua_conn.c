@@ -115,6 +115,7 @@ static void on_msg(hm_sub_t *s, natsMsg *m, void *arg) {
     lua_rawset(co, -3);
     hm_pushk(co, ctx, HM_K_MSG);
     hm_env_push_msg(co, ctx, m);
+    if (ls->ep) hm_micro_arrived(co, ls);
     lua_rawset(co, -3);
     lua_rawgeti(co, LUA_REGISTRYINDEX, ls->mt_ref);
     lua_setmetatable(co, -2);
@@ -424,6 +425,7 @@ static int c_reply(lua_State *L) {
     tlen = g->rlen;
   }
   if (to == NULL) {
+    hm_micro_replied(L, 6, NULL, NULL);
     lua_pushliteral(L, "noreply");
     return 1;
   }
@@ -446,7 +448,17 @@ static int c_reply(lua_State *L) {
     lua_pushstring(L, err);
     return 2;
   }
-  hm_status st = hm_conn_publish(lc->c, to, NULL, b->data, b->len);
+  hm_status st;
+  char etext[HM_MICRO_ERRLEN], ecode[24];
+  if (lua_istable(L, 4)) {
+    /* ADR-32's service error headers, for clients that read them. */
+    const char *hdrs[4] = {"Nats-Service-Error", etext,
+                           "Nats-Service-Error-Code", ecode};
+    hm_micro_error(L, 4, etext, sizeof etext, ecode);
+    st = hm_conn_publish_hdrs(lc->c, to, b->data, b->len, hdrs, 2);
+  } else {
+    st = hm_conn_publish(lc->c, to, NULL, b->data, b->len);
+  }
   hm_env_buffer_done(b);
   if (st != HM_OK) {
     push_failure(L, lc, st);
@@ -454,6 +466,8 @@ static int c_reply(lua_State *L) {
     lua_replace(L, -4);
     return 3;
   }
+  if (lua_istable(L, 4)) hm_micro_replied(L, 6, ecode, etext);
+  else hm_micro_replied(L, 6, NULL, NULL);
   lua_pushliteral(L, "sent");
   return 1;
 }
@@ -471,7 +485,7 @@ static int c_subscribe(lua_State *L) {
   if (has_mt) luaL_checktype(L, 6, LUA_TTABLE);
   luaL_argcheck(L, max >= 0 && max <= INT32_MAX, 4, "must be >= 0");
   if (refuse_nul(L, subj, slen, HM_SUBJ_SUBSCRIBE, queue, qlen)) return 3;
-  ls = lua_newuserdatauv(L, sizeof *ls, 0);
+  ls = lua_newuserdatauv(L, sizeof *ls, 1); /* 1: its endpoint, if any */
   memset(ls, 0, sizeof *ls);
   ls->owner = lc;
   ls->fn_ref = ls->self_ref = ls->mt_ref = LUA_NOREF;

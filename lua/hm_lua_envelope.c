@@ -60,7 +60,8 @@ void hm_env_push_msg(lua_State *L, hm_ctx *ctx, natsMsg *m) {
   size_t len = (size_t)natsMsg_GetDataLength(m);
   const char *reply = natsMsg_GetReply(m);
   size_t rlen = reply ? strlen(reply) : 0;
-  hm_lmsg *g = lua_newuserdatauv(L, offsetof(hm_lmsg, data) + len + rlen + 2, 0);
+  /* User value 1: the endpoint counting it (hm_lua_micro.c), or nil. */
+  hm_lmsg *g = lua_newuserdatauv(L, offsetof(hm_lmsg, data) + len + rlen + 2, 1);
   g->len = len;
   g->rlen = rlen;
   g->has_reply = reply != NULL;

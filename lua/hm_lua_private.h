@@ -108,6 +108,8 @@ struct lsub {
   int mt_ref;  /* Hemera topic: metatable of each message's context, or LUA_NOREF */
   int self_ref;
   lsub *prev, *next;
+  struct hm_ep *ep; /* ADR-32 counters (hm_lua_micro.c), or NULL; the Sub's
+                       user value keeps them alive */
 };
 
 #define HM_CONN_MT "hemera.Conn"
@@ -157,6 +159,25 @@ void hm_lua_open_pattern(lua_State *L); /* core.method */
 void hm_lua_close_sampler(hm_ctx *ctx);
 void hm_lua_open_budget(lua_State *L); /* core.budget_call */
 void hm_lua_open_envelope(lua_State *L); /* messages, lazy contexts, envelopes */
+/* }======== */
+
+/* {======== ADR-32 counters and service errors (hm_lua_micro.c) ======== */
+typedef struct hm_ep hm_ep;
+#define HM_MICRO_ERRLEN 1024 /* longest Nats-Service-Error value, + 1 */
+void hm_lua_open_micro(lua_State *L); /* core.endpoint, msg_count, ... */
+/* on_msg: the Msg on top of co is a request of ls's endpoint (ls->ep). */
+void hm_micro_arrived(lua_State *co, lsub *ls);
+/* The first reply of the Msg at (absolute) msg went out: counts its time
+** from arrival, and an error when text is not NULL. Later calls for the
+** same Msg, and Msgs of no endpoint, count nothing. */
+void hm_micro_replied(lua_State *L, int msg, const char *code,
+                      const char *text);
+/* The service error of the wire error table at idx: into msg (cap bytes)
+** its message (else its name, else "Error") with control characters made
+** spaces, cut at cap - 1 bytes; into code its integer `code` in decimal,
+** else "500". */
+void hm_micro_error(lua_State *L, int idx, char *msg, size_t cap,
+                    char code[24]);
 /* }======== */
 
 /* {======== CPU budgets (hm_lua_budget.c) ======== */

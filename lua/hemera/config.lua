@@ -49,6 +49,14 @@ local SCHEMA = {
   nats = { types = { "table" }, default = {} },
   closeTimeout = { types = { "integer" }, default = 2000, check = function(v) return v < 0 and "must be >= 0" end },
   maxConcurrency = { types = { "integer" }, default = 1000, check = function(v) return v < 1 and "must be >= 1" end },
+  -- NATS' Service API (ADR-32, hemera.micro): on unless enabled = false.
+  micro = { types = { "table" }, fields = {
+    enabled = { types = { "boolean" }, default = true },
+    prefix = { types = { "string" }, default = "$SRV" },
+    version = { types = { "string" } }, -- default: Hemera.VERSION
+    description = { types = { "string" }, default = "" },
+    metadata = { types = { "table" }, default = {} },
+  } },
   -- CPU ms one request may use in this instance (hooks, handler); 0: no
   -- limit. Below the default act timeout, so the caller hears why.
   handlerBudget = { types = { "integer" }, default = 1000, check = function(v) return v < 0 and "must be >= 0 (0: no budget)" end },

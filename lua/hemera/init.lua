@@ -26,6 +26,7 @@ local wire = require "hemera.wire"
 local server = require "hemera.server"
 local client = require "hemera.client"
 local config_mod = require "hemera.config"
+local micro = require "hemera.micro"
 
 local spawn, nuid = core.spawn, core.nuid
 local copy, call = util.copy, util.call
@@ -101,6 +102,8 @@ function Hemera.new(opts)
     on_close = {}, -- onClose hooks of every scope: { fn, scope }
   }
   i.router = core.router(cfg.bloomrun.indexing)
+  i.micro_on = cfg.micro.enabled
+  if i.micro_on then i.micro = micro.describe(cfg, Hemera.VERSION, 2) end
   local logger
   local given = cfg.logger
   if given ~= nil and type(given) == "table" and type(given.info) == "function" then
@@ -197,6 +200,7 @@ local function subscribe(scope, t)
     hemera_error("Could not subscribe: " .. tostring(err), { topic = t.topic }, 3)
   end
   t.sub = sub
+  micro.attach(i, t)
 end
 
 -- hemera.topics lists the subscribed topics in no particular order: a
@@ -663,6 +667,8 @@ function Hemera:ready(fn)
   local interval = i.config.load.process.sampleInterval
   if interval > 0 then core.load_start(interval) end
   for _, t in pairs(i.topics) do subscribe(t.owner, t) end
+  local merr = micro.start(i)
+  if merr then self.log:error(merr) end
   local function boot()
     local perr = load_plugins(self)
     if perr then
@@ -718,6 +724,7 @@ function Hemera:close(fn)
   end
   i.closing = true
   i.close_waiters = { fn }
+  micro.stop(i)
   local function finish()
     core.load_stop()
     local first
@@ -799,6 +806,20 @@ function Hemera.closeAll()
 end
 
 function Hemera:stats() return self._i.conn and self._i.conn:stats() end
+
+-- hemera:reset(): the Service API's counters (STATS) back to zero.
+function Hemera:reset()
+  micro.reset(self._i)
+  return self
+end
+
+-- hemera:service() -> this instance's Service API INFO response (a table),
+-- or nil when the Service API is off or the instance is not ready.
+function Hemera:service()
+  local i = self._i
+  if not i.micro_subs then return nil end
+  return micro.info(i)
+end
 
 -- The names of the plugins registered in this scope and its parents.
 function Hemera:plugins() return copy(self._plugins) end

@@ -109,6 +109,7 @@ local function publish_encoded(conn, ctx, reply, encode, ew)
   if not ok or payload == nil then return nil, ok and err or payload end
   local sent, perr = conn:publish(to, payload)
   if not sent then return false, perr end
+  core.msg_count(rawget(ctx, "_msg"), ew) -- the Service API's counters
   return "sent"
 end
 
@@ -129,7 +130,9 @@ local function last_resort(i, ctx, reply, e)
   local to = ctx.replyTo
   if not to then return false end
   local rid, rtype = request_ids(ctx, reply)
-  return i.conn:publish(to, wire.last_resort(rid, rtype, e.name, e.message))
+  local sent = i.conn:publish(to, wire.last_resort(rid, rtype, e.name, e.message))
+  if sent then core.msg_count(rawget(ctx, "_msg"), e) end -- the Service API's counters
+  return sent
 end
 
 -- Sends what the reply holds: error handler and onError for errors, the

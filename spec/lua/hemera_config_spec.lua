@@ -31,7 +31,7 @@ local DEFAULTS = {
 }
 
 -- Options of this port beyond Hemera's (docs/api.md).
-local OURS = { servers = true, nats = true, closeTimeout = true, maxConcurrency = true, logger = true,
+local OURS = { servers = true, micro = true, nats = true, closeTimeout = true, maxConcurrency = true, logger = true,
                handlerBudget = true }
 
 local function new_raises(opts)

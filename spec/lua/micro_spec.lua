@@ -1,0 +1,236 @@
+-- Every Hemera instance is an ADR-32 service (hemera.micro): its $SRV
+-- answers, their shapes (checked against the rules of ADR-32's schemas,
+-- spec/micro_schema.lua), the counters kept in C, and its options.
+-- Other specs share the server: requests here address an instance by its
+-- own name (unique per test) or by name and id, never $SRV.PING alone.
+local Hemera = require "hemera"
+local core = require "hemera.core"
+local h = require "helper"
+local schema = require "micro_schema"
+
+local function uname(base) return (base or "micro") .. "-" .. core.nuid() end
+
+-- One request on the instance's own connection: the decoded reply, or nil
+-- and "timeout".
+local function ask(hemera, subject, timeout)
+  local err, data = hemera.transport:request(subject, "", timeout or 1000, 1)
+  if err then return nil, err end
+  return Hemera.decode(data)
+end
+
+local function valid(kind, r)
+  local ok, why = schema.check(kind, r, Hemera.null)
+  assert(ok, why)
+  return r
+end
+
+local Boom = Hemera.createError("Boom")
+
+describe("hemera.micro: the Service API", function()
+  it("answers PING, INFO and STATS by name and by name and id", function()
+    h.run(function()
+      local name = uname()
+      local hemera = h.new { name = name }
+      hemera:add({ topic = h.topic("m"), cmd = "x" }, function() return 1 end)
+      assert(hemera:ready())
+      local ping = valid("ping", assert(ask(hemera, "$SRV.PING." .. name)))
+      assert.equal(name, ping.name)
+      assert.equal(Hemera.VERSION, ping.version)
+      assert.same({ ["hemera.lang"] = "lua", ["hemera.version"] = Hemera.VERSION }, ping.metadata)
+      for _, verb in ipairs { "PING", "INFO", "STATS" } do
+        local r = valid(verb:lower(), assert(ask(hemera, ("$SRV.%s.%s.%s"):format(verb, name, ping.id))))
+        assert.equal(ping.id, r.id)
+        assert.equal("io.nats.micro.v1." .. verb:lower() .. "_response", r.type)
+      end
+      -- Another id under the same name: nobody answers.
+      assert.same({ nil, "timeout" }, { ask(hemera, "$SRV.PING." .. name .. "." .. core.nuid(), 200) })
+      -- The id is new for each instance.
+      local other = h.new { name = name }
+      assert(other:ready())
+      assert.are_not.equal(ping.id, other:service().id)
+      hemera:close()
+      other:close()
+    end)
+  end)
+
+  it("lists each topic as an endpoint with its queue group and patterns", function()
+    h.run(function()
+      local name = uname()
+      local plain, pub, queued = h.topic("plain"), h.topic("pub"), h.topic("queued")
+      local hemera = h.new { name = name }
+      hemera:add({ topic = plain, cmd = "a" }, function() end)
+      hemera:add({ topic = plain, cmd = "b", n = 1 }, function() end)
+      hemera:add({ topic = pub, cmd = "e", ["pubsub$"] = true }, function() end)
+      hemera:add({ topic = queued, ["queue$"] = "workers" }, function() end)
+      assert(hemera:ready())
+      local info = valid("info", assert(ask(hemera, "$SRV.INFO." .. name)))
+      local by = {}
+      for _, e in ipairs(info.endpoints) do by[e.subject] = e end
+      assert.equal(3, #info.endpoints)
+      assert.equal("queue." .. plain, by[plain].queue_group)
+      assert.is_nil(by[pub].queue_group)
+      assert.equal("workers", by[queued].queue_group)
+      assert.equal(plain:gsub("%.", "_"), by[plain].name)
+      local pats = Hemera.decode(by[plain].metadata.patterns)
+      table.sort(pats, function(x, y) return x.cmd < y.cmd end)
+      assert.same({ { topic = plain, cmd = "a" }, { topic = plain, cmd = "b", n = 1 } }, pats)
+      -- Topics added after ready show up; removed ones go.
+      local later = h.topic("later")
+      hemera:add({ topic = later, cmd = "z" }, function() end)
+      hemera:remove(pub)
+      assert(hemera:flush())
+      info = valid("info", assert(ask(hemera, "$SRV.INFO." .. name)))
+      by = {}
+      for _, e in ipairs(info.endpoints) do by[e.subject] = e end
+      assert.is_nil(by[pub])
+      assert.equal("queue." .. later, by[later].queue_group)
+      local stats = valid("stats", assert(ask(hemera, "$SRV.STATS." .. name)))
+      assert.equal(3, #stats.endpoints)
+      hemera:close()
+    end)
+  end)
+
+  it("counts requests, errors and their time exactly, and resets", function()
+    h.run(function()
+      local name = uname()
+      local topic = h.topic("count")
+      local hemera = h.new { name = name }
+      hemera:add({ topic = topic, cmd = "ok" }, function() return true end)
+      hemera:add({ topic = topic, cmd = "fail" }, function()
+        local e = Boom("went\r\nwrong")
+        e.code = 42
+        return nil, e
+      end)
+      hemera:add({ topic = topic, cmd = "plain" }, function() return nil, Boom("no code") end)
+      assert(hemera:ready())
+      for _ = 1, 3 do assert(hemera:act { topic = topic, cmd = "ok" }) end
+      assert.is_nil((hemera:act { topic = topic, cmd = "fail" }))
+      assert.is_nil((hemera:act { topic = topic, cmd = "plain" }))
+      assert.is_nil((hemera:act { topic = topic, cmd = "fail" }))
+      -- Not found is an error reply too.
+      assert.is_nil((hemera:act { topic = topic, cmd = "nothing" }))
+      local stats = valid("stats", assert(ask(hemera, "$SRV.STATS." .. name)))
+      local e = stats.endpoints[1]
+      assert.equal(topic, e.subject)
+      assert.equal(7, e.num_requests)
+      assert.equal(4, e.num_errors)
+      assert.matches("^500:", e.last_error)
+      assert.is_true(e.processing_time > 0)
+      assert.equal(e.processing_time // 7, e.average_processing_time)
+      assert.is_true(e.average_processing_time > 0)
+      assert.is_number(e.data.rss)
+      assert.is_number(e.data.heapUsed)
+      assert.is_number(e.data.eventLoopDelay)
+      assert.is_true(e.data.rss > 0)
+      assert(hemera:act { topic = topic, cmd = "fail" } == nil)
+      e = valid("stats", assert(ask(hemera, "$SRV.STATS." .. name))).endpoints[1]
+      -- Control characters of the message become spaces.
+      assert.equal("42:went  wrong", e.last_error)
+      local started = stats.started
+      hemera:reset()
+      stats = valid("stats", assert(ask(hemera, "$SRV.STATS." .. name)))
+      e = stats.endpoints[1]
+      assert.same({ 0, 0, "", 0, 0 }, { e.num_requests, e.num_errors, e.last_error, e.processing_time,
+                                        e.average_processing_time })
+      assert.is_true(stats.started >= started)
+      hemera:close()
+    end)
+  end)
+
+  it("counts a pubsub message as a request, and a streamed request once", function()
+    h.run(function()
+      local name = uname()
+      local pub, stream = h.topic("pub"), h.topic("stream")
+      local got = h.future()
+      local hemera = h.new { name = name }
+      hemera:add({ topic = pub, ["pubsub$"] = true }, function() got:set(true) end)
+      hemera:add({ topic = stream }, function(_, ctx)
+        ctx.reply:next(1)
+        ctx.reply:next(2)
+        ctx.reply:next(3)
+      end)
+      assert(hemera:ready())
+      hemera:act({ topic = pub, ["pubsub$"] = true }, function() end)
+      assert(got:wait(2000))
+      local n = 0
+      for r in hemera:stream { topic = stream, ["maxMessages$"] = 3 } do n = n + 1; assert(r) end
+      assert.equal(3, n)
+      local by = {}
+      for _, e in ipairs(valid("stats", assert(ask(hemera, "$SRV.STATS." .. name))).endpoints) do by[e.subject] = e end
+      assert.equal(1, by[pub].num_requests)
+      assert.equal(0, by[pub].num_errors)
+      assert.equal(1, by[stream].num_requests)
+      hemera:close()
+    end)
+  end)
+
+  it("counts replies sent through a custom server encoder too", function()
+    h.run(function()
+      local name = uname()
+      local topic = h.topic("enc")
+      local hemera = h.new { name = name }
+      hemera:setServerEncoder(function(v) return Hemera.encode(v) end)
+      hemera:add({ topic = topic, cmd = "ok" }, function() return 1 end)
+      hemera:add({ topic = topic, cmd = "fail" }, function() return nil, Boom("custom") end)
+      assert(hemera:ready())
+      assert(hemera:act { topic = topic, cmd = "ok" })
+      assert.is_nil((hemera:act { topic = topic, cmd = "fail" }))
+      local e = valid("stats", assert(ask(hemera, "$SRV.STATS." .. name))).endpoints[1]
+      assert.same({ 2, 1, "500:custom" }, { e.num_requests, e.num_errors, e.last_error })
+      assert.is_true(e.processing_time > 0)
+      hemera:close()
+    end)
+  end)
+
+  it("maps the name, takes version, description, metadata and prefix", function()
+    h.run(function()
+      local id = core.nuid()
+      local hemera = h.new {
+        name = "math.v2 ü-" .. id,
+        micro = { version = "2.1.0-rc.1+b7", description = "Math", metadata = { team = "core" }, prefix = "$ALT" },
+      }
+      assert(hemera:ready())
+      local name = "math_v2___-" .. id
+      assert.same({ nil, "timeout" }, { ask(hemera, "$SRV.PING." .. name, 200) })
+      local info = valid("info", assert(ask(hemera, "$ALT.INFO." .. name)))
+      assert.equal(name, info.name)
+      assert.equal("2.1.0-rc.1+b7", info.version)
+      assert.equal("Math", info.description)
+      assert.same({ team = "core", ["hemera.lang"] = "lua", ["hemera.version"] = Hemera.VERSION }, info.metadata)
+      assert.same({}, info.endpoints)
+      hemera:close()
+    end)
+  end)
+
+  it("stays silent when turned off, and once closing", function()
+    h.run(function()
+      local name = uname()
+      local off = h.new { name = name, micro = { enabled = false } }
+      assert(off:ready())
+      assert.is_nil(off:service())
+      assert.same({ nil, "timeout" }, { ask(off, "$SRV.PING." .. name, 200) })
+      local on = h.new { name = name .. "-on" }
+      assert(on:ready())
+      assert(ask(off, "$SRV.PING." .. name .. "-on"))
+      local closed = h.future()
+      on:close(function() closed:set(true) end)
+      assert.same({ nil, "timeout" }, { ask(off, "$SRV.PING." .. name .. "-on", 200) })
+      assert(closed:wait(3000))
+      off:close()
+    end)
+  end)
+
+  it("refuses bad options, naming the field and the value", function()
+    local function err_of(opts)
+      local ok, e = pcall(Hemera.new, opts)
+      assert.is_false(ok)
+      return tostring(e.message or e)
+    end
+    assert.matches("micro.version.*SemVer.*1%.0", err_of { micro = { version = "1.0" } })
+    assert.matches("micro.version.*01%.2%.3", err_of { micro = { version = "01.2.3" } })
+    assert.matches("micro.metadata.*strings.*n = 1", err_of { micro = { metadata = { n = 1 } } })
+    assert.matches("micro.prefix.*a%.>", err_of { micro = { prefix = "a.>" } })
+    assert.matches("micro.enabled.*boolean", err_of { micro = { enabled = "yes" } })
+    assert.matches("micro.*unknown key", err_of { micro = { nope = 1 } })
+  end)
+end)
