@@ -14,6 +14,7 @@
 **       counts
 **   core.service_error(err) -> message, code   the header values of a wire
 **       error table (see hm_micro_error)
+**   core.versions() -> {lua, nats, uv}   the versions of what we run on
 **
 ** What is counted, and when: a message counts as a request when it arrives
 ** (on_msg, hm_lua_conn.c); its first reply (or, with no reply subject, the
@@ -186,6 +187,19 @@ static int l_service_error(lua_State *L) {
   return 2;
 }
 
+/* core.versions() -> {lua, nats, uv}: what `hemera --version` prints
+** (hemera.cli) besides the library's own. */
+static int l_versions(lua_State *L) {
+  lua_createtable(L, 0, 3);
+  lua_pushliteral(L, LUA_RELEASE);
+  lua_setfield(L, -2, "lua");
+  lua_pushstring(L, nats_GetVersion());
+  lua_setfield(L, -2, "nats");
+  lua_pushstring(L, uv_version_string());
+  lua_setfield(L, -2, "uv");
+  return 1;
+}
+
 void hm_lua_open_micro(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"stats", ep_stats}, {"reset", ep_reset}, {NULL, NULL}};
@@ -201,4 +215,6 @@ void hm_lua_open_micro(lua_State *L) {
   lua_setfield(L, -2, "msg_count");
   lua_pushcfunction(L, l_service_error);
   lua_setfield(L, -2, "service_error");
+  lua_pushcfunction(L, l_versions);
+  lua_setfield(L, -2, "versions");
 }

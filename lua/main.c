@@ -298,6 +298,29 @@ static void catch_signals(void) {
   sigaction(SIGTERM, &sa, NULL);
 }
 
+/* hemera <verb> ...: the CLI (lua/hemera/cli.lua), which runs the loop
+** itself; its exit status goes to cli_status. A verb wins over a script
+** of the same name: `hemera ./act` runs a file named act. */
+static int cli_status = -1;
+static int run_cli(lua_State *L, int argc, char **argv) {
+  static const char *const verbs[] = {"act", "ls", "ping", "stats", "watch",
+                                      "--version", NULL};
+  int i = 0;
+  while (verbs[i] && strcmp(verbs[i], argv[1]) != 0) i++;
+  if (verbs[i] == NULL) return 0;
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "hemera.cli");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "main");
+  lua_createtable(L, argc - 1, 0);
+  for (i = 1; i < argc; i++) {
+    lua_pushstring(L, argv[i]);
+    lua_rawseti(L, -2, i);
+  }
+  cli_status = report(L, docall(L, 1, 1)) == LUA_OK ? (int)lua_tointeger(L, -1) : 1;
+  return 1;
+}
+
 static int pmain(lua_State *L) {
   int argc = (int)lua_tointeger(L, 1);
   char **argv = (char **)lua_touserdata(L, 2);
@@ -311,6 +334,10 @@ static int pmain(lua_State *L) {
   lua_pop(L, 1);
   interrupter = hm_lua_interrupt_handle(L);
   set_paths(L);
+  if (argc > 1 && run_cli(L, argc, argv)) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
   for (i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--server") == 0 && i + 1 < argc) {
       setenv("HEMERA_NATS_URL", argv[++i], 1);
@@ -408,5 +435,6 @@ int main(int argc, char **argv) {
   uv_loop_close(&loop);
   hm_lua_library_close();
   stop_private_server();
+  if (cli_status >= 0) return cli_status;
   return (result && status == LUA_OK) ? EXIT_SUCCESS : EXIT_FAILURE;
 }

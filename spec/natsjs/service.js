@@ -4,8 +4,8 @@
 //   node service.js <natsUrl> <name> <readySubject>
 //
 // One endpoint, <name>.echo, that answers with the request's data. Once
-// the server has its subscriptions it publishes on readySubject; it runs
-// until killed or its parent is gone.
+// the server has its subscriptions it publishes {"id"} on readySubject and
+// prints "ready <id>"; it runs until killed or its parent is gone.
 const { connect, StringCodec } = require('nats')
 const { watchParent } = require('./common')
 
@@ -18,6 +18,7 @@ async function main() {
   srv.addEndpoint('echo', { subject: `${name}.echo`, handler: (err, msg) => msg.respond(msg.data) })
   await nc.flush()
   nc.publish(ready, StringCodec().encode(JSON.stringify({ id: srv.info().id })))
+  console.log('ready ' + srv.info().id)
   await nc.closed()
 }
 
