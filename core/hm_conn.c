@@ -1324,13 +1324,19 @@ static hm_status ensure_mux(hm_conn_t *c) {
   return st;
 }
 
+static hm_status publish_hdrs(hm_conn_t *c, const char *subject,
+                              const char *reply, const void *data, size_t len,
+                              const char *const *hdrs, int nhdr);
+
 /* Registers a pending record and publishes `data` to `subject` with the
-** record's inbox as reply subject; with subject NULL, publishes to the
-** inbox itself (a round trip through the server: see hm_conn_flush). */
-static hm_status start_request(hm_conn_t *c, const char *subject,
-                               const void *data, size_t len,
-                               uint64_t timeout_ms, int max_replies,
-                               hm_reply_cb cb, void *arg, uint64_t *id) {
+** record's inbox as reply subject, with nhdr headers when nhdr > 0; with
+** subject NULL, publishes to the inbox itself (a round trip through the
+** server: see hm_conn_flush). */
+static hm_status start_request_hdrs(hm_conn_t *c, const char *subject,
+                                    const void *data, size_t len,
+                                    const char *const *hdrs, int nhdr,
+                                    uint64_t timeout_ms, int max_replies,
+                                    hm_reply_cb cb, void *arg, uint64_t *id) {
   char reply[96];
   hm_status st;
   req *r;
@@ -1371,7 +1377,9 @@ static hm_status start_request(hm_conn_t *c, const char *subject,
   c->stats.pending++;
   /* Publish after the record exists: a reply can never beat it, since
   ** replies are only dispatched from the loop anyway. */
-  if (subject != NULL)
+  if (subject != NULL && nhdr > 0)
+    st = publish_hdrs(c, subject, reply, data, len, hdrs, nhdr);
+  else if (subject != NULL)
     st = hm_conn_publish(c, subject, reply, data, len);
   else
     st = hm_conn_publish(c, reply, NULL, data, len);
@@ -1386,12 +1394,70 @@ static hm_status start_request(hm_conn_t *c, const char *subject,
   return HM_OK;
 }
 
+static hm_status start_request(hm_conn_t *c, const char *subject,
+                               const void *data, size_t len,
+                               uint64_t timeout_ms, int max_replies,
+                               hm_reply_cb cb, void *arg, uint64_t *id) {
+  return start_request_hdrs(c, subject, data, len, NULL, 0, timeout_ms,
+                            max_replies, cb, arg, id);
+}
+
 hm_status hm_conn_request(hm_conn_t *c, const char *subject,
                           const void *data, size_t len, uint64_t timeout_ms,
                           int max_replies, hm_reply_cb cb, void *arg,
                           uint64_t *id) {
   return start_request(c, subject, data, len, timeout_ms, max_replies, cb,
                        arg, id);
+}
+
+/* A header key or value that would end the header block early (CR, LF),
+** or a key cnats would split wrongly (':', space). */
+static int header_bad(const char *s, int is_key) {
+  for (; *s; s++)
+    if (*s == '\r' || *s == '\n' || (is_key && (*s == ':' || *s == ' ')))
+      return 1;
+  return 0;
+}
+
+static hm_status publish_hdrs(hm_conn_t *c, const char *subject,
+                              const char *reply, const void *data, size_t len,
+                              const char *const *hdrs, int nhdr) {
+  natsMsg *m = NULL;
+  natsStatus ns;
+  int k;
+  if (c->closing || c->nats_closed) return HM_CLOSED;
+  if (hm_subject_check_line(subject, strlen(subject), HM_SUBJ_PUBLISH, reply,
+                            reply ? strlen(reply) : 0, c->err,
+                            sizeof c->err) != HM_OK)
+    return HM_SUBJECT;
+  if (len > INT32_MAX) return pub_status(c, NATS_MAX_PAYLOAD, subject, len);
+  for (k = 0; k < nhdr; k++) {
+    if (hdrs[2 * k][0] == '\0' || header_bad(hdrs[2 * k], 1) ||
+        header_bad(hdrs[2 * k + 1], 0)) {
+      snprintf(c->err, sizeof c->err,
+               "header '%.64s' of a publish to '%.128s': a key must be "
+               "non-empty without CR, LF, ':' or a space, a value without CR "
+               "or LF",
+               hdrs[2 * k], subject);
+      return HM_INVAL;
+    }
+  }
+  ns = natsMsg_Create(&m, subject, reply, data, (int)len);
+  for (k = 0; ns == NATS_OK && k < nhdr; k++)
+    ns = natsMsgHeader_Set(m, hdrs[2 * k], hdrs[2 * k + 1]);
+  if (ns == NATS_OK) ns = natsConnection_PublishMsg(c->nc, m);
+  natsMsg_Destroy(m);
+  return pub_status(c, ns, subject, len);
+}
+
+hm_status hm_conn_request_hdrs(hm_conn_t *c, const char *subject,
+                               const void *data, size_t len,
+                               const char *const *hdrs, int nhdr,
+                               uint64_t timeout_ms, hm_reply_cb cb, void *arg,
+                               uint64_t *id) {
+  if (subject == NULL) return HM_INVAL;
+  return start_request_hdrs(c, subject, data, len, hdrs, nhdr, timeout_ms, 1,
+                            cb, arg, id);
 }
 
 hm_status hm_conn_flush(hm_conn_t *c, uint64_t timeout_ms, hm_reply_cb cb,

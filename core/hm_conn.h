@@ -192,6 +192,17 @@ hm_status hm_conn_request(hm_conn_t *c, const char *subject,
                           int max_replies, hm_reply_cb cb, void *arg,
                           uint64_t *id);
 
+/* hm_conn_request for one reply, with NATS headers: nhdr key/value pairs
+** in hdrs (the caller's, copied before this returns), e.g. JetStream's
+** Nats-Msg-Id. HM_INVAL (hm_conn_error says which) for an empty key, a
+** key with CR, LF, ':' or a space, or a value with CR or LF; HM_NATS when
+** the server takes no headers. */
+hm_status hm_conn_request_hdrs(hm_conn_t *c, const char *subject,
+                               const void *data, size_t len,
+                               const char *const *hdrs, int nhdr,
+                               uint64_t timeout_ms, hm_reply_cb cb, void *arg,
+                               uint64_t *id);
+
 /* A round trip through the server without blocking: `cb` runs (HM_OK,
 ** msg to destroy, done 1) once the server has processed everything this
 ** connection sent before, subscriptions included; HM_TIMEOUT after

@@ -690,6 +690,7 @@ int luaopen_hemera_core(lua_State *L) {
   hm_lua_open_budget(L);
   hm_lua_open_envelope(L);
   hm_lua_open_micro(L);
+  hm_lua_open_js(L);
 
   if (luaL_loadbuffer(L, trampoline_src, sizeof trampoline_src - 1,
                       "=hemera.trampoline") != LUA_OK)

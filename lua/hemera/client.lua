@@ -215,6 +215,8 @@ local function finish_reply(self, actx, st, msg)
   return result, err
 end
 
+M.prepare = prepare -- for hemera.durable, whose acts are built the same way
+
 -- The outcome of an act that ends before a request goes out: to the
 -- callback (in a coroutine) or returned.
 local function outcome(actx, on_reply, result, err)

@@ -27,6 +27,7 @@ local server = require "hemera.server"
 local client = require "hemera.client"
 local config_mod = require "hemera.config"
 local micro = require "hemera.micro"
+local durable = require "hemera.durable"
 
 local spawn, nuid = core.spawn, core.nuid
 local copy, call = util.copy, util.call
@@ -261,6 +262,7 @@ function Hemera:add(p, handler)
     sok, serr = core.subject_check(q, "queue", "queue$")
     if not sok then hemera_error(serr, { topic = p.topic }, 2) end
   end
+  local dcfg = p["durable$"] ~= nil and durable.check_add(self, p, 2) or nil
   local transport = {
     topic = p.topic,
     pubsub = p["pubsub$"] == true or nil,
@@ -292,6 +294,7 @@ function Hemera:add(p, handler)
     list_topic(i, p.topic)
     if i.conn then subscribe(self, t) end
   end
+  if dcfg then durable.add(self, t, dcfg, 2) end
   for _, hook in ipairs(self._ext.onAdd) do
     local ok, herr = call(hook, def)
     if not ok then error(herr, 2) end
@@ -358,6 +361,12 @@ function Hemera:act(p, cb)
     hemera_error("act callback must be a function, got " .. type(cb), nil, 2)
   end
   p = check_act(self, p, 2)
+  if p["durable$"] ~= nil and p["durable$"] ~= false then
+    if not cb and not core.in_coroutine() then
+      hemera_error("A durable act outside a Hemera coroutine needs a callback", nil, 2)
+    end
+    return durable.act(self, p, cb)
+  end
   if not cb and not core.in_coroutine() then
     hemera_error("act outside a Hemera coroutine needs a callback: hemera:act(pattern, function(err, result) ... end)", nil, 2)
   end
@@ -375,6 +384,13 @@ function Hemera:stream(p)
   end
   return client.stream(self, p)
 end
+
+-- hemera:replay{stream, from_seq | from_time, filter} -> iterator over
+-- stored messages (hemera.durable).
+function Hemera:replay(opts) return durable.replay(self, opts) end
+
+-- hemera:kv(bucket [, opts]) -> a JetStream KV bucket (hemera.durable).
+function Hemera:kv(bucket, opts) return durable.kv(self, bucket, opts) end
 
 -- }==================================================================
 

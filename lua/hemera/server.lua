@@ -203,7 +203,8 @@ local function deliver(owner, ctx, reply)
     if st == "sent" then
       reply._published = true
     elseif st == "noreply" then
-      if reply.error then
+      -- A durable message (ctx.delivery) is answered by its ack or nak.
+      if reply.error and not rawget(ctx, "delivery") then
         log:warn("Request failed, and it has no reply subject to tell", { topic = ctx.topic, error = reply.error })
       end
     elseif st == "closed" then
