@@ -55,7 +55,7 @@ local function state(i)
   local d = i.durable
   if not d then
     d = { consumers = {}, readers = {},
-          stats = { acked = 0, nacked = 0, terminated = 0, ack_unconfirmed = 0, progress = 0,
+          stats = { acked = 0, nacked = 0, terminated = 0, ack_unconfirmed = 0, ack_late = 0, progress = 0,
                     redelivered = 0, lost_pulls = 0, published = 0, duplicates = 0, retries = 0 } }
     i.durable = d
   end
@@ -513,7 +513,8 @@ local function handle(c, subject, reply, data)
     conn:done()
     return
   end
-  local e = { reply = reply, last = hrtime() }
+  local arrived = hrtime()
+  local e = { reply = reply, last = arrived }
   c.running[e] = true
   c.inflight = c.inflight + 1
   -- Counted as running until the ack is out: close waits for it.
@@ -537,6 +538,15 @@ local function handle(c, subject, reply, data)
         d.stats.ack_unconfirmed = d.stats.ack_unconfirmed + 1
         owner.log:warn("Durable ack not confirmed: the message may run again",
           { topic = c.topic, stream = delivery.stream, seq = delivery.stream_seq, error = st })
+      elseif hrtime() - arrived > cfg.ackWait / 2 then
+        -- JetStream's ack timer started before the message got here: an
+        -- ack confirmed this late may have lost the race with a
+        -- redelivery to another worker.
+        d.stats.acked = d.stats.acked + 1
+        d.stats.ack_late = d.stats.ack_late + 1
+        owner.log:warn("Durable ack confirmed late: the message may run again",
+          { topic = c.topic, stream = delivery.stream, seq = delivery.stream_seq,
+            ms = math.floor(hrtime() - arrived), ackWait = cfg.ackWait })
       else
         d.stats.acked = d.stats.acked + 1
       end

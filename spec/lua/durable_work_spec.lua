@@ -1,0 +1,204 @@
+-- Durable work under faults: 10,000 durable acts, three worker processes
+-- sharing one durable consumer, one worker SIGKILLed mid-run and one
+-- restart of the JetStream server. Every order is processed at least once
+-- and stored once; every duplicate is explained: its earlier run was by
+-- the killed worker, or its ack was not confirmed (or confirmed late).
+--
+-- Workers report each order they processed to the shared test server (not
+-- the one restarted), and flush that report before returning, so a report
+-- is on that server before the ack goes out.
+local Hemera = require "hemera"
+local core = require "hemera.core"
+local durable = require "hemera.durable"
+local h = require "helper"
+local natsproc = require "natsproc"
+local jsproc = require "jsproc"
+
+local bin = assert(os.getenv("HEMERA_BIN"), "HEMERA_BIN is not set")
+
+local N, WINDOW, KILL_AT, RESTART_AT = 10000, 200, 2500, 5000
+
+local WORKER = [[
+local Hemera = require "hemera"
+local core = require "hemera.core"
+local pid = io.open("/proc/self/stat"):read("l"):match("^(%%d+)")
+local results = assert(core.connect { servers = %q })
+local subject = %q
+local function notice(t) results:publish(subject, Hemera.encode(t)) end
+-- The durable module's warnings about acks name the message: reported.
+local logger = {}
+for _, level in ipairs { "fatal", "error", "warn", "info", "debug", "trace" } do
+  logger[level] = function(_, msg, fields)
+    if type(msg) == "string" and msg:find("Durable ack", 1, true) then
+      notice { kind = "ack", pid = pid, seq = fields and fields.seq, msg = msg }
+    elseif level == "error" or level == "fatal" then
+      io.stderr:write(msg, " ", Hemera.encode(fields or {}), "\n")
+    end
+  end
+end
+local hemera = Hemera.new { timeout = 1000, logger = logger, closeTimeout = 10000,
+                            nats = { reconnectWait = 100, maxReconnect = -1 } }
+hemera:add({ topic = "orders", cmd = "create",
+             ["durable$"] = { stream = "ORDERS", consumer = "workers", ackWait = 2000,
+                              pullExpires = 1000, backoff = { 100 }, maxDeliver = 50 } },
+  function(req, ctx)
+    notice { kind = "done", k = req.k, pid = pid, seq = ctx.delivery.stream_seq, count = ctx.delivery.count }
+    local st = results:flush(5000)
+    if st then error("the report was not confirmed: " .. st) end
+    return { ok = true }
+  end)
+-- SIGTERM closes: running messages finish and their acks are settled
+-- first, so every ack warning was reported before "closed".
+hemera:ext("onClose", function()
+  notice { kind = "closed", pid = pid }
+  results:flush(5000)
+  results:close()
+end)
+hemera:ready(function(err)
+  if err then io.stderr:write(tostring(err), "\n"); os.exit(2) end
+  notice { kind = "ready", pid = pid }
+end)
+]]
+
+local function read_all(path)
+  local f = io.open(path)
+  if not f then return "" end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+describe("durable work under faults", function()
+  it("processes 10,000 durable acts at least once through a worker kill and a server restart", function()
+    local srv = jsproc.start { name = "js-work" }
+    local dir = assert(io.popen("mktemp -d \"${TMPDIR:-/tmp}/hemera-durable.XXXXXX\"")):read("l")
+    local subject = h.topic("durable.report")
+    local script = dir .. "/worker.lua"
+    local f = assert(io.open(script, "w"))
+    f:write(WORKER:format(h.url, subject))
+    f:close()
+    local function outputs()
+      return read_all(dir .. "/out1.txt") .. read_all(dir .. "/out2.txt") .. read_all(dir .. "/out3.txt")
+    end
+    local pids = {}
+    local ok, err = pcall(natsproc.run, function()
+      local reports = natsproc.raw(h.url)
+      local ready, all_ready = 0, h.future()
+      local runs, distinct, all_done = {}, 0, h.future()
+      local unsure = {} -- stream seq -> true: an ack not confirmed, or late
+      local by_pid = {}
+      local closed, both_closed = 0, h.future()
+      assert(reports:subscribe(subject, nil, 0, function(_, _, data)
+        local r = core.decode(data)
+        if r.kind == "ready" then
+          ready = ready + 1
+          pids[ready] = r.pid
+          if ready == 3 then all_ready:set(true) end
+        elseif r.kind == "done" then
+          local list = runs[r.k]
+          if not list then
+            list = {}
+            runs[r.k] = list
+            distinct = distinct + 1
+            if distinct == N then all_done:set(true) end
+          end
+          list[#list + 1] = r
+          by_pid[r.pid] = (by_pid[r.pid] or 0) + 1
+        elseif r.kind == "ack" then
+          unsure[r.seq] = true
+        elseif r.kind == "closed" then
+          closed = closed + 1
+          if closed == 2 then both_closed:set(true) end
+        end
+      end))
+      assert(reports:flush(5000) == nil)
+      for k = 1, 3 do
+        os.execute(("sh -c 'exec timeout -s KILL 120 %s --server %s %s >%s/out%d.txt 2>&1' &")
+          :format(bin, srv.url, script, dir, k))
+      end
+      assert(all_ready:wait(20000), "the workers did not start:\n" .. outputs())
+      local victim = pids[1]
+
+      local p = Hemera.new { servers = srv.url, nats = { reconnectWait = 100, maxReconnect = -1 } }
+      assert(p:ready())
+      local sent, acked, failures, app_retries, dup_acks = 0, 0, {}, 0, 0
+      local seqs, acked_all = {}, h.future()
+      local send
+      local restarted = h.future()
+      local function on_ack(k)
+        return function(e, ack)
+          if e then
+            -- The producer's own retry: the same request id again.
+            app_retries = app_retries + 1
+            if app_retries > 1000 then failures[#failures + 1] = tostring(e) end
+            p:act({ topic = "orders", cmd = "create", k = k, requestId_ = "order-" .. k,
+                    ["durable$"] = true, timeout_ = 15000 }, on_ack(k))
+            return
+          end
+          acked = acked + 1
+          if ack.duplicate then dup_acks = dup_acks + 1 end
+          seqs[k] = ack.seq
+          if acked == KILL_AT then os.execute("kill -KILL " .. victim) end
+          if acked == RESTART_AT then
+            Hemera.spawn(function()
+              srv:restart()
+              restarted:set(true)
+            end)
+          end
+          if acked == N then acked_all:set(true) else send() end
+        end
+      end
+      send = function()
+        if sent == N then return end
+        sent = sent + 1
+        p:act({ topic = "orders", cmd = "create", k = sent, requestId_ = "order-" .. sent,
+                ["durable$"] = true, timeout_ = 15000 }, on_ack(sent))
+      end
+      for _ = 1, WINDOW do send() end
+      assert(acked_all:wait(50000), ("only %d of %d acts were acked"):format(acked, N))
+      assert.same({}, failures)
+      assert(restarted:wait(10000))
+      assert(all_done:wait(50000), ("only %d of %d orders were processed:\n%s"):format(distinct, N, outputs()))
+      os.execute(("kill -TERM %s %s"):format(pids[2], pids[3]))
+      assert(both_closed:wait(20000), "the workers did not close:\n" .. outputs())
+
+      -- Stored once each: retries (the durable act's own and the
+      -- producer's) were removed by the duplicate window.
+      local info = assert(durable.api(p._i, "STREAM.INFO.ORDERS"))
+      assert.equal(N, info.state.messages)
+      local seen = {}
+      for k = 1, N do
+        assert.is_nil(seen[seqs[k]], "two orders with one sequence")
+        seen[seqs[k]] = true
+      end
+      -- Every duplicate explained.
+      local dups, by_victim, by_unsure = 0, 0, 0
+      for k = 1, N do
+        local list = runs[k]
+        for n = 1, #list - 1 do
+          dups = dups + 1
+          if list[n].pid == victim then
+            by_victim = by_victim + 1
+          elseif unsure[list[n].seq] then
+            by_unsure = by_unsure + 1
+          else
+            error(("order %d ran again after a confirmed ack: %s"):format(k, core.encode(list)))
+          end
+        end
+      end
+      local st = durable.stats(p)
+      print(("\n  durable work: %d orders, duplicates %d (%d after the killed worker, %d after an unconfirmed or late ack); "
+        .. "producer retries %d in the act, %d by the producer, %d acks said duplicate; runs per worker %s")
+        :format(N, dups, by_victim, by_unsure, st.retries, app_retries, dup_acks, core.encode(by_pid)))
+      assert.is_true((by_pid[victim] or 0) > 0, "the killed worker had processed nothing")
+      assert.is_true((by_pid[pids[2]] or 0) + (by_pid[pids[3]] or 0) > N / 2)
+      p:close()
+    end, 110000)
+    for _, pid in ipairs(pids) do
+      if natsproc.alive(tonumber(pid)) then os.execute("kill -KILL " .. pid) end
+    end
+    jsproc.stop_all()
+    os.execute("rm -rf '" .. dir .. "'")
+    if not ok then error(err, 0) end
+  end)
+end)
