@@ -16,11 +16,13 @@
 --   bloomrun <patterns> <mix> <lookups/s> <bytes/pattern> <agree>
 --   topics <N> <add s> <remove s> <close s>     CPU seconds (bench/topics.lua)
 --   budget <pcall instr/req> <budget_call instr/req> <extra %>   (bench/budget_cost.sh)
+--   durable act <n> <s> | durable work <workers> <n> <s>          (bench/durable.lua)
 
 local path = assert(arg[1], "usage: report.lua <results.txt>")
 
 local meta, rpc, cpu, client_hwm, svc, startup, router, bloom = {}, {}, {}, {}, {}, {}, {}, {}
 local topics, budget
+local durable_rows = {}
 local function words(line)
   local t = {}
   for w in line:gmatch("%S+") do t[#t + 1] = w end
@@ -59,6 +61,13 @@ for line in io.lines(path) do
   elseif kind == "topics" then
     local t = { n = tonumber(w[2]), add = tonumber(w[3]), remove = tonumber(w[4]), close = tonumber(w[5]) }
     if t.n and t.add and t.remove and t.close then topics = t end
+  elseif kind == "durable" then
+    if w[2] == "act" then
+      durable_rows[#durable_rows + 1] = { what = "durable acts, publish-acked (256 in flight)", n = tonumber(w[3]), s = tonumber(w[4]) }
+    elseif w[2] == "work" then
+      durable_rows[#durable_rows + 1] = { what = ("durable action, %s worker process(es), acked"):format(w[3]),
+                                          n = tonumber(w[4]), s = tonumber(w[5]) }
+    end
   elseif kind == "bloomrun" then
     bucket(bloom, tonumber(w[2]))[w[3]] = { rps = tonumber(w[4]), bytes = tonumber(w[5]), agree = w[6] }
   end
@@ -415,6 +424,19 @@ section("router table", function()
     print("= naive / = bloomrun: of the first 256 requests (naive: 32 at 100,000 patterns), how many routed to the")
     print("same pattern as hm_router. bloomrun scans whole buckets in bucket order, so with overlapping patterns it")
     print("can pick a later-added pattern than the earliest match (spec section 2); those show up here.")
+  end
+end)
+section("durable work", function()
+  if durable_rows[1] then
+    print()
+    print(("%-50s %8s %9s %10s"):format("durable work (JetStream, own server)", "messages", "seconds", "msgs/s"))
+    print(("-"):rep(80))
+    for _, r in ipairs(durable_rows) do
+      if r.n and r.s and r.s > 0 then
+        print(("%-50s %8d %9.2f %10.0f"):format(r.what, r.n, r.s, r.n / r.s))
+      end
+    end
+    print("work rows: from starting the workers to the consumer's ack floor at the last message (start-up included).")
   end
 end)
 if meta.rpc_seconds then print(("\n(requests/s phase: %s s)"):format(meta.rpc_seconds)) end

@@ -42,6 +42,7 @@
 #   BENCH_NODE     0 skips everything Node
 #   BENCH_BUDGET   0 skips the handler budget's cost (callgrind, ~1 min)
 #   BENCH_IDLE_TOPICS  idle topics of the "idle" Lua service (default 5000)
+#   BENCH_DURABLE  0 skips durable work (JetStream); BENCH_DURABLE_N acts (20000)
 #   BENCH_KEEP     1 keeps the work directory (raw outputs) and prints it
 # Node parts need node and npm; tools/bench-setup.sh installs nats-hemera
 # 7.0.2, nats 1.2.6 and bloomrun 4.1.1 into <build-dir>/bench-node from
@@ -319,6 +320,15 @@ if [ "${BENCH_BUDGET:-1}" != 0 ] && command -v valgrind >/dev/null; then
   # The request-sized handler, budget on (the default mode).
   awk '/^work handler/ { w = 1 } w && /budget \(default\)/ {
          print "budget", $(NF-3), $(NF-2), $NF; exit }' "$work/budget.out" | tr -d '%+' >>"$results"
+fi
+# }
+
+# {---------------------------------------------------------------- durable
+# JetStream: its own server with a temporary store (the shared one has no -js).
+if [ "${BENCH_DURABLE:-1}" != 0 ]; then
+  note "durable work: ${BENCH_DURABLE_N:-20000} durable acts, then consumed by 1 and by 3 worker processes"
+  "$hemera" bench/durable.lua "${BENCH_DURABLE_N:-20000}" 2>"$work/durable.err" | grep '^durable ' >>"$results" \
+    || note "durable failed: $(tail -3 "$work/durable.err")"
 fi
 # }
 
