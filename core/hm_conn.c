@@ -1267,45 +1267,6 @@ hm_status hm_conn_publish(hm_conn_t *c, const char *subject,
   return pub_status(c, ns, subject, len);
 }
 
-static int header_ok(const char *s, int is_key) {
-  for (; *s; s++)
-    if (*s == '\r' || *s == '\n' || (is_key && (*s == ':' || *s == ' ')))
-      return 0;
-  return 1;
-}
-
-hm_status hm_conn_publish_hdrs(hm_conn_t *c, const char *subject,
-                               const void *data, size_t len,
-                               const char *const *hdrs, int nhdr) {
-  natsMsg *m = NULL;
-  natsStatus ns;
-  int k;
-  if (c->closing || c->nats_closed) return HM_CLOSED;
-  if (hm_subject_check_line(subject, subject ? strlen(subject) : 0,
-                            HM_SUBJ_PUBLISH, NULL, 0, c->err,
-                            sizeof c->err) != HM_OK)
-    return HM_SUBJECT;
-  if (len > INT32_MAX) return pub_status(c, NATS_MAX_PAYLOAD, subject, len);
-  for (k = 0; k < nhdr; k++) {
-    if (!header_ok(hdrs[2 * k], 1) || !header_ok(hdrs[2 * k + 1], 0)) {
-      snprintf(c->err, sizeof c->err,
-               "header '%.64s' of a publish to '%s': a key must not hold CR, "
-               "LF, ':' or a space, a value not CR or LF",
-               hdrs[2 * k], subject);
-      return HM_INVAL;
-    }
-  }
-  ns = natsMsg_Create(&m, subject, NULL, data, (int)len);
-  for (k = 0; ns == NATS_OK && k < nhdr; k++)
-    ns = natsMsgHeader_Set(m, hdrs[2 * k], hdrs[2 * k + 1]);
-  if (ns == NATS_OK) ns = natsConnection_PublishMsg(c->nc, m);
-  natsMsg_Destroy(m);
-  if (ns == NATS_NO_SERVER_SUPPORT) {
-    ns = natsConnection_Publish(c->nc, subject, data, (int)len);
-  }
-  return pub_status(c, ns, subject, len);
-}
-
 static void on_mux_msg(hm_sub_t *s, natsMsg *msg, void *arg) {
   /* Unused: mux messages are routed in drain_subs(). */
   hm_msg_destroy(msg);
@@ -1326,7 +1287,7 @@ static hm_status ensure_mux(hm_conn_t *c) {
 
 static hm_status publish_hdrs(hm_conn_t *c, const char *subject,
                               const char *reply, const void *data, size_t len,
-                              const char *const *hdrs, int nhdr);
+                              const char *const *hdrs, int nhdr, int bare);
 
 /* Registers a pending record and publishes `data` to `subject` with the
 ** record's inbox as reply subject, with nhdr headers when nhdr > 0; with
@@ -1378,7 +1339,7 @@ static hm_status start_request_hdrs(hm_conn_t *c, const char *subject,
   /* Publish after the record exists: a reply can never beat it, since
   ** replies are only dispatched from the loop anyway. */
   if (subject != NULL && nhdr > 0)
-    st = publish_hdrs(c, subject, reply, data, len, hdrs, nhdr);
+    st = publish_hdrs(c, subject, reply, data, len, hdrs, nhdr, 0);
   else if (subject != NULL)
     st = hm_conn_publish(c, subject, reply, data, len);
   else
@@ -1419,9 +1380,11 @@ static int header_bad(const char *s, int is_key) {
   return 0;
 }
 
+/* bare: a server without header support gets the message without them
+** (headers that only add information, as ADR-32's error headers do). */
 static hm_status publish_hdrs(hm_conn_t *c, const char *subject,
                               const char *reply, const void *data, size_t len,
-                              const char *const *hdrs, int nhdr) {
+                              const char *const *hdrs, int nhdr, int bare) {
   natsMsg *m = NULL;
   natsStatus ns;
   int k;
@@ -1447,7 +1410,20 @@ static hm_status publish_hdrs(hm_conn_t *c, const char *subject,
     ns = natsMsgHeader_Set(m, hdrs[2 * k], hdrs[2 * k + 1]);
   if (ns == NATS_OK) ns = natsConnection_PublishMsg(c->nc, m);
   natsMsg_Destroy(m);
+  if (ns == NATS_NO_SERVER_SUPPORT && bare) {
+    if (reply)
+      ns = natsConnection_PublishRequest(c->nc, subject, reply, data, (int)len);
+    else
+      ns = natsConnection_Publish(c->nc, subject, data, (int)len);
+  }
   return pub_status(c, ns, subject, len);
+}
+
+hm_status hm_conn_publish_hdrs(hm_conn_t *c, const char *subject,
+                               const void *data, size_t len,
+                               const char *const *hdrs, int nhdr) {
+  if (subject == NULL) return HM_INVAL;
+  return publish_hdrs(c, subject, NULL, data, len, hdrs, nhdr, 1);
 }
 
 hm_status hm_conn_request_hdrs(hm_conn_t *c, const char *subject,
