@@ -42,8 +42,9 @@ void hm_lua_library_close(void);
 ** loop at its next hook point, and from then on every coroutine yields
 ** after each 10 ms slice and is dropped 2 s later if still running, so
 ** the loop keeps running and a graceful close can finish. The host still
-** starts the close itself (the interpreter wakes the loop with
-** uv_async_send, which is async-signal-safe, and calls Hemera.closeAll). */
+** starts the close itself. Hemera.handleSignals (hm_lua_signal.c, which
+** the interpreter uses) does all of this for a host without handlers of
+** its own. */
 void *hm_lua_interrupt_handle(lua_State *L);
 void hm_lua_interrupt(void *handle);
 

@@ -160,6 +160,7 @@ void hm_lua_close_sampler(hm_ctx *ctx);
 void hm_lua_open_budget(lua_State *L); /* core.budget_call */
 void hm_lua_open_envelope(lua_State *L); /* messages, lazy contexts, envelopes */
 void hm_lua_open_js(lua_State *L); /* JetStream's requests with headers */
+void hm_lua_open_signal(lua_State *L); /* handle_signals, stop_run */
 /* }======== */
 
 /* {======== ADR-32 counters and service errors (hm_lua_micro.c) ======== */

@@ -31,6 +31,7 @@ local durable = require "hemera.durable"
 
 local spawn, nuid = core.spawn, core.nuid
 local copy, call = util.copy, util.call
+local traceback = debug.traceback
 
 local Hemera = {}
 Hemera.VERSION = "0.1.0"
@@ -53,8 +54,6 @@ Hemera.null = core.null
 Hemera.array = core.array
 Hemera.regex = pattern.regex
 Hemera.parsePattern = pattern.parse
-Hemera.run = core.run
-Hemera.spawn = core.spawn
 Hemera.sleep = core.sleep
 Hemera.future = core.future
 Hemera.encode = core.encode
@@ -79,6 +78,114 @@ local function hemera_error(msg, fields, level)
 end
 
 -- {==================================================================
+-- Uncaught errors
+-- ===================================================================
+-- An error no Hemera code can answer for (a ready, act or close callback,
+-- a function given to Hemera.spawn, a ready() without callback whose
+-- plugins failed) goes to stderr with its traceback, whatever the log
+-- level; then, by default ("exit"), every instance closes and Hemera.run()
+-- raises, so the process ends with status 1. Hemera.onUncaughtError picks
+-- "log" (keep serving) or a function of its own instead.
+
+local uncaught_policy = "exit"
+local failure -- the first uncaught error under "exit": Hemera.run raises it
+
+-- A traceback ends where Hemera's frames begin: the first xpcall from the
+-- top is the one that caught the error (guarded's, the trampoline's, or
+-- util.call's for a plugin), and what lies below it says nothing about
+-- the script.
+local function trim(tb)
+  local cut = tb:find("\n\t[C]: in function 'xpcall'", 1, true)
+  return cut and tb:sub(1, cut - 1) or tb
+end
+
+-- xpcall message handler: the message (a table error by its __tostring)
+-- with the traceback of where it was raised.
+local function with_traceback(e)
+  if type(e) ~= "string" then
+    local ok, s = pcall(tostring, e)
+    e = ok and type(s) == "string" and s or ("(error object is a " .. type(e) .. " value)")
+  end
+  return trim(traceback(e, 2))
+end
+
+-- An error value's text for the uncaught report: its message, with the
+-- traceback it carries (a Hemera error keeps one in `stack`).
+local function error_text(e)
+  local stack = type(e) == "table" and rawget(e, "stack")
+  local tb = type(stack) == "string" and stack:match("\nstack traceback:.*")
+  return tostring(e) .. (tb and trim(tb) or "")
+end
+
+local function uncaught(text)
+  local policy = uncaught_policy
+  if type(policy) == "function" then
+    local ok, perr = pcall(policy, text)
+    if ok then return end
+    text = text .. "\n(and Hemera.onUncaughtError's handler failed: " .. tostring(perr) .. ")"
+    policy = "exit"
+  end
+  io.stderr:write("hemera: uncaught error: ", text, "\n")
+  if policy == "log" then return end
+  if failure == nil then failure = text end
+  Hemera.shutdown()
+end
+
+-- The core's trampoline reports here what a coroutine started with
+-- core.spawn raised: a string comes with its traceback (debug.traceback),
+-- any other value as it is.
+core.on_error = function(err)
+  uncaught(type(err) == "string" and trim(err) or error_text(err))
+end
+
+-- Runs fn(...) and reports what it raises as uncaught, with the traceback
+-- of where it was raised (the trampoline sees a table error only after
+-- the stack has unwound). Through core.on_error, the one hook for every
+-- uncaught error (a host or a spec may set its own).
+local function report_uncaught(text)
+  local h = core.on_error
+  if h then h(text) else uncaught(text) end
+end
+
+local function guarded(fn, ...)
+  local ok, err = xpcall(fn, with_traceback, ...)
+  if not ok then report_uncaught(err) end
+end
+
+-- Hemera.onUncaughtError("exit" | "log" | fn): what an uncaught error does.
+-- fn(message) gets the error's text with its traceback.
+function Hemera.onUncaughtError(policy)
+  if policy ~= "exit" and policy ~= "log" and type(policy) ~= "function" then
+    hemera_error("Hemera.onUncaughtError: expected \"exit\", \"log\" or a function, got "
+      .. tostring(policy), nil, 2)
+  end
+  uncaught_policy = policy
+end
+
+-- Hemera.spawn(fn, ...): runs fn(...) in a Hemera coroutine, soon.
+function Hemera.spawn(fn, ...)
+  if type(fn) ~= "function" then
+    hemera_error("Hemera.spawn: expected a function, got " .. type(fn), nil, 2)
+  end
+  spawn(guarded, fn, ...)
+end
+
+-- An error or warning that must be seen: through the instance's logger
+-- when it writes that level, else on stderr.
+local function loud(logger, level, msg, fields)
+  if logger.enabled == nil or logger:enabled(level) then
+    logger[level](logger, msg, fields)
+    return
+  end
+  local parts = {}
+  for k, v in pairs(fields or {}) do parts[#parts + 1] = tostring(k) .. "=" .. tostring(v) end
+  table.sort(parts)
+  io.stderr:write("hemera: ", msg, #parts > 0 and (": " .. table.concat(parts, " ")) or "", "\n")
+end
+
+-- }==================================================================
+
+-- {==================================================================
 -- Creation
 -- ===================================================================
 
@@ -100,6 +207,7 @@ function Hemera.new(opts)
     topic_pos = {}, -- topic -> its index in the public hemera.topics list
     ntopics = 0,
     inflight = 0,  -- messages being served now
+    running = {},  -- context -> true while its message is served (for close)
     on_close = {}, -- onClose hooks of every scope: { fn, scope }
   }
   i.router = core.router(cfg.bloomrun.indexing)
@@ -192,8 +300,12 @@ local function subscribe(scope, t)
   local queue = nil
   if not t.pubsub then queue = t.queue or ("queue." .. t.topic) end
   local owner = t.owner
+  local running = i.running
   local sub, err = i.conn:subscribe(t.topic, queue, t.maxMessages or 0, function(ctx)
-    return server.serve(owner, t, ctx)
+    -- Known while it runs, so that close can name what it abandons.
+    running[ctx] = true
+    server.serve(owner, t, ctx)
+    running[ctx] = nil
   end, server.context_mt(owner))
   if not sub then
     -- The core's message names the topic, escaped and cut: a raw topic
@@ -371,7 +483,7 @@ function Hemera:act(p, cb)
     hemera_error("act outside a Hemera coroutine needs a callback: hemera:act(pattern, function(err, result) ... end)", nil, 2)
   end
   if cb then
-    return client.act(self, p, function(err, result, ctx) return cb(err, result, ctx) end)
+    return client.act(self, p, function(err, result, ctx) guarded(cb, err, result, ctx) end)
   end
   return client.act(self, p)
 end
@@ -658,8 +770,9 @@ end
 -- hemera:ready([fn]): connects to NATS (raising a HemeraError with code
 -- CONN_ERR when it cannot), subscribes the topics added so far, loads the
 -- plugins in order, and confirms the subscriptions with the server. Then
--- fn(err) runs in a coroutine (err: a plugin's failure). In a coroutine
--- without fn it returns true, or nil and the error.
+-- fn(err) runs in a coroutine (err: a plugin's failure, or nil). In a
+-- coroutine without fn it returns true, or nil and the error. Outside one
+-- without fn, a failure is an uncaught error: nobody else would hear of it.
 function Hemera:ready(fn)
   local i = self._i
   if i.readied then hemera_error("Hemera was already bootstraped", nil, 2) end
@@ -703,9 +816,10 @@ function Hemera:ready(fn)
   spawn(function()
     local perr = boot()
     if fn then
-      fn(perr)
+      guarded(fn, perr)
     elseif perr then
       self:close()
+      report_uncaught("hemera:ready() failed: " .. error_text(perr))
     end
   end)
   return true
@@ -722,10 +836,43 @@ function Hemera:flush()
   return true
 end
 
+-- Ending Hemera.run() when the loop would not end by itself. A close that
+-- abandoned handlers ends it as soon as every instance has closed: the
+-- abandoned ones (a sleep, a wait) would keep it alive. A shutdown (a
+-- signal, an uncaught error) ends it at most SHUTDOWN_GRACE ms after the
+-- last instance closed: longer than the 2 s the core gives coroutines
+-- that spin after a signal, so those finish or are abandoned (and named)
+-- first. Once a shutdown is through, Hemera.run() returns at once.
+local SHUTDOWN_GRACE = 3000
+local stop_after -- ms, once a stop is due when the last instance has closed
+local shut_down -- nil, "closing" (Hemera.shutdown ran), "done" (all closed)
+
+local function end_run()
+  if stop_after and next(open_instances) == nil then
+    core.stop_run(stop_after)
+    stop_after = nil
+    if shut_down then shut_down = "done" end
+  end
+end
+
+local function abandon(i, limit)
+  local root = i.root
+  i.abandoned = true
+  root.log:warn("Closing with handlers still running", { running = i.inflight })
+  for ctx in pairs(i.running) do
+    local def = rawget(ctx, "matchedAction")
+    local p = def and def.pattern or rawget(ctx, "pattern")
+    loud(root.log, "warn", "Abandoned a handler still running at closeTimeout", {
+      pattern = p and pattern.method(p) or rawget(ctx, "topic"), closeTimeout = limit })
+  end
+end
+
 -- hemera:close([fn]): stops taking requests, lets running handlers finish
 -- (at most closeTimeout ms) and send their replies, flushes and closes the
 -- connection, runs the onClose hooks (last added first), then fn(err) with
--- the first onClose error, if any.
+-- the first onClose error, if any. Handlers still running at closeTimeout
+-- are abandoned (each named with its pattern), and Hemera.run() then ends
+-- once every instance has closed: nothing would ever wake them.
 function Hemera:close(fn)
   local i = self._i
   local root = i.root
@@ -734,7 +881,7 @@ function Hemera:close(fn)
   end
   if i.closing then
     if fn then
-      if i.closed then spawn(fn, i.close_error) else i.close_waiters[#i.close_waiters + 1] = fn end
+      if i.closed then spawn(guarded, fn, i.close_error) else i.close_waiters[#i.close_waiters + 1] = fn end
     end
     return
   end
@@ -755,7 +902,10 @@ function Hemera:close(fn)
     i.closed = true
     i.close_error = first
     open_instances[root] = nil
-    for _, f in ipairs(i.close_waiters) do spawn(f, first) end
+    if i.abandoned then stop_after = 0 end
+    for _, f in ipairs(i.close_waiters) do spawn(guarded, f, first) end
+    -- After the callbacks (the ready queue is FIFO).
+    spawn(end_run)
   end
   if not i.conn then
     root:removeAll()
@@ -802,9 +952,7 @@ function Hemera:close(fn)
       local idle = core.future()
       i.on_drained = function() idle:set(true) end
       local rest = limit - math.floor(core.hrtime() - started)
-      if not idle:wait(rest > 1 and rest or 1) then
-        root.log:warn("Closing with handlers still running", { running = i.inflight })
-      end
+      if not idle:wait(rest > 1 and rest or 1) then abandon(i, limit) end
       i.on_drained = nil
     end
     i.conn:close(finish)
@@ -816,9 +964,45 @@ function Hemera:fatal()
   self:close(function() os.exit(1) end)
 end
 
--- Closes every connected instance (the interpreter calls this on SIGINT).
+-- Closes every connected instance.
 function Hemera.closeAll()
   for inst in pairs(open_instances) do inst:close() end
+end
+
+-- Hemera.shutdown(): closes every instance, then ends Hemera.run() (what
+-- a handled signal does). From then on Hemera.run() returns at once.
+function Hemera.shutdown()
+  shut_down = shut_down or "closing"
+  if stop_after ~= 0 then stop_after = SHUTDOWN_GRACE end
+  Hemera.closeAll()
+  spawn(end_run)
+end
+
+-- Hemera.run(): runs the loop until every instance is closed and nothing
+-- is pending, or a shutdown ended it. Raises a HemeraError (code
+-- UNCAUGHT) when an uncaught error ended it.
+function Hemera.run()
+  if shut_down ~= "done" then core.run() end
+  if failure ~= nil then
+    error(errors.HemeraError("Hemera.run ended by an uncaught error: " .. failure:match("^[^\n]*"),
+      { code = "UNCAUGHT" }), 2)
+  end
+end
+
+local function on_signal(name)
+  io.stderr:write("hemera: ", name, ": closing every instance (again to exit at once)\n")
+  Hemera.shutdown()
+end
+
+-- Hemera.handleSignals{ "SIGINT", "SIGTERM" }: on the first of these
+-- signals, Hemera.shutdown(); a second one exits at once (status 128 +
+-- the signal's number). See hm_lua_signal.c.
+function Hemera.handleSignals(names)
+  if type(names) ~= "table" then
+    hemera_error("Hemera.handleSignals: expected a list of signal names such as "
+      .. "{ \"SIGINT\", \"SIGTERM\" }, got " .. type(names), nil, 2)
+  end
+  core.handle_signals(names, on_signal)
 end
 
 function Hemera:stats() return self._i.conn and self._i.conn:stats() end

@@ -352,7 +352,9 @@ end)
 ]]):format(topic, topic), function(pid) os.execute("kill -TERM " .. pid) end)
     assert.equal(0, status, out)
     assert.truthy(out:find("onClose ran", 1, true), out)
-    assert.truthy(out:find("abandoned 1 coroutine", 1, true), out)
+    -- Abandoned at closeTimeout, named by its pattern.
+    assert.truthy(out:find("Abandoned a handler still running at closeTimeout: closeTimeout=200 pattern=topic:"
+      .. topic, 1, true), out)
   end)
 
   it("exits at once on a second signal while Lua cannot yield", function()
