@@ -1,4 +1,8 @@
--- A client of the math service: `hemera examples/math_client.lua`.
+-- A client of the math service: `hemera examples/math_client.lua` while
+-- `hemera examples/math_service.lua` runs in another terminal (with no
+-- server configured, both use the shared local nats-server). Alone, its
+-- first assert fails on a TimeoutError: the interpreter prints it with its
+-- traceback and exits 1.
 local Hemera = require "hemera"
 
 local hemera = Hemera.new { name = "math-client" }

@@ -1,6 +1,7 @@
 -- A math service. Run it with `hemera examples/math_service.lua`; it serves
--- until Ctrl-C. Start as many as you like: NATS balances requests across
--- them (queue group "queue.math", the same as Node Hemera's).
+-- until Ctrl-C (which drains: requests in flight are answered). Start as
+-- many as you like: NATS balances requests across them (queue group
+-- "queue.math", the same as Node Hemera's).
 -- HEMERA_LOG=info shows a log line per request.
 local Hemera = require "hemera"
 
