@@ -71,10 +71,21 @@ static int l_devserver_url(lua_State *L) {
   return 1;
 }
 
+/* require("hemera.devserver").find(): the server a tool should use when
+** none is named, without starting one (hm_shared_server_find), or nil. */
+static int l_devserver_find(lua_State *L) {
+  const char *u = hm_shared_server_find(progname);
+  if (u != NULL) lua_pushstring(L, u);
+  else lua_pushnil(L);
+  return 1;
+}
+
 static int open_devserver(lua_State *L) {
   lua_newtable(L);
   lua_pushcfunction(L, l_devserver_url);
   lua_setfield(L, -2, "url");
+  lua_pushcfunction(L, l_devserver_find);
+  lua_setfield(L, -2, "find");
   return 1;
 }
 

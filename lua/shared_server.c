@@ -458,17 +458,50 @@ static int start_supervisor(srvinfo *si, char *why, size_t n) {
   return -1;
 }
 
+/* The probe address ($HEMERA_PROBE): 1 and its URL in url when a server
+** answers there; 0 when none does (said: the words for it, or "" when the
+** probe is off); -1 when the variable is bad (said on stderr). */
+static int probe(const char *progname, char *url, size_t n, char *said,
+                 size_t saidn) {
+  const char *probe = getenv("HEMERA_PROBE");
+  char host[64];
+  int port = 0;
+  said[0] = '\0';
+  if (probe == NULL || *probe == '\0') probe = DEFAULT_PROBE;
+  if (strcmp(probe, "none") == 0) return 0;
+  if (parse_hostport(probe, host, sizeof host, &port) != 0) {
+    fprintf(stderr, "%s: HEMERA_PROBE must be host:port or none, got '%s'\n",
+            progname, probe);
+    return -1;
+  }
+  if (tcp_answers(host, port)) {
+    snprintf(url, n, "nats://%s:%d", host, port);
+    return 1;
+  }
+  snprintf(said, saidn, " and none on nats://%s:%d", host, port);
+  return 0;
+}
+
+const char *hm_shared_server_find(const char *progname) {
+  static char url[96];
+  char why[PATH_MAX + 128], said[96];
+  srvinfo si;
+  int p = probe(progname, url, sizeof url, said, sizeof said);
+  if (p != 0) return p > 0 ? url : NULL;
+  if (open_state_dir(why, sizeof why) != 0) return NULL;
+  if (read_server(&si) != 0 || !server_alive(&si)) return NULL;
+  snprintf(url, sizeof url, "%s", si.url);
+  return url;
+}
+
 const char *hm_shared_server_url(const char *progname) {
   static char url[96];
   static int done = 0;
-  char why[PATH_MAX + 128], probe_host[64], said[96];
-  const char *probe = getenv("HEMERA_PROBE");
-  int probe_port = 0, lockfd, started = 0;
+  char why[PATH_MAX + 128], said[96];
+  int lockfd, started = 0, p;
   srvinfo si;
   if (done) return url[0] ? url : NULL;
   done = 1;
-  if (probe == NULL || *probe == '\0') probe = DEFAULT_PROBE;
-  said[0] = '\0';
   if (grace_ms() < 0) {
     fprintf(stderr,
             "%s: HEMERA_SERVER_GRACE must be milliseconds from 0 to 86400000, "
@@ -476,19 +509,8 @@ const char *hm_shared_server_url(const char *progname) {
             progname, getenv("HEMERA_SERVER_GRACE"));
     return NULL;
   }
-  if (strcmp(probe, "none") != 0) {
-    if (parse_hostport(probe, probe_host, sizeof probe_host, &probe_port) != 0) {
-      fprintf(stderr, "%s: HEMERA_PROBE must be host:port or none, got '%s'\n",
-              progname, probe);
-      return NULL;
-    }
-    if (tcp_answers(probe_host, probe_port)) {
-      snprintf(url, sizeof url, "nats://%s:%d", probe_host, probe_port);
-      return url;
-    }
-    snprintf(said, sizeof said, " and none on nats://%s:%d", probe_host,
-             probe_port);
-  }
+  p = probe(progname, url, sizeof url, said, sizeof said);
+  if (p != 0) return p > 0 ? url : NULL;
   if (open_state_dir(why, sizeof why) != 0) {
     fprintf(stderr, "%s: no NATS server given%s; %s\n", progname, said, why);
     return NULL;

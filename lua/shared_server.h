@@ -26,6 +26,12 @@
 ** process stays a user of the shared server until it exits. */
 const char *hm_shared_server_url(const char *progname);
 
+/* For tools that use a server but never start one (the CLI's verbs): the
+** probe address if something answers there, else the shared server if one
+** runs (not joined), else NULL. Says nothing on stderr except about a bad
+** $HEMERA_PROBE. Returns a static string. */
+const char *hm_shared_server_find(const char *progname);
+
 /* `hemera server status|stop|_supervise`: returns the exit status, or -1
 ** when argv[0] is not one of these (the caller prints its usage). */
 int hm_shared_server_main(const char *progname, int argc, char **argv);

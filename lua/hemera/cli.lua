@@ -8,8 +8,9 @@
 --   hemera watch TOPIC                        print each message of a topic
 --   hemera --version                          library, Lua, cnats, libuv
 --
--- Every verb takes --server URL (else $HEMERA_NATS_URL, else
--- nats://127.0.0.1:4222; the CLI never starts a server of its own),
+-- Every verb takes --server URL (else $HEMERA_NATS_URL, else the probe
+-- address 127.0.0.1:4222 if it answers, else the interpreter's shared
+-- server if one runs; the CLI never starts a server of its own),
 -- --timeout MS and --json. Exit status: 0 on success, 1 on an error reply,
 -- a timeout or no answer at all (ping, stats), or a connection failure, 2
 -- on a usage error.
@@ -40,7 +41,8 @@ usage: hemera act PATTERN [--meta] [--stream]
        hemera watch TOPIC
        hemera --version
 options (every verb):
-  --server URL   NATS server (else $HEMERA_NATS_URL, else nats://127.0.0.1:4222)
+  --server URL   NATS server (else $HEMERA_NATS_URL, else 127.0.0.1:4222 if it
+                 answers, else the interpreter's shared server if it runs)
   --timeout MS   act: the request's timeout (2000); ls, ping, stats: how long
                  to wait after the last answer (1000); watch: stop after MS
   --json         print JSON instead of text
@@ -410,7 +412,11 @@ function M.main(argv)
     end
   end
   local url = opts.server or os.getenv("HEMERA_NATS_URL")
-  if url == nil or url == "" then url = "nats://127.0.0.1:4222" end
+  if url == nil or url == "" then
+    -- The interpreter's shared server, when one runs (never started here).
+    local ok, dev = pcall(require, "hemera.devserver")
+    url = ok and dev.find and dev.find() or "nats://127.0.0.1:4222"
+  end
   local status = 1
   Hemera.spawn(function()
     local h = Hemera.new {

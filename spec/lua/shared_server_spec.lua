@@ -6,6 +6,7 @@
 -- sets no grace period (HEMERA_SERVER_GRACE=0).
 local natsproc = require "natsproc"
 local Hemera = require "hemera"
+local core = require "hemera.core"
 
 local bin = assert(os.getenv("HEMERA_BIN"), "HEMERA_BIN is not set")
 
@@ -104,6 +105,20 @@ describe("the shared default nats-server", function()
     assert.is_true(has(text, "1 + 2 = 3"), text)
     assert.is_true(has(text, "sum of 1..4 = 10"), text)
     assert.is_true(has(text, "1 / 0 fails: DivisionByZero"), text)
+    -- A third terminal: `hemera ls` finds the shared server without being
+    -- told, and lists the service with its endpoint and what it served.
+    status, text = run(state, "ls --json --timeout 500")
+    assert.equal(0, status, text)
+    local listed = core.decode(text:match("^(.-)EXIT=") or text)
+    assert.is_table(listed, text)
+    local math_ep
+    for _, svc in ipairs(listed) do
+      for _, ep in ipairs(svc.endpoints or {}) do
+        if ep.subject == "math" then math_ep = ep end
+      end
+    end
+    assert.is_table(math_ep, text)
+    assert.is_true(math_ep.num_requests >= 3, text)
     -- Ctrl-C in the first terminal: the service drains and exits 0.
     local service_pid = assert(io.popen("pgrep -f -n " .. shell_quote("^" .. bin .. " examples/math_service.lua$")))
       :read("l")
