@@ -692,6 +692,7 @@ int luaopen_hemera_core(lua_State *L) {
   hm_lua_open_micro(L);
   hm_lua_open_js(L);
   hm_lua_open_signal(L);
+  hm_lua_open_jwt(L);
 
   if (luaL_loadbuffer(L, trampoline_src, sizeof trampoline_src - 1,
                       "=hemera.trampoline") != LUA_OK)

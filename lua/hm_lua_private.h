@@ -161,6 +161,7 @@ void hm_lua_open_budget(lua_State *L); /* core.budget_call */
 void hm_lua_open_envelope(lua_State *L); /* messages, lazy contexts, envelopes */
 void hm_lua_open_js(lua_State *L); /* JetStream's requests with headers */
 void hm_lua_open_signal(lua_State *L); /* handle_signals, stop_run */
+void hm_lua_open_jwt(lua_State *L);   /* core.jwt: hemera.jwt's crypto */
 /* }======== */
 
 /* {======== ADR-32 counters and service errors (hm_lua_micro.c) ======== */
