@@ -100,7 +100,7 @@ describe("Hemera.handleSignals in a plain lua5.4", function()
       local done = h.future()
       c:act({ topic = topic, k = 21, timeout_ = act_timeout }, function(err, res) done:set(err or res) end)
       local pid = assert(entered:wait(10000), "the handler did not start")
-      send(pid)
+      send(pid, dir)
       outcome = done:wait(25000)
       Hemera.closeAll()
     end, 40000)
@@ -119,9 +119,15 @@ describe("Hemera.handleSignals in a plain lua5.4", function()
   end)
 
   it("exits at once with 128 + 15 on a second signal while the close still waits", function()
-    local outcome, status, text = serve_and_signal(60000, 1e9, 1500, function(pid)
-      -- Two different signals, so they cannot merge into one pending one.
-      os.execute("kill -INT " .. pid .. "; kill -TERM " .. pid)
+    local outcome, status, text = serve_and_signal(60000, 1e9, 1500, function(pid, dir)
+      -- The second only once the first was taken: sent back to back, the
+      -- two can land on two threads of the process in either order.
+      os.execute("kill -INT " .. pid)
+      for _ = 1, 500 do
+        if has(read_out(dir), "SIGINT: closing every instance") then break end
+        Hemera.sleep(10)
+      end
+      os.execute("kill -TERM " .. pid)
     end)
     assert.equal(143, status, text)
     assert.is_false(has(text, "Hemera.run returned"), text)
