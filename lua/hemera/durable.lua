@@ -780,9 +780,12 @@ local function rfc3339_ns(ns)
 end
 
 -- RFC 3339 from ms since the epoch (a double: to the microsecond, rounded
--- down so that a message stamped at `ms` is in).
+-- down so that a message stamped at `ms` is in). A double near 1.7e12 ms
+-- is only good to about 0.13 us, so ms * 1000 can land just past the
+-- stamp's microsecond: a quarter microsecond off first keeps the start at
+-- or before the stamp (and at most ~1.4 us before it).
 local function rfc3339(ms)
-  return rfc3339_ns(math.floor(ms * 1000) * 1000)
+  return rfc3339_ns(math.floor(ms * 1000 - 0.25) * 1000)
 end
 M.rfc3339, M.rfc3339_ns = rfc3339, rfc3339_ns
 
