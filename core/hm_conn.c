@@ -661,11 +661,15 @@ static int on_loop_thread(hm_conn_t *c) {
   return uv_thread_equal(&self, &c->loop_thread);
 }
 
+static void free_conn(hm_conn_t *c);
+
 static void poll_closed(uv_handle_t *h) {
   hm_conn_t *c = h->data;
   free(h);
   c->polls_open--;
-  try_finish(c);
+  if (!c->finishing) try_finish(c);
+  else if (c->polls_open == 0 && c->handles_open == 0)
+    free_conn(c); /* abandoned: its other handles closed first */
 }
 
 /* How many messages cnats took in since the last look, or -1 when it
@@ -900,7 +904,16 @@ static void free_conn(hm_conn_t *c) {
 
 static void on_handle_closed(uv_handle_t *h) {
   hm_conn_t *c = h->data;
-  if (--c->handles_open == 0) free_conn(c);
+  if (--c->handles_open == 0 && c->polls_open == 0) free_conn(c);
+}
+
+static void finish(hm_conn_t *c) {
+  c->finishing = 1;
+  uv_mutex_lock(&c->qlock);
+  c->qdead = 1;
+  uv_mutex_unlock(&c->qlock);
+  uv_close((uv_handle_t *)&c->wake, on_handle_closed);
+  uv_close((uv_handle_t *)&c->timer, on_handle_closed);
 }
 
 /* The connection can go once the user asked for it and cnats reported it
@@ -912,12 +925,7 @@ static void try_finish(hm_conn_t *c) {
   ** whether or not it told us to detach. */
   if (c->poll != NULL) do_detach(c);
   if (c->polls_open > 0) return;
-  c->finishing = 1;
-  uv_mutex_lock(&c->qlock);
-  c->qdead = 1;
-  uv_mutex_unlock(&c->qlock);
-  uv_close((uv_handle_t *)&c->wake, on_handle_closed);
-  uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+  finish(c);
 }
 
 static void close_now(hm_conn_t *c) {
@@ -960,6 +968,26 @@ void hm_conn_close(hm_conn_t *c, hm_closed_cb done, void *arg) {
     return;
   }
   c->closing = 1;
+}
+
+void hm_conn_abandon(hm_conn_t *c) {
+  hm_sub_t *s;
+  c->on_event = NULL;
+  c->done = NULL;
+  if (c->finishing) return; /* its handles are closing already */
+  c->in_close = 1;
+  drain_end_all(c);
+  for (s = c->subs; s != NULL; s = s->next) s->stopped = 1;
+  c->closing = 1;
+  if (!c->nats_closed) {
+    c->nats_closed = 1;
+    natsConnection_Close(c->nc);
+  }
+  /* Everything still pending completes now, the final flush of an earlier
+  ** hm_conn_close among it. */
+  fail_all_pending(c);
+  if (c->poll != NULL) do_detach(c); /* may finish */
+  if (!c->finishing) finish(c);
 }
 
 /* }==================================================================== */

@@ -230,6 +230,15 @@ void hm_conn_done(hm_conn_t *c);
 ** it, and the hm_conn_t is freed right after. Calling it twice is a no-op. */
 void hm_conn_close(hm_conn_t *c, hm_closed_cb done, void *arg);
 
+/* For an owner that goes away now (its loop may not run again before it is
+** gone, or something may close every handle on the loop): completes every
+** pending request and drain with HM_CLOSED (synchronously), stops every
+** subscription, closes the NATS connection without the final round trip
+** and closes every handle at once. No callback runs after it returns, not
+** even a `done` given to an earlier hm_conn_close; the hm_conn_t is freed
+** once libuv has closed the handles (when the loop runs next). */
+void hm_conn_abandon(hm_conn_t *c);
+
 int hm_conn_is_closed(const hm_conn_t *c);
 void hm_conn_get_stats(const hm_conn_t *c, hm_conn_stats *out);
 /* The connection's max_payload as announced by the server. */
