@@ -302,7 +302,7 @@ static void fail(lua_State *L, hm_budget *b) {
 }
 
 void hm_budget_hook(lua_State *L, lua_Debug *ar) {
-  hm_ctx *ctx = hm_ctx_get(L);
+  hm_ctx *ctx = hm_ctx_of(L);
   hm_budget *b = ctx->seg_budget;
   uint64_t now;
   if (b != NULL && b->tripped) fail(L, b);
@@ -493,11 +493,12 @@ static int finish(lua_State *L, int status, lua_KContext k) {
 }
 
 static int l_budget_call(lua_State *L) {
+  hm_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
   double ms = luaL_optnumber(L, 1, 0);
   hm_budget *b = NULL;
+  HM_CHECK_OPEN(L, ctx);
   luaL_checktype(L, 2, LUA_TFUNCTION);
   if (ms > 0) {
-    hm_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
     hm_sched_check(L, ctx, "budget_call with a budget");
     if (ctx->budget_async && !atomic_load(&started) && !start_watchdog())
       hm_budget_close(ctx); /* no thread: the hook for the whole call */
@@ -526,7 +527,10 @@ static int l_budget_strict(lua_State *L) {
   return 1;
 }
 
-void *hm_lua_interrupt_handle(lua_State *L) { return hm_ctx_get(L); }
+void *hm_lua_interrupt_handle(lua_State *L) {
+  hm_ctx *ctx = hm_ctx_of(L);
+  return ctx != NULL && !ctx->shutdown ? ctx : NULL;
+}
 
 void hm_lua_interrupt(void *handle) {
   hm_ctx *ctx = handle;

@@ -41,9 +41,8 @@
 typedef struct lreq {
   hm_ctx *ctx;
   lconn *owner;
-  lua_State *co; /* awaiting coroutine */
-  int co_ref;
-  int cb_ref; /* callback function */
+  hm_wait wait; /* the awaiting coroutine, if any */
+  int cb_ref;   /* callback function */
   int as_msg; /* replies come as Msg (hm_lua_envelope.h), not strings */
 } lreq;
 
@@ -136,9 +135,8 @@ static void on_reply(hm_conn_t *c, uint64_t id, hm_status st, natsMsg *m,
   hm_ctx *ctx = r->ctx;
   lua_State *co;
   int ref;
-  if (r->co != NULL) {
-    co = r->co;
-    ref = r->co_ref;
+  if (r->wait.co != NULL) {
+    co = r->wait.co;
     /* Stack room for the two resume values; the yielded ones are gone. */
     lua_checkstack(co, 2);
   } else {
@@ -157,8 +155,8 @@ static void on_reply(hm_conn_t *c, uint64_t id, hm_status st, natsMsg *m,
       lua_pushstring(co, status_word(st));
       lua_pushnil(co);
     }
-    if (r->co != NULL) {
-      hm_sched_wake(ctx, co, ref, 2);
+    if (r->wait.co != NULL) {
+      hm_sched_wake(ctx, &r->wait, 2);
     } else {
       lua_pushboolean(co, done);
       hm_sched_spawn_end(ctx, co, ref, 3);
@@ -548,7 +546,8 @@ static int c_request(lua_State *L) {
   if (r == NULL) return luaL_error(L, "out of memory");
   r->ctx = ctx;
   r->owner = lc;
-  r->co_ref = r->cb_ref = LUA_NOREF;
+  r->wait = (hm_wait)HM_WAIT_INIT;
+  r->cb_ref = LUA_NOREF;
   r->as_msg = as_msg;
   st = hm_conn_request(lc->c, subj, data, len, (uint64_t)timeout, (int)max,
                        on_reply, r, &id);
@@ -568,8 +567,7 @@ static int c_request(lua_State *L) {
     lua_pushinteger(L, (lua_Integer)id);
     return 1;
   }
-  r->co = L;
-  hm_sched_await(L, ctx, &r->co_ref, "request");
+  hm_sched_park(L, ctx, &r->wait, NULL);
   return lua_yield(L, 0);
 }
 
@@ -589,7 +587,8 @@ static int c_flush(lua_State *L) {
   if (r == NULL) return luaL_error(L, "out of memory");
   r->ctx = ctx;
   r->owner = lc;
-  r->co_ref = r->cb_ref = LUA_NOREF;
+  r->wait = (hm_wait)HM_WAIT_INIT;
+  r->cb_ref = LUA_NOREF;
   st = hm_conn_flush(lc->c, (uint64_t)timeout, on_reply, r, &id);
   if (st != HM_OK) {
     free(r);
@@ -601,8 +600,7 @@ static int c_flush(lua_State *L) {
     r->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     return 0;
   }
-  r->co = L;
-  hm_sched_await(L, ctx, &r->co_ref, "flush");
+  hm_sched_park(L, ctx, &r->wait, NULL);
   return lua_yield(L, 0);
 }
 
@@ -614,7 +612,7 @@ static int c_cancel(lua_State *L) {
     lreq *r = arg;
     /* A coroutine waiting on it would never wake: only callback requests
     ** can be cancelled from Lua (a waiting coroutine cannot call this). */
-    if (r->co != NULL) hm_sched_drop(lc->ctx, r->co_ref);
+    hm_sched_release(lc->ctx, &r->wait);
     unref(lc->ctx, &r->cb_ref);
     free(r);
   }
@@ -817,11 +815,17 @@ static int l_subject_check(lua_State *L) {
 
 /* }==================================================================== */
 
+/* hm_lua_shutdown: the loop may not run again while this state lives (a
+** host's loop, luv's, or lua_close next), so nothing of the core may call
+** back into it: abandon every connection (what is pending completes now;
+** the core frees it once libuv lets go) and let go of its Lua side here,
+** as on_closed would. */
 void hm_lua_close_conns(hm_ctx *ctx) {
-  lconn *lc;
-  for (lc = ctx->conns; lc != NULL; lc = lc->next)
-    if (lc->c && !hm_conn_is_closed(lc->c))
-      hm_conn_close(lc->c, on_closed, lc);
+  while (ctx->conns != NULL) {
+    lconn *lc = ctx->conns;
+    hm_conn_abandon(lc->c);
+    on_closed(lc->c, lc);
+  }
 }
 
 static const luaL_Reg conn_methods[] = {

@@ -69,13 +69,11 @@ typedef struct sampler {
   int table_ref; /* the Lua table each sample is written into */
 } sampler;
 
+/* The state's sampler, made at first use. ctx->sampler is its one
+** pointer: hm_lua_close_sampler clears it, and every entry point reaches
+** the sampler through the context, which refuses after shutdown. */
 static sampler *the_sampler(hm_ctx *ctx) {
-  static const char key = 's';
-  sampler *s;
-  lua_State *L = ctx->L;
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &key);
-  s = lua_touserdata(L, -1);
-  lua_pop(L, 1);
+  sampler *s = ctx->sampler;
   if (s == NULL) {
     /* malloc'd, not a userdata: libuv may touch it until its close
     ** callback, which can run after the state is gone. */
@@ -86,8 +84,6 @@ static sampler *the_sampler(hm_ctx *ctx) {
     uv_timer_init(ctx->loop, &s->timer);
     s->timer.data = s;
     uv_unref((uv_handle_t *)&s->timer);
-    lua_pushlightuserdata(L, s);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &key);
     ctx->sampler = s;
   }
   return s;
@@ -188,6 +184,7 @@ static int l_load_table(lua_State *L) {
   if (s->table_ref == LUA_NOREF) {
     lua_createtable(L, 0, 3);
     s->table_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (s->running) publish(s); /* the last sample, not an empty table */
   }
   if (!s->running) take_sample(s);
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->table_ref);
@@ -200,6 +197,9 @@ void hm_lua_close_sampler(hm_ctx *ctx) {
   sampler *s = ctx->sampler;
   if (s == NULL) return;
   ctx->sampler = NULL;
+  if (s->table_ref != LUA_NOREF)
+    luaL_unref(ctx->L, LUA_REGISTRYINDEX, s->table_ref);
+  s->table_ref = LUA_NOREF;
   uv_close((uv_handle_t *)&s->timer, sampler_free);
 }
 

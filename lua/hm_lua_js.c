@@ -27,15 +27,19 @@
 
 typedef struct jsreq {
   hm_ctx *ctx;
-  lua_State *co; /* the waiting coroutine */
-  int co_ref;    /* its anchor, owned here until the wake */
+  hm_wait wait; /* the waiting coroutine */
 } jsreq;
 
 static void on_js_reply(hm_conn_t *c, uint64_t id, hm_status st, natsMsg *m,
                         int done, void *arg) {
   jsreq *r = arg;
-  lua_State *co = r->co;
+  lua_State *co = r->wait.co;
   const char *status = NULL;
+  if (co == NULL) { /* released: nobody to tell */
+    hm_msg_destroy(m);
+    free(r);
+    return;
+  }
   lua_checkstack(co, 3);
   if (st == HM_OK) {
     lua_pushnil(co);
@@ -51,7 +55,7 @@ static void on_js_reply(hm_conn_t *c, uint64_t id, hm_status st, natsMsg *m,
     lua_pushnil(co);
   }
   hm_msg_destroy(m);
-  hm_sched_wake(r->ctx, co, r->co_ref, 3);
+  hm_sched_wake(r->ctx, &r->wait, 3);
   free(r);
 }
 
@@ -98,8 +102,7 @@ static int l_js_request(lua_State *L) {
   r = malloc(sizeof *r);
   if (r == NULL) return luaL_error(L, "out of memory");
   r->ctx = ctx;
-  r->co = L;
-  r->co_ref = LUA_NOREF;
+  r->wait = (hm_wait)HM_WAIT_INIT;
   st = hm_conn_request_hdrs(lc->c, subj, data, len, hdrs, nhdr,
                             (uint64_t)timeout, on_js_reply, r, &id);
   if (st != HM_OK) {
@@ -110,7 +113,7 @@ static int l_js_request(lua_State *L) {
     lua_pushstring(L, hm_status_name(st));
     return 3;
   }
-  hm_sched_await(L, ctx, &r->co_ref, "js_request");
+  hm_sched_park(L, ctx, &r->wait, NULL);
   return lua_yield(L, 0);
 }
 

@@ -15,16 +15,30 @@
 #include "lauxlib.h"
 #include "lua.h"
 
-typedef struct hm_ready {
-  lua_State *co; /* values to resume with are on its stack */
-  int ref;       /* the coroutine's one anchor, owned by this entry */
-  int nargs;
-  int preempted; /* queued because the hook made it yield, not by itself */
-} hm_ready;
+typedef struct hm_ready hm_ready; /* the ready queue's entries (hm_lua_sched.c) */
+
+/* {======== waiting coroutines (hm_lua_sched.c) ======== */
+typedef struct hm_wait hm_wait;
+/* Stops the operation a released record was waiting on (closes its timer,
+** say). Runs at shutdown, after the record let go of the coroutine; may
+** free the struct the record is embedded in. */
+typedef void (*hm_wait_fn)(hm_wait *w);
+
+/* One suspended coroutine: the record embedded in the operation it waits
+** on (a sleep, a future, a request). From hm_sched_park until
+** hm_sched_wake or hm_sched_release the record owns the coroutine's anchor
+** and is on ctx->waits, which hm_lua_shutdown walks (as OpenResty's
+** finalize_threads does). co is NULL whenever nobody waits. */
+struct hm_wait {
+  lua_State *co;
+  int ref;           /* registry anchor; LUA_NOREF after hm_sched_unanchor */
+  hm_wait_fn cancel; /* or NULL */
+  hm_wait *prev, *next;
+};
+#define HM_WAIT_INIT {NULL, LUA_NOREF, NULL, NULL, NULL}
+/* }======== */
 
 typedef struct hm_budget hm_budget;
-
-typedef struct hm_waiter hm_waiter;
 
 /* Values the request path pushes for every message, kept as registry
 ** references (an array slot: no string hashing, no lookup by name). */
@@ -33,19 +47,26 @@ enum {
   HM_K_PATTERN, HM_K_DELEGATE, HM_K_MSGMT, HM_K_N
 };
 
+/* Whose loop the state runs on. */
+typedef enum { HM_LOOP_OWN, HM_LOOP_HOST } hm_loop_kind;
+
 typedef struct hm_ctx {
   lua_State *L; /* the main thread: callbacks never use a coroutine's L */
   int k[HM_K_N]; /* registry references of the HM_K_ values */
   uv_loop_t *loop;
   uv_loop_t own_loop;
-  int owns_loop;
+  int owns_loop; /* loop_kind == HM_LOOP_OWN */
+  hm_loop_kind loop_kind;
   int running;  /* inside hm_lua_run */
   int shutdown; /* hm_lua_shutdown ran: nothing new starts */
 
   /* Ready queue of coroutines to resume: a ring. */
   hm_ready *ready;
   size_t rcap, rhead, rcount;
-  uv_idle_t idle; /* active exactly while the ready queue is non-empty */
+  /* Active exactly while the ready queue is non-empty and no coroutine
+  ** runs. malloc'd: it may still be closing on a host's loop after the
+  ** state is gone. */
+  uv_idle_t *idle;
   int idle_active;
 
   /* Idle coroutines running the pool trampoline, by registry ref. */
@@ -59,8 +80,8 @@ typedef struct hm_ctx {
   int cur_ref;
   int awaited;
 
-  hm_waiter *waiters; /* sleeps, for shutdown */
-  struct sampler *sampler; /* load sampler (hm_lua_guard.c), or NULL */
+  hm_wait *waits; /* every suspended coroutine, for shutdown */
+  struct sampler *sampler; /* load sampler (hm_lua_guard.c): its one pointer */
   struct lconn *conns; /* open connections, for shutdown */
   hm_nuid_t nuid;
 
@@ -79,15 +100,6 @@ typedef struct hm_ctx {
   volatile sig_atomic_t preempt;   /* from now on, yield every time slice */
   volatile uint64_t preempt_at;    /* uv_hrtime of the first interrupt */
 } hm_ctx;
-
-/* A coroutine parked on a timer (core.sleep). */
-struct hm_waiter {
-  uv_timer_t timer;
-  hm_ctx *ctx;
-  lua_State *co;
-  int ref;
-  hm_waiter *prev, *next;
-};
 
 typedef struct lsub lsub;
 
@@ -120,12 +132,21 @@ struct lsub {
 /* Whether the value at idx is a regex value (core.regex / Hemera.regex). */
 int hm_lua_is_regex(lua_State *L, int idx);
 
+/* The state's context, for Lua entry points: raises when the module is not
+** open in L or hm_lua_shutdown already ran (hm_lua_refuse's message). */
 hm_ctx *hm_ctx_get(lua_State *L);
+/* The context even after shutdown, or NULL when the module was never
+** opened in L; never raises (C API functions and hooks). */
+hm_ctx *hm_ctx_of(lua_State *L);
+/* Raises the error every entry point gives after shutdown. */
+int hm_lua_refuse(lua_State *L);
+#define HM_CHECK_OPEN(L, ctx) \
+  do { if ((ctx)->shutdown) hm_lua_refuse(L); } while (0)
 
 /* Pushes the HM_K_ value k. */
 #define hm_pushk(L, ctx, kk) lua_rawgeti((L), LUA_REGISTRYINDEX, (ctx)->k[(kk)])
 
-/* {======== scheduler (hm_lua.c) ======== */
+/* {======== scheduler (hm_lua_sched.c) ======== */
 /* Takes a coroutine from the pool (or makes one), moves the function and its
 ** `nargs` arguments from the top of `from` onto it, and queues it. `from`
 ** may be any thread of the state, or NULL to push nothing (then the caller
@@ -136,18 +157,30 @@ void hm_sched_spawn(hm_ctx *ctx, lua_State *from, int nargs);
 ** during shutdown. */
 lua_State *hm_sched_spawn_begin(hm_ctx *ctx, int *ref);
 void hm_sched_spawn_end(hm_ctx *ctx, lua_State *co, int ref, int nargs);
-/* Queues a parked coroutine whose resume values the caller already pushed
-** onto it. Ownership of ref passes to the scheduler. */
-void hm_sched_wake(hm_ctx *ctx, lua_State *co, int ref, int nargs);
-/* Suspends the running coroutine L (which must be the one the scheduler
-** resumed): returns its anchor in *ref, to be handed back through
-** hm_sched_wake. Raises when L is not a Hemera coroutine. The caller then
-** does `return lua_yield(L, 0);`. */
-void hm_sched_await(lua_State *L, hm_ctx *ctx, int *ref, const char *what);
-/* Raises unless L is the coroutine the scheduler is running. */
+/* Raises unless L is the coroutine the scheduler is running. Call it
+** before allocating anything for the wait. */
 void hm_sched_check(lua_State *L, hm_ctx *ctx, const char *what);
-/* Releases a parked coroutine that will never be woken (shutdown). */
-void hm_sched_drop(hm_ctx *ctx, int ref);
+/* Suspends the running coroutine L, which hm_sched_check accepted: w takes
+** its anchor and goes on ctx->waits; `cancel` (or NULL) is for shutdown.
+** Never raises. The caller then does `return lua_yield(L, 0);`. */
+void hm_sched_park(lua_State *L, hm_ctx *ctx, hm_wait *w, hm_wait_fn cancel);
+/* For a parked coroutine that a Lua value of the operation keeps alive
+** (reachable from whatever can wake it, e.g. a future's user value): drops
+** the registry anchor, so that once nothing can wake it the GC takes the
+** coroutine and the operation together. The operation's __gc must then
+** hm_sched_release the record. */
+void hm_sched_unanchor(hm_ctx *ctx, hm_wait *w);
+/* Queues w's coroutine, with the `nargs` values the caller pushed onto
+** w->co; the anchor passes to the ready queue and w is empty again. */
+void hm_sched_wake(hm_ctx *ctx, hm_wait *w, int nargs);
+/* Lets go of w's coroutine, which will never be woken. Idempotent. */
+void hm_sched_release(hm_ctx *ctx, hm_wait *w);
+/* luaopen: the idle handle, core.spawn and the pool's trampoline (the
+** module table on top of L). Raises on failure. */
+void hm_lua_open_sched(lua_State *L, hm_ctx *ctx);
+/* hm_lua_shutdown: releases every wait (then cancels its operation), the
+** ready queue and the pool; closes the idle handle. */
+void hm_sched_shutdown(hm_ctx *ctx);
 /* }======== */
 
 /* {======== opening the parts (one per file) ======== */
@@ -162,6 +195,8 @@ void hm_lua_open_envelope(lua_State *L); /* messages, lazy contexts, envelopes *
 void hm_lua_open_js(lua_State *L); /* JetStream's requests with headers */
 void hm_lua_open_signal(lua_State *L); /* handle_signals, stop_run */
 void hm_lua_open_jwt(lua_State *L);   /* core.jwt: hemera.jwt's crypto */
+void hm_lua_close_signal(hm_ctx *ctx);  /* shutdown: close the signal handles */
+void hm_lua_open_wait(lua_State *L);   /* core.sleep, core.future */
 /* }======== */
 
 /* {======== ADR-32 counters and service errors (hm_lua_micro.c) ======== */

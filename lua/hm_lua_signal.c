@@ -143,8 +143,7 @@ static void on_uv_signal(uv_signal_t *h, int signum) {
   hm_sched_spawn_end(ctx, co, ref, 1);
 }
 
-static int rec_gc(lua_State *L) {
-  sigrec *r = lua_touserdata(L, 1);
+static void rec_close(sigrec *r) {
   size_t k;
   if (r->owns_chain) {
     /* Our handler may stay in front of another state's libuv handles:
@@ -163,7 +162,21 @@ static int rec_gc(lua_State *L) {
     handle_release((uv_handle_t *)r->stop);
     r->stop = NULL;
   }
+}
+
+static int rec_gc(lua_State *L) {
+  rec_close(lua_touserdata(L, 1));
   return 0;
+}
+
+/* hm_lua_shutdown closes every handle of the state then, not at
+** lua_close: on a host's loop nothing of ours may stay open. */
+void hm_lua_close_signal(hm_ctx *ctx) {
+  sigrec *r;
+  lua_rawgetp(ctx->L, LUA_REGISTRYINDEX, &rec_key);
+  r = lua_touserdata(ctx->L, -1);
+  lua_pop(ctx->L, 1);
+  if (r != NULL) rec_close(r);
 }
 
 static sigrec *the_rec(lua_State *L, hm_ctx *ctx) {
