@@ -2,10 +2,10 @@
 ** hm_lua.c: the module `hemera.core`: the per-state context, whose loop it
 ** runs on, run and shutdown (the embedding API of hm_lua.h), and small
 ** utilities. The scheduler is in hm_lua_sched.c, sleep and futures in
-** hm_lua_wait.c.
+** hm_lua_wait.c, luv's loop in hm_lua_luv.c.
 **
 ** Loops. A loop is run to completion only when we own it. On a host's loop
-** (hm_lua_set_loop) shutdown closes our handles and returns: the
+** (hm_lua_set_loop, or luv's) shutdown closes our handles and returns: the
 ** host runs its loop to let their close callbacks finish, which touch
 ** only malloc'd memory that they free, so that may happen after lua_close.
 */
@@ -81,6 +81,11 @@ int hm_lua_run(lua_State *L) {
   hm_ctx *ctx = hm_ctx_of(L);
   if (ctx == NULL || ctx->shutdown || ctx->running || ctx->cur_co != NULL)
     return -1;
+  if (ctx->loop_kind == HM_LOOP_LUV) {
+    if (hm_luv_run(L, ctx) == 0) return 0;
+    lua_pop(L, 1);
+    return -1;
+  }
   ctx->running = 1;
   uv_run(ctx->loop, UV_RUN_DEFAULT);
   ctx->running = 0;
@@ -90,11 +95,15 @@ int hm_lua_run(lua_State *L) {
 
 /* Hemera.run(): also allowed on a host's loop (the interpreter's), so
 ** scripts run the same in every host; a host that runs the loop itself must
-** not call it from inside a loop callback. */
+** not call it from inside a loop callback. On luv's loop it is uv.run(). */
 static int l_run(lua_State *L) {
   hm_ctx *ctx = hm_ctx_get(L);
   if (ctx->running || ctx->cur_co != NULL)
     return luaL_error(L, "the loop is already running");
+  if (ctx->loop_kind == HM_LOOP_LUV) {
+    if (hm_luv_run(L, ctx) != 0) return lua_error(L);
+    return 0;
+  }
   hm_lua_run(L);
   return 0;
 }
@@ -156,7 +165,7 @@ static int l_is_hemera_coroutine(lua_State *L) {
 
 static int l_stats(lua_State *L) {
   hm_ctx *ctx = hm_ctx_get(L);
-  static const char *const kinds[] = {"own", "host"};
+  static const char *const kinds[] = {"own", "host", "luv"};
   lua_createtable(L, 0, 4);
   lua_pushstring(L, kinds[ctx->loop_kind]);
   lua_setfield(L, -2, "loop");
@@ -213,10 +222,13 @@ int luaopen_hemera_core(lua_State *L) {
   ctx->L = mainL;
   ctx->cur_ref = LUA_NOREF;
   ctx->trampoline_ref = LUA_NOREF;
+  ctx->luv_ref = LUA_NOREF;
+  /* A loop the host handed over wins; then luv's, when luv is open here;
+  ** else our own. */
   if (host_loop) {
     ctx->loop = host_loop;
     ctx->loop_kind = HM_LOOP_HOST;
-  } else {
+  } else if ((ctx->loop = hm_luv_loop(L, ctx)) == NULL) {
     if (uv_loop_init(&ctx->own_loop) != 0)
       return luaL_error(L, "cannot create an event loop");
     ctx->loop = &ctx->own_loop;

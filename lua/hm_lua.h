@@ -1,9 +1,12 @@
 /*
 ** hm_lua.h: the embedding API of Hemera for Lua 5.4 hosts.
 **
-** Loops. Hemera runs on one of two loops, chosen when the module opens:
+** Loops. Hemera runs on one of three loops, chosen when the module opens:
 **   - the host's: a host that owns a libuv loop calls hm_lua_set_loop()
 **     before the module is opened, and runs the loop itself;
+**   - luv's: when luv is open in the state (`require "luv"` before
+**     `require "hemera"`), Hemera uses luv's loop (what luv_loop(L) returns)
+**     and uv.run() drives both; Hemera.run() then runs uv.run();
 **   - its own, otherwise: Hemera.run() (or hm_lua_run) drives it.
 ** A loop is run to completion only by its owner: hm_lua_shutdown runs
 ** (and closes) only a loop the module made itself.
@@ -27,7 +30,7 @@ int luaopen_hemera_core(lua_State *L);
 void hm_lua_set_loop(lua_State *L, struct uv_loop_s *loop);
 
 /* Runs the loop until every Hemera instance is closed and nothing is
-** pending. Returns 0, or -1 if the loop is
+** pending (on luv's loop: luv's uv.run()). Returns 0, or -1 if the loop is
 ** already running, the module is not open or was shut down. */
 int hm_lua_run(lua_State *L);
 
@@ -37,7 +40,7 @@ int hm_lua_run(lua_State *L);
 ** without a final round trip (for a graceful close, close the instances
 ** first: hemera:close, Hemera.closeAll), and every libuv handle of ours is
 ** closed. On the module's own loop it then runs the loop until those
-** handles are closed, and closes it. On a host's loop it returns
+** handles are closed, and closes it. On a host's loop (or luv's) it returns
 ** without running it: the host runs its loop later to let the close
 ** callbacks finish, and may do so after lua_close; their memory is
 ** malloc'd and freed by them, and none touches the Lua state. Afterwards

@@ -48,7 +48,7 @@ enum {
 };
 
 /* Whose loop the state runs on. */
-typedef enum { HM_LOOP_OWN, HM_LOOP_HOST } hm_loop_kind;
+typedef enum { HM_LOOP_OWN, HM_LOOP_HOST, HM_LOOP_LUV } hm_loop_kind;
 
 typedef struct hm_ctx {
   lua_State *L; /* the main thread: callbacks never use a coroutine's L */
@@ -57,6 +57,7 @@ typedef struct hm_ctx {
   uv_loop_t own_loop;
   int owns_loop; /* loop_kind == HM_LOOP_OWN */
   hm_loop_kind loop_kind;
+  int luv_ref;  /* HM_LOOP_LUV: luv's module table (its run, loop_mode) */
   int running;  /* inside hm_lua_run */
   int shutdown; /* hm_lua_shutdown ran: nothing new starts */
 
@@ -181,6 +182,16 @@ void hm_lua_open_sched(lua_State *L, hm_ctx *ctx);
 /* hm_lua_shutdown: releases every wait (then cancels its operation), the
 ** ready queue and the pool; closes the idle handle. */
 void hm_sched_shutdown(hm_ctx *ctx);
+/* }======== */
+
+/* {======== luv (hm_lua_luv.c) ======== */
+/* luaopen: when luv is open in L (its context in the registry has a
+** loop), returns that loop and records luv's module in ctx->luv_ref;
+** otherwise NULL. */
+uv_loop_t *hm_luv_loop(lua_State *L, hm_ctx *ctx);
+/* Runs luv's loop through luv's own run (so its loop_mode is right).
+** Returns 0, or -1 with a message on L's stack. */
+int hm_luv_run(lua_State *L, hm_ctx *ctx);
 /* }======== */
 
 /* {======== opening the parts (one per file) ======== */

@@ -6,6 +6,7 @@ set -euo pipefail
 pkgs=(gcc make cmake pkg-config libnats-dev libuv1-dev liblua5.4-dev lua5.4
       lua-cjson lua-busted nats-server libpcre2-dev clang libclang-rt-14-dev valgrind openssl)
 pkgs+=(libssl-dev) # hemera.jwt: libcrypto (lua/hm_lua_jwt.c)
+pkgs+=(lua-luv lua-luv-dev) # the luv embedding test (nothing links libluv)
 missing=()
 for p in "${pkgs[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
