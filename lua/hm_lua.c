@@ -116,6 +116,7 @@ void hm_lua_shutdown(lua_State *L) {
   /* First the connections: what they still had pending completes now, and
   ** wakes or releases its coroutines. */
   hm_lua_close_conns(ctx);
+  hm_lua_close_https(ctx);
   hm_lua_close_sampler(ctx);
   hm_lua_close_signal(ctx);
   hm_sched_shutdown(ctx);
@@ -265,6 +266,7 @@ int luaopen_hemera_core(lua_State *L) {
   hm_lua_open_signal(L);
   hm_lua_open_jwt(L);
   hm_lua_open_wait(L);
+  hm_lua_open_http(L);
   hm_lua_open_sched(L, ctx); /* last: the trampoline sees the whole table */
 
   lua_pushvalue(L, -1);

@@ -84,6 +84,7 @@ typedef struct hm_ctx {
   hm_wait *waits; /* every suspended coroutine, for shutdown */
   struct sampler *sampler; /* load sampler (hm_lua_guard.c): its one pointer */
   struct lconn *conns; /* open connections, for shutdown */
+  struct lhttp *https; /* open HTTP servers (hm_lua_http.c), for shutdown */
   hm_nuid_t nuid;
 
   /* CPU budgets and preemption (hm_lua_budget.c). The seg_ fields describe
@@ -208,6 +209,8 @@ void hm_lua_open_signal(lua_State *L); /* handle_signals, stop_run */
 void hm_lua_open_jwt(lua_State *L);   /* core.jwt: hemera.jwt's crypto */
 void hm_lua_close_signal(hm_ctx *ctx);  /* shutdown: close the signal handles */
 void hm_lua_open_wait(lua_State *L);   /* core.sleep, core.future */
+void hm_lua_open_http(lua_State *L);   /* core.http_listen */
+void hm_lua_close_https(hm_ctx *ctx);  /* shutdown: close every HTTP server */
 /* }======== */
 
 /* {======== ADR-32 counters and service errors (hm_lua_micro.c) ======== */

@@ -4,7 +4,8 @@
 # not found); otherwise it prints the exact command and stops.
 set -euo pipefail
 pkgs=(gcc make cmake pkg-config libnats-dev libuv1-dev liblua5.4-dev lua5.4
-      lua-cjson lua-busted nats-server libpcre2-dev clang libclang-rt-14-dev valgrind openssl)
+      lua-cjson lua-busted nats-server libpcre2-dev clang libclang-rt-14-dev valgrind openssl
+      node-llhttp)
 pkgs+=(libssl-dev) # hemera.jwt: libcrypto (lua/hm_lua_jwt.c)
 pkgs+=(lua-luv lua-luv-dev) # the luv embedding test (nothing links libluv)
 missing=()
