@@ -759,6 +759,7 @@ local function on_nats_event(i, event, text)
   if event == "disconnected" then
     if not i.closing then l:warn("NATS disconnected!") end
   elseif event == "reconnected" then
+    i.reconnects = (i.reconnects or 0) + 1 -- read by hemera.metrics
     l:info("NATS reconnected!")
   elseif event == "closed" then
     l:info("NATS connection closed")
@@ -806,6 +807,7 @@ function Hemera:ready(fn)
     -- Ready means the server has our subscriptions: a round trip proves it.
     local st = conn:flush(i.config.timeout)
     if st and not perr then perr = errors.HemeraError("NATS did not confirm the subscriptions: " .. st) end
+    if not perr then i.is_ready = true end -- read by hemera.metrics' /healthz
     return perr
   end
   if not fn and core.in_coroutine() then
