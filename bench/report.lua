@@ -17,11 +17,12 @@
 --   topics <N> <add s> <remove s> <close s>     CPU seconds (bench/topics.lua)
 --   budget <pcall instr/req> <budget_call instr/req> <extra %>   (bench/budget_cost.sh)
 --   durable act <n> <s> | durable work <workers> <n> <s>          (bench/durable.lua)
+--   metrics_cost <plain instr/req> <metrics instr/req> <extra %>  (bench/metrics_cost.sh)
 
 local path = assert(arg[1], "usage: report.lua <results.txt>")
 
 local meta, rpc, cpu, client_hwm, svc, startup, router, bloom = {}, {}, {}, {}, {}, {}, {}, {}
-local topics, budget
+local topics, budget, metrics_cost
 local durable_rows = {}
 local function words(line)
   local t = {}
@@ -58,6 +59,9 @@ for line in io.lines(path) do
     -- A partial line (the tool failed half-way) counts as no measurement.
     local b = { plain = tonumber(w[2]), budgeted = tonumber(w[3]), pct = tonumber(w[4]) }
     if b.plain and b.budgeted and b.pct then budget = b end
+  elseif kind == "metrics_cost" then
+    local m = { plain = tonumber(w[2]), with = tonumber(w[3]), pct = tonumber(w[4]) }
+    if m.plain and m.with and m.pct then metrics_cost = m end
   elseif kind == "topics" then
     local t = { n = tonumber(w[2]), add = tonumber(w[3]), remove = tonumber(w[4]), close = tonumber(w[5]) }
     if t.n and t.add and t.remove and t.close then topics = t end
@@ -138,6 +142,7 @@ local top, seq = levels[#levels], levels[1]
 local pairs_order = {
   { "lua_lua", "Lua -> Lua service (Hemera envelope)", "lua" },
   { "lua_hooks", "Lua -> Lua (hooks + validator)", "lua_hooks" },
+  { "lua_metrics", "Lua -> Lua (hemera.metrics on)", "lua_metrics" },
   { "lua_idle", ("Lua -> Lua (%s idle topics)"):format(idle_topics), "lua_idle" },
   { "node_lua", "Node Hemera -> Lua service", "lua" },
   { "node_node", "Node Hemera -> Node Hemera service", "node" },
@@ -219,6 +224,7 @@ section("memory table", function()
   local svc_rows = {
     { "lua", "Lua service (hemera rps.lua)" },
     { "lua_hooks", "Lua service, hooks + validator" },
+    { "lua_metrics", "Lua service, hemera.metrics on" },
     { "lua_idle", ("Lua service, %s idle topics"):format(idle_topics) },
     { "node", "Node Hemera service" },
     { "cecho", "cnats echo (C)" }, { "hecho", "hm_conn echo (C)" }, { "jsecho", "nats.js echo" },
@@ -324,6 +330,10 @@ guarded("Lua client CPU", function()
   cpu_row(("Lua client CPU/req at %d in flight vs the hm_conn client's (C)"):format(top),
     "lua_lua", "raw_hm", "client", top, 3)
 end)
+guarded("metrics CPU", function()
+  cpu_row(("Lua service CPU/req at %d, hemera.metrics on vs off"):format(top),
+    "lua_metrics", "lua_lua", "service", top, 1.05)
+end)
 guarded("hooks CPU", function()
   cpu_row(("Lua service CPU/req at %d, hooks + validator vs without"):format(top),
     "lua_hooks", "lua_lua", "service", top, 1.6)
@@ -384,12 +394,17 @@ guarded("handler budget", function()
     budget and ("%.0f -> %.0f = +%.2f%%"):format(budget.plain, budget.budgeted, budget.pct) or "n/a",
     "< 3%", budget and budget.pct < 3)
 end)
+guarded("metrics plugin", function()
+  target("hemera.metrics: extra service instructions per request (callgrind)", metrics_cost and metrics_cost.pct,
+    metrics_cost and ("%.0f -> %.0f = +%.2f%%"):format(metrics_cost.plain, metrics_cost.with, metrics_cost.pct)
+      or "n/a", "<= 5%", metrics_cost and metrics_cost.pct <= 5)
+end)
 local pass, fail, skip = 0, 0, 0
 for _, v in ipairs(results) do
   if v == "PASS" then pass = pass + 1 elseif v == "FAIL" then fail = fail + 1 else skip = skip + 1 end
 end
 print(("%d pass, %d fail, %d skipped"):format(pass, fail, skip))
-for _, name in ipairs { "lua", "lua_hooks", "lua_idle" } do
+for _, name in ipairs { "lua", "lua_hooks", "lua_metrics", "lua_idle" } do
   if svc[name] and svc[name].svc_exit ~= 0 then
     print(("WARNING: the Lua service %s exited with status %s after {cmd:'stop'}"):format(
       name, svc[name].svc_exit and tostring(svc[name].svc_exit) or "unknown (not recorded)"))

@@ -12,6 +12,8 @@
 --       `idle=N`: also N other topics of one pattern each, never called
 --       (N more NATS subscriptions and router entries), for the latency of
 --       a service that has many.
+--       `metrics`: also hemera.metrics (on a free port), the cost of a
+--       service with the plugin on.
 --   hemera bench/rps.lua client <topic> <seconds> <warmup-s> <inflight>...
 --       N workers per level, each acting {topic, cmd:"add", a, b} and
 --       acting again when the reply arrives, for <seconds> per level, after
@@ -22,6 +24,9 @@
 --       the level, os.clock(); svc_cpu_us: the service's utime + stime from
 --       /proc/$BENCH_SVC_PID/stat over the level, -1 without it), then
 --       `client_hwm_kb <peak RSS of this process>`.
+--   hemera bench/rps.lua count <topic> <n>
+--       n acts {topic, cmd:"add"}, one after the other, then exits
+--       (bench/metrics_cost.sh: a known number of requests).
 --   hemera bench/rps.lua stop [topic]
 --       acts {topic, cmd:"stop"}.
 --   hemera bench/rps.lua [seconds] [inflight...]
@@ -36,15 +41,17 @@ local mode = arg[1]
 
 if mode == "serve" then
   local topic = arg[2] or "bench"
-  local hooks, idle = false, 0
+  local hooks, idle, with_metrics = false, 0, false
   for k = 3, #arg do
     if arg[k] == "hooks" then hooks = true
+    elseif arg[k] == "metrics" then with_metrics = true
     elseif arg[k]:match("^idle=%d+$") then idle = tonumber(arg[k]:match("%d+"))
     else error("rps.lua serve: unknown option " .. arg[k]) end
   end
   -- pluginTimeout: the default 10 ms can expire for a plugin that
   -- completes at once when the loop clock is stale (hemera_plugin_spec).
   local s = Hemera.new { name = "bench-service", pluginTimeout = 2000 }
+  if with_metrics then s:use(require "hemera.metrics", { listen = "127.0.0.1:0" }) end
   if hooks then
     -- Trivial on purpose: what is measured is the cost of the extension
     -- points and of the validator, not of work done in them.
@@ -96,6 +103,19 @@ local function hwm_kb()
   local s = f:read("a")
   f:close()
   return tonumber(s:match("VmHWM:%s*(%d+)")) or -1
+end
+
+if mode == "count" then
+  local c = Hemera.new { name = "bench-count", timeout = 10000 }
+  local n = assert(tonumber(arg[3]), "rps.lua count <topic> <n>")
+  c:ready(function()
+    for k = 1, n do
+      local _, err = c:act { topic = arg[2], cmd = "add", a = k, b = 1 }
+      if err then io.stderr:write("count: ", tostring(err), "\n"); os.exit(1) end
+    end
+    c:close()
+  end)
+  return
 end
 
 if mode == "stop" then

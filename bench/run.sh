@@ -13,6 +13,8 @@
 #   Lua -> Node           hemera bench/rps.lua client -> the same Node service
 #   Lua -> Lua (hooks)    hemera bench/rps.lua client -> rps.lua serve ... hooks
 #                         (an onRequest and a preHandler hook, validation.schema)
+#   Lua -> Lua (metrics)  hemera bench/rps.lua client -> rps.lua serve ... metrics
+#                         (hemera.metrics on: its hooks and its HTTP server)
 #   Lua -> Lua (idle)     hemera bench/rps.lua client -> rps.lua serve ... idle=5000
 #                         (5,000 other topics subscribed; 1 in flight only)
 #   raw cnats (C)         bench_transport client cnats -> bench_transport echo cnats
@@ -41,6 +43,7 @@
 #   BENCH_ROUTER   0 skips the router benchmark
 #   BENCH_NODE     0 skips everything Node
 #   BENCH_BUDGET   0 skips the handler budget's cost (callgrind, ~1 min)
+#   BENCH_METRICS  0 skips hemera.metrics' cost (callgrind, ~2 min)
 #   BENCH_IDLE_TOPICS  idle topics of the "idle" Lua service (default 5000)
 #   BENCH_DURABLE  0 skips durable work (JetStream); BENCH_DURABLE_N acts (20000)
 #   BENCH_KEEP     1 keeps the work directory (raw outputs) and prints it
@@ -148,10 +151,11 @@ start_service() {
   return 1
 }
 
-services=(lua lua_hooks lua_idle cecho hecho)
+services=(lua lua_hooks lua_metrics lua_idle cecho hecho)
 [ $node_ok = 1 ] && services+=(node jsecho)
 start_service lua "$hemera" bench/rps.lua serve bench_lua
 start_service lua_hooks "$hemera" bench/rps.lua serve bench_lua_hooks hooks
+start_service lua_metrics "$hemera" bench/rps.lua serve bench_lua_metrics metrics
 start_service lua_idle "$hemera" bench/rps.lua serve bench_lua_idle "idle=$IDLE_TOPICS"
 start_service cecho "$transport" echo cnats bench.raw.cnats
 start_service hecho "$transport" echo hm bench.raw.hm
@@ -210,6 +214,7 @@ run_pair() {
 }
 add_pair lua_lua lua "$hemera" bench/rps.lua client bench_lua
 add_pair lua_hooks lua_hooks "$hemera" bench/rps.lua client bench_lua_hooks
+add_pair lua_metrics lua_metrics "$hemera" bench/rps.lua client bench_lua_metrics
 add_pair lua_idle lua_idle "$hemera" bench/rps.lua client bench_lua_idle
 # Its target is sequential latency: the first (lowest) level only.
 # shellcheck disable=SC2086 # LEVELS is a list of words
@@ -269,6 +274,7 @@ stop_service() {
 }
 stop_service lua hemera bench_lua
 stop_service lua_hooks hemera bench_lua_hooks
+stop_service lua_metrics hemera bench_lua_metrics
 stop_service lua_idle hemera bench_lua_idle
 stop_service cecho term
 stop_service hecho term
@@ -320,6 +326,11 @@ if [ "${BENCH_BUDGET:-1}" != 0 ] && command -v valgrind >/dev/null; then
   # The request-sized handler, budget on (the default mode).
   awk '/^work handler/ { w = 1 } w && /budget \(default\)/ {
          print "budget", $(NF-3), $(NF-2), $NF; exit }' "$work/budget.out" | tr -d '%+' >>"$results"
+fi
+if [ "${BENCH_METRICS:-1}" != 0 ] && command -v valgrind >/dev/null; then
+  note "hemera.metrics: the service's instructions per request with and without it (callgrind)"
+  bench/metrics_cost.sh "$build" >"$work/metrics_cost.out" 2>&1 || note "metrics_cost failed: $(tail -3 "$work/metrics_cost.out")"
+  grep '^metrics_cost ' "$work/metrics_cost.out" >>"$results"
 fi
 # }
 

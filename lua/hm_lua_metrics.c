@@ -17,6 +17,9 @@
 **   core.metrics_since(counter, histogram, t0) counts 1 in counter and
 **       observes (core.hrtime() - t0) / 1000 seconds in histogram: the
 **       request path's one call per request.
+**   core.metrics_hooks(server_cells, make_server_cell, client_cells,
+**       make_client_cell) -> onResponse, onActFinished: hemera.metrics'
+**       hooks, in C (see the section below).
 **   reg:render() -> the exposition text of every family with a series.
 **   core.process_stats() -> {rss, cpu, fds, start}: resident bytes, CPU
 **       seconds (user + system), open descriptors, start time (Unix
@@ -35,6 +38,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "hm_lua_envelope.h"
 #include "hm_lua_private.h"
 
 #define REG_MT "hemera.MetricsRegistry"
@@ -518,6 +522,116 @@ static int l_since(lua_State *L) {
   return 0;
 }
 
+/* {======== the plugin's hooks, in C: they run for every request ========
+** A cell is {ok, error, histogram} (server) or {ok, error, timeout,
+** histogram} (client): series made by the plugin's make_cell(key, ctx),
+** which also stores the cell in `cells` under key (or not, past the cap). */
+
+static ser *cell_series(lua_State *L, int cell, int k) {
+  ser *s;
+  lua_rawgeti(L, cell, k);
+  s = lua_touserdata(L, -1);
+  lua_pop(L, 1); /* the cell keeps it */
+  return s;
+}
+
+static void count_since(ser *c, ser *h, double t0) {
+  double d = ((double)uv_hrtime() / 1e6 - t0) / 1000.0;
+  if (c == NULL || h == NULL) return;
+  c->value += 1;
+  observe(h, d < 0 ? 0 : d);
+}
+
+/* Pushes cells[key] at key_idx, or make_cell(key, ctx)'s. */
+static int get_cell(lua_State *L, int key_idx, int ctx_idx) {
+  if (!lua_isnil(L, key_idx)) {
+    lua_pushvalue(L, key_idx);
+    if (lua_rawget(L, lua_upvalueindex(1)) == LUA_TTABLE) return lua_gettop(L);
+    lua_pop(L, 1);
+  }
+  lua_pushvalue(L, lua_upvalueindex(2));
+  lua_pushvalue(L, key_idx);
+  lua_pushvalue(L, ctx_idx);
+  lua_call(L, 2, 1);
+  luaL_checktype(L, -1, LUA_TTABLE);
+  return lua_gettop(L);
+}
+
+/* onResponse(ctx, reply). Upvalues: cells, make_cell, hm_ctx, "_msg",
+** "matchedAction", "error". */
+static int server_hook(lua_State *L) {
+  hm_ctx *ctx = lua_touserdata(L, lua_upvalueindex(3));
+  hm_lmsg *g;
+  int cell, err;
+  lua_settop(L, 2);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_pushvalue(L, lua_upvalueindex(4));
+  if (lua_rawget(L, 1) != LUA_TUSERDATA) return 0; /* 3: the message */
+  g = hm_env_check_msg(L, ctx, 3);
+  lua_pushvalue(L, lua_upvalueindex(5));
+  lua_rawget(L, 1); /* 4: the action, or nil */
+  cell = get_cell(L, 4, 1);
+  lua_pushvalue(L, lua_upvalueindex(6));
+  /* Reply:send sets error in the reply itself (hemera.reply). */
+  err = lua_istable(L, 2) && lua_rawget(L, 2) != LUA_TNIL &&
+        lua_toboolean(L, -1);
+  count_since(cell_series(L, cell, err ? 2 : 1), cell_series(L, cell, 3),
+              g->arrived);
+  return 0;
+}
+
+/* onActFinished(actx). Upvalues: cells, make_cell, "method",
+** "responseError", "_ts", "name", "TimeoutError". */
+static int client_hook(lua_State *L) {
+  int cell, k = 1;
+  double t0;
+  lua_settop(L, 1);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_pushvalue(L, lua_upvalueindex(3));
+  lua_rawget(L, 1); /* 2: the method string */
+  cell = get_cell(L, 2, 1);
+  lua_pushvalue(L, lua_upvalueindex(4));
+  if (lua_rawget(L, 1) != LUA_TNIL) {
+    k = 2;
+    if (lua_istable(L, -1)) {
+      lua_pushvalue(L, lua_upvalueindex(6));
+      lua_gettable(L, -2);
+      if (lua_rawequal(L, -1, lua_upvalueindex(7))) k = 3;
+    }
+  }
+  lua_pushvalue(L, lua_upvalueindex(5));
+  lua_rawget(L, 1);
+  t0 = lua_tonumber(L, -1);
+  count_since(cell_series(L, cell, k), cell_series(L, cell, 4), t0);
+  return 0;
+}
+
+/* core.metrics_hooks(server_cells, make_server_cell, client_cells,
+** make_client_cell) -> onResponse hook, onActFinished hook */
+static int l_hooks(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  luaL_checktype(L, 4, LUA_TFUNCTION);
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 2);
+  lua_pushlightuserdata(L, hm_ctx_get(L));
+  lua_pushliteral(L, "_msg");
+  lua_pushliteral(L, "matchedAction");
+  lua_pushliteral(L, "error");
+  lua_pushcclosure(L, server_hook, 6);
+  lua_pushvalue(L, 3);
+  lua_pushvalue(L, 4);
+  lua_pushliteral(L, "method");
+  lua_pushliteral(L, "responseError");
+  lua_pushliteral(L, "_ts");
+  lua_pushliteral(L, "name");
+  lua_pushliteral(L, "TimeoutError");
+  lua_pushcclosure(L, client_hook, 7);
+  return 2;
+}
+/* }======== */
+
 /* }==================================================================== */
 
 /* {====================================================================
@@ -721,6 +835,8 @@ void hm_lua_open_metrics(lua_State *L) {
   lua_setfield(L, -2, "metrics_registry");
   lua_pushcfunction(L, l_since);
   lua_setfield(L, -2, "metrics_since");
+  lua_pushcfunction(L, l_hooks);
+  lua_setfield(L, -2, "metrics_hooks");
   lua_pushcfunction(L, l_process_stats);
   lua_setfield(L, -2, "process_stats");
 }

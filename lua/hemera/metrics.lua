@@ -14,8 +14,8 @@
 -- seconds), http (limits for core.http_listen).
 --
 -- The counting: one onResponse hook (server) and one onActFinished hook
--- (client), each one table lookup and one C call (core.metrics_since) per
--- request; the series live in C (hm_lua_metrics.c). Everything else is
+-- (client), both C functions (core.metrics_hooks) doing a table lookup and
+-- two additions per request; the series live in C (hm_lua_metrics.c). Everything else is
 -- read when Prometheus scrapes. The plugin is unscoped: its hooks go to the
 -- scope that uses it, so use it on the root instance before the plugins
 -- whose actions it should count (scopes made earlier keep their own hook
@@ -34,8 +34,6 @@ local core = require "hemera.core"
 local errors = require "hemera.errors"
 local pattern = require "hemera.pattern"
 
-local metrics_since, msg_arrived = core.metrics_since, core.msg_arrived
-local rawget, type = rawget, type
 
 local DEFAULT_BUCKETS = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 }
 local TEXT = { ["Content-Type"] = "text/plain; charset=utf-8" }
@@ -202,8 +200,8 @@ local function register(scope, opts)
     end
     ncells[fam_count] = n + 1
     local c = {}
-    for k = 1, #outcomes do c[outcomes[k]] = fam_count:series(topic, pat, outcomes[k]) end
-    c.hist = hist:series(topic, pat)
+    for k = 1, #outcomes do c[k] = fam_count:series(topic, pat, outcomes[k]) end
+    c[#outcomes + 1] = hist:series(topic, pat)
     if n >= max then
       others[fam_count] = c
       return c, true
@@ -212,6 +210,8 @@ local function register(scope, opts)
   end
   local SERVER, CLIENT = { "ok", "error" }, { "ok", "error", "timeout" }
 
+  -- The hooks are C closures (core.metrics_hooks: no Lua runs per
+  -- request); these make a label set's cell the first time it is seen.
   local function server_cell(def, ctx)
     if def then
       local p = def.pattern
@@ -230,31 +230,17 @@ local function register(scope, opts)
     end
     return c
   end
-
-  scope:ext("onResponse", function(ctx, reply)
-    local msg = rawget(ctx, "_msg")
-    if not msg then return end
-    local def = rawget(ctx, "matchedAction")
-    local c = def and cells[def] or server_cell(def, ctx)
-    metrics_since(reply.error and c.error or c.ok, c.hist, msg_arrived(msg))
-  end)
-
-  scope:ext("onActFinished", function(actx)
-    local m = actx.method
-    local c = act_cells[m]
-    if not c then
-      local other
-      c, other = cell(acts, act_duration, actx._p.topic, m, CLIENT)
-      if not other and nact < max then
-        nact = nact + 1
-        act_cells[m] = c
-      end
+  local function act_cell(method, actx)
+    local c, other = cell(acts, act_duration, actx._p.topic, method, CLIENT)
+    if not other and nact < max then
+      nact = nact + 1
+      act_cells[method] = c
     end
-    local e = rawget(actx, "responseError")
-    local s = c.ok
-    if e ~= nil then s = type(e) == "table" and e.name == "TimeoutError" and c.timeout or c.error end
-    metrics_since(s, c.hist, actx._ts)
-  end)
+    return c
+  end
+  local on_response, on_act_finished = core.metrics_hooks(cells, server_cell, act_cells, act_cell)
+  scope:ext("onResponse", on_response)
+  scope:ext("onActFinished", on_act_finished)
   -- }
 
   -- {---------------------------------------------- read at scrape time
