@@ -14,10 +14,12 @@
 */
 #include "hm_conn.h"
 
+#include <ctype.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "hm_nuid.h"
 
@@ -174,6 +176,24 @@ struct hm_conn {
   size_t tsize, tcount;
   req **heap;
   size_t hcount, hcap;
+
+  /* The first connect (connect_main, on a thread of its own). The thread
+  ** owns cx_opts and writes cx_nc, cx_passes and cx_text before
+  ** it sets cx_done under qlock; the loop reads them once it sees cx_done,
+  ** and only then sets `nc`. cx_cancel (under qlock, signalled through
+  ** cx_cond) cuts the wait between two passes short. */
+  int connecting;        /* from hm_conn_connect until finish_connect */
+  int cx_reported;       /* `connected` has run */
+  hm_connected_cb connected;
+  uv_thread_t cx_thread;
+  uv_cond_t cx_cond;
+  natsOptions *cx_opts;
+  natsConnection *cx_nc;
+  int cx_attempts; /* passes over the servers allowed; 0: no limit */
+  int cx_passes;   /* passes made */
+  uint64_t cx_wait_ms;
+  int cx_done, cx_cancel;
+  char cx_text[512];
 
   hm_nuid_t nuid;
   hm_conn_stats stats;
@@ -706,7 +726,9 @@ static void on_poll(uv_poll_t *h, int status, int events) {
 }
 
 static void poll_apply(hm_conn_t *c) {
-  if (c->poll == NULL) return;
+  /* cnats attaches from the connect thread before `nc` is ours: polling
+  ** starts in finish_connect. */
+  if (c->poll == NULL || c->connecting) return;
   if (c->poll_events)
     uv_poll_start(c->poll, c->poll_events, on_poll);
   else
@@ -854,20 +876,29 @@ static void dispatch(hm_conn_t *c, qitem *it) {
   }
 }
 
+static void finish_connect(hm_conn_t *c);
+
 static void on_wake(uv_async_t *h) {
   hm_conn_t *c = h->data;
   qitem batch[64];
   size_t n, i;
-  int more;
+  int more, cx = 0;
   uv_mutex_lock(&c->qlock);
   n = c->rcount < 64 ? c->rcount : 64;
   for (i = 0; i < n; i++) batch[i] = c->ring[(c->rhead + i) % c->rcap];
   if (n > 0) c->rhead = (c->rhead + n) % c->rcap;
   c->rcount -= n;
   more = c->rcount > 0;
+  /* The connect thread queued its attach before it set cx_done: once the
+  ** queue is empty, the poll handle exists (or never will). */
+  if (!more && c->cx_done) {
+    c->cx_done = 0;
+    cx = 1;
+  }
   if (more) uv_async_send(&c->wake);
   uv_mutex_unlock(&c->qlock);
   for (i = 0; i < n; i++) dispatch(c, &batch[i]);
+  if (cx) finish_connect(c);
   if (c->drains_queued && !c->closing) start_drains(c);
 }
 
@@ -895,6 +926,7 @@ static void free_conn(hm_conn_t *c) {
   natsConnection_Destroy(c->nc);
   if (c->nstats) natsStatistics_Destroy(c->nstats);
   uv_mutex_destroy(&c->qlock);
+  uv_cond_destroy(&c->cx_cond);
   free(c->ring);
   free(c->table);
   free(c->heap);
@@ -920,7 +952,8 @@ static void finish(hm_conn_t *c) {
 ** closed (its callback thread will not call us again); our poll handle must
 ** be closed first. */
 static void try_finish(hm_conn_t *c) {
-  if (!c->closing || !c->nats_closed || c->finishing) return;
+  /* The connect thread still uses c: finish_connect comes back here. */
+  if (!c->closing || !c->nats_closed || c->finishing || c->connecting) return;
   /* cnats is done with the socket once it reports the connection closed,
   ** whether or not it told us to detach. */
   if (c->poll != NULL) do_detach(c);
@@ -950,6 +983,21 @@ void hm_conn_close(hm_conn_t *c, hm_closed_cb done, void *arg) {
   c->in_close = 1;
   c->done = done;
   c->done_arg = arg;
+  if (c->connecting) {
+    /* The pass under way cannot be cut short (cnats blocks in it); the
+    ** wait before the next one can. finish_connect closes what it got. */
+    c->closing = 1;
+    uv_mutex_lock(&c->qlock);
+    c->cx_cancel = 1;
+    uv_cond_signal(&c->cx_cond);
+    uv_mutex_unlock(&c->qlock);
+    if (!c->cx_reported) {
+      c->cx_reported = 1;
+      c->connected(c, HM_CLOSED, "closed before the connection was up",
+                   c->event_arg);
+    }
+    return;
+  }
   drain_end_all(c);
   fail_all_pending(c);
   for (s = c->subs; s != NULL; s = s->next) s->stopped = 1;
@@ -974,6 +1022,28 @@ void hm_conn_abandon(hm_conn_t *c) {
   hm_sub_t *s;
   c->on_event = NULL;
   c->done = NULL;
+  c->cx_reported = 1; /* no `connected` either */
+  if (c->connecting) {
+    /* The connect thread uses c: it is stopped (after the pass under way)
+    ** and joined here, the one wait an abandon makes. */
+    uv_mutex_lock(&c->qlock);
+    c->cx_cancel = 1;
+    uv_cond_signal(&c->cx_cond);
+    uv_mutex_unlock(&c->qlock);
+    uv_thread_join(&c->cx_thread);
+    uv_mutex_lock(&c->qlock);
+    c->cx_done = 0;
+    uv_mutex_unlock(&c->qlock);
+    natsOptions_Destroy(c->cx_opts);
+    c->cx_opts = NULL;
+    c->connecting = 0;
+    if (c->cx_nc != NULL) {
+      c->nc = c->cx_nc;
+      c->cx_nc = NULL;
+    } else {
+      c->nats_closed = 1; /* nothing to close */
+    }
+  }
   if (c->finishing) return; /* its handles are closing already */
   c->in_close = 1;
   drain_end_all(c);
@@ -1052,17 +1122,257 @@ static hm_status set_opts(natsOptions *o, const hm_conn_opts *co,
   return s == NATS_OK ? HM_OK : HM_INVAL;
 }
 
+/* {====================================================================
+** Server URLs
+** ===================================================================== */
+
+/* Credentials end at the last '@', as cnats reads them (a NATS URL has no
+** path, so a '/' before it is part of a password). */
+char *hm_conn_redact_url(const char *url, char *out, size_t outlen) {
+  const char *scheme = strstr(url, "://");
+  const char *start = scheme ? scheme + 3 : url;
+  const char *at = strrchr(start, '@');
+  if (outlen == 0) return out;
+  if (at == NULL)
+    snprintf(out, outlen, "%s", url);
+  else
+    snprintf(out, outlen, "%.*s***%s", (int)(start - url), url, at);
+  return out;
+}
+
+static int is_host_char(unsigned char ch) {
+  return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+         (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' || ch == '_';
+}
+
+/* The rule a URL breaks, or NULL. */
+static const char *url_rule(const char *url, size_t len, char *why,
+                            size_t whylen) {
+  const char *p = url, *end = url + len, *host, *sep;
+  size_t i;
+  unsigned long port = 0;
+  if (len == 0) return "is empty";
+  for (i = 0; i < len; i++) {
+    unsigned char ch = (unsigned char)url[i];
+    if (ch <= ' ' || ch == 0x7f) {
+      snprintf(why, whylen, "has a space or control character at byte %zu",
+               i + 1);
+      return why;
+    }
+    if (ch == ',')
+      return "holds a ',': give a list as one URL per entry";
+  }
+  /* Scheme: nats:// or tls:// (cnats 3.4 has no websocket transport). */
+  for (sep = p; sep + 3 <= end && memcmp(sep, "://", 3) != 0; sep++) {}
+  if (sep + 3 <= end) {
+    size_t n = (size_t)(sep - p);
+    if (!((n == 4 && strncasecmp(p, "nats", 4) == 0) ||
+          (n == 3 && strncasecmp(p, "tls", 3) == 0))) {
+      snprintf(why, whylen, "has the scheme '%.*s' (use nats:// or tls://)",
+               (int)(n > 16 ? 16 : n), p);
+      return why;
+    }
+    p = sep + 3;
+  }
+  /* Credentials end at the last '@' (see hm_conn_redact_url). */
+  for (sep = end; sep > p && sep[-1] != '@'; sep--) {}
+  if (sep > p) p = sep;
+  host = p;
+  if (p < end && *p == '[') {
+    for (p++; p < end && *p != ']'; p++)
+      if (!(isxdigit((unsigned char)*p) || *p == ':' || *p == '.'))
+        return "has a bracketed IPv6 address with a character other than "
+               "hex digits, ':' and '.'";
+    if (p == end) return "has a '[' without its ']'";
+    p++;
+    if (p - host == 2) return "has an empty IPv6 address";
+  } else {
+    for (; p < end && is_host_char((unsigned char)*p); p++) {}
+    if (p == host) return "has no host";
+  }
+  if (p < end && *p == ':') {
+    const char *digits = ++p;
+    for (; p < end && *p >= '0' && *p <= '9' && port <= 65535; p++)
+      port = port * 10 + (unsigned long)(*p - '0');
+    for (; p < end && *p >= '0' && *p <= '9'; p++) {}
+    if (p == digits) {
+      const char *stop = p;
+      while (stop < end && *stop != '/') stop++;
+      snprintf(why, whylen, "has the port '%.*s' (1..65535 expected)",
+               (int)(stop - digits > 16 ? 16 : stop - digits), digits);
+      return p == end || *p == '/' ? "has ':' but no port after it" : why;
+    }
+    if (port < 1 || port > 65535) {
+      snprintf(why, whylen, "has the port %.*s (1..65535 expected)",
+               (int)(p - digits > 16 ? 16 : p - digits), digits);
+      return why;
+    }
+  }
+  if (p < end && !(p + 1 == end && *p == '/')) {
+    snprintf(why, whylen,
+             "has '%.*s' after the %s (a NATS URL is host and port only)",
+             (int)(end - p > 16 ? 16 : end - p), p,
+             port ? "port" : "host");
+    return why;
+  }
+  return NULL;
+}
+
+hm_status hm_conn_check_url(const char *url, size_t len, char *err,
+                            size_t errlen) {
+  char why[96], shown[HM_SUBJECT_SHOW * 4 + 16], *masked;
+  const char *rule;
+  if ((rule = url_rule(url, len, why, sizeof why)) == NULL) return HM_OK;
+  /* The credentials go before anything is shown. */
+  masked = malloc(len + 4);
+  if (masked == NULL) {
+    snprintf(err, errlen, "invalid NATS server URL: %s", rule);
+    return HM_INVAL;
+  }
+  {
+    char *raw = malloc(len + 1);
+    if (raw == NULL) {
+      free(masked);
+      snprintf(err, errlen, "invalid NATS server URL: %s", rule);
+      return HM_INVAL;
+    }
+    memcpy(raw, url, len);
+    raw[len] = '\0';
+    /* An embedded NUL ends the text there: what follows is not shown. */
+    hm_conn_redact_url(raw, masked, len + 4);
+    free(raw);
+  }
+  hm_subject_quote(masked, strlen(masked), HM_SUBJECT_SHOW, shown,
+                   sizeof shown);
+  free(masked);
+  snprintf(err, errlen, "invalid NATS server URL %s: %s", shown, rule);
+  return HM_INVAL;
+}
+
+/* }==================================================================== */
+
+/* {====================================================================
+** The first connect, off the loop
+** ===================================================================== */
+
+/* Runs on the connection's own thread: passes over the servers (cnats
+** tries each one in a pass) until one connects, the passes allowed are
+** made, or a close cancels. Touches nothing of c but the cx_ fields and,
+** through cnats' attach, the queue. */
+static void connect_main(void *arg) {
+  hm_conn_t *c = arg;
+  natsConnection *nc = NULL;
+  natsStatus ns = NATS_OK;
+  int passes = 0, cancel;
+  for (;;) {
+    ns = natsConnection_Connect(&nc, c->cx_opts);
+    passes++;
+    if (ns == NATS_OK) break;
+    nc = NULL;
+    {
+      natsStatus ls;
+      const char *t = nats_GetLastError(&ls);
+      /* cnats' last error is per thread: read it here, without the
+      ** "(conn.c:2088): " of its own source position. */
+      if (t != NULL && *t == '(') {
+        const char *e = strstr(t, "): ");
+        if (e != NULL) t = e + 3;
+      }
+      snprintf(c->cx_text, sizeof c->cx_text, "%s",
+               t && *t ? t : natsStatus_GetText(ns));
+    }
+    if (c->cx_attempts > 0 && passes >= c->cx_attempts) break;
+    uv_mutex_lock(&c->qlock);
+    if (!c->cx_cancel)
+      uv_cond_timedwait(&c->cx_cond, &c->qlock, c->cx_wait_ms * 1000000ULL);
+    cancel = c->cx_cancel;
+    uv_mutex_unlock(&c->qlock);
+    if (cancel) break;
+  }
+  c->cx_nc = nc;
+  c->cx_passes = passes;
+  uv_mutex_lock(&c->qlock);
+  c->cx_done = 1;
+  uv_async_send(&c->wake);
+  uv_mutex_unlock(&c->qlock);
+}
+
+/* On the loop, once the connect thread is over: the connection is ours
+** (HM_OK), or failed, or a close came first. */
+static void finish_connect(hm_conn_t *c) {
+  int reported = c->cx_reported;
+  if (!c->connecting) return; /* hm_conn_abandon joined it already */
+  uv_thread_join(&c->cx_thread);
+  natsOptions_Destroy(c->cx_opts);
+  c->cx_opts = NULL;
+  c->connecting = 0;
+  c->cx_reported = 1;
+  if (c->cx_nc != NULL) {
+    c->nc = c->cx_nc;
+    c->cx_nc = NULL;
+    if (c->closing) {
+      close_now(c);
+      return;
+    }
+    poll_apply(c);
+    c->connected(c, HM_OK, NULL, c->event_arg);
+    return;
+  }
+  /* No connection exists, so cnats holds no pointer to c: close our
+  ** handles and free once libuv is done with them. */
+  c->nats_closed = 1;
+  if (!c->closing) {
+    c->closing = 1;
+    c->done = NULL;
+    if (c->cx_passes > 1)
+      snprintf(c->err, sizeof c->err, "%s (%d attempts, %" PRIu64
+               " ms apart)", c->cx_text, c->cx_passes, c->cx_wait_ms);
+    else
+      snprintf(c->err, sizeof c->err, "%s", c->cx_text);
+    if (!reported) c->connected(c, HM_CONNECT, c->err, c->event_arg);
+  }
+  try_finish(c);
+}
+
+/* }==================================================================== */
+
 hm_status hm_conn_connect(uv_loop_t *loop, const hm_conn_opts *co,
-                          hm_event_cb on_event, void *arg, hm_conn_t **out,
-                          char *err, size_t errlen) {
+                          hm_event_cb on_event, hm_connected_cb connected,
+                          void *arg, hm_conn_t **out, char *err,
+                          size_t errlen) {
   natsOptions *o = NULL;
-  natsStatus ns;
   hm_status st;
-  hm_conn_t *c = calloc(1, sizeof *c);
+  hm_conn_t *c;
+  int i, retries;
   *out = NULL;
+  /* Everything that can be refused is, before anything exists. */
+  for (i = 0; i < co->nservers; i++) {
+    const char *u = co->servers[i];
+    if (u == NULL) {
+      snprintf(err, errlen, "invalid NATS server URL: servers[%d] is NULL",
+               i + 1);
+      return HM_INVAL;
+    }
+    if (hm_conn_check_url(u, strlen(u), err, errlen) != HM_OK)
+      return HM_INVAL;
+  }
+  if (co->max_pending_bytes < -1 || co->max_pending_bytes > INT32_MAX ||
+      co->max_pending_msgs < 0) {
+    snprintf(err, errlen,
+             "invalid connection options: max_pending_bytes must be -1 (no "
+             "limit), 0 (default) or 1..%d, max_pending_msgs >= 0",
+             (int)INT32_MAX);
+    return HM_INVAL;
+  }
+  if (connected == NULL) {
+    snprintf(err, errlen, "invalid connection options: no connected callback");
+    return HM_INVAL;
+  }
+  c = calloc(1, sizeof *c);
   if (c == NULL) return HM_NOMEM;
   c->loop = loop;
   c->on_event = on_event;
+  c->connected = connected;
   c->event_arg = arg;
   hm_nuid_init(&c->nuid);
   uv_once(&glue_once, glue_init_once);
@@ -1079,60 +1389,62 @@ hm_status hm_conn_connect(uv_loop_t *loop, const hm_conn_opts *co,
     free(c);
     return HM_NOMEM;
   }
-  if (co->max_pending_bytes < -1 || co->max_pending_bytes > INT32_MAX ||
-      co->max_pending_msgs < 0) {
-    st = HM_INVAL;
-    snprintf(err, errlen,
-             "invalid connection options: max_pending_bytes must be -1 (no "
-             "limit), 0 (default) or 1..%d, max_pending_msgs >= 0",
-             (int)INT32_MAX);
+  if (uv_cond_init(&c->cx_cond) != 0) {
     uv_mutex_destroy(&c->qlock);
     uv_mutex_destroy(&c->g->lock);
     free(c->g);
     free(c);
-    return st;
+    return HM_NOMEM;
   }
-  /* Connecting happens on the loop thread; calls from any other thread
-  ** are queued for it. */
+  /* Calls from any other thread than this one are queued for it. */
   c->loop_thread = uv_thread_self();
   if (natsOptions_Create(&o) != NATS_OK) {
     st = HM_NOMEM;
     snprintf(err, errlen, "cannot create NATS options");
     goto fail;
   }
-  st = set_opts(o, co, loop, c);
-  if (st != HM_OK) {
+  if (set_opts(o, co, loop, c) != HM_OK) {
+    /* What cnats refuses here is mostly the environment: a TLS file it
+    ** cannot read or parse (its message names it). */
     natsStatus ls;
     const char *t = nats_GetLastError(&ls);
+    if (t != NULL && *t == '(') {
+      const char *e = strstr(t, "): ");
+      if (e != NULL) t = e + 3;
+    }
+    st = HM_CONNECT;
     snprintf(err, errlen, "invalid connection options: %s",
              t ? t : "unknown");
     goto fail;
   }
+  retries = co->max_reconnect != 0 ? co->max_reconnect : 60;
+  c->cx_attempts = !co->retry_connect ? 1 : retries < 0 ? 0 : 1 + retries;
+  c->cx_wait_ms = co->reconnect_wait_ms > 0 ? (uint64_t)co->reconnect_wait_ms
+                                            : 2000;
+  c->cx_opts = o;
   /* The wake-up handle must exist before cnats may push anything. */
   uv_async_init(loop, &c->wake, on_wake);
   c->wake.data = c;
   uv_timer_init(loop, &c->timer);
   c->timer.data = c;
   c->handles_open = 2;
-  ns = natsConnection_Connect(&c->nc, o);
-  natsOptions_Destroy(o);
-  o = NULL;
-  if (ns != NATS_OK) {
-    natsStatus ls;
-    const char *t = nats_GetLastError(&ls);
-    snprintf(err, errlen, "%s", t && *t ? t : natsStatus_GetText(ns));
-    /* No connection exists, so cnats holds no pointer to c: close our
-    ** handles and free once libuv is done with them. */
+  c->connecting = 1;
+  if (uv_thread_create(&c->cx_thread, connect_main, c) != 0) {
+    /* As a failed connect: the handles close, then c is freed. */
+    c->connecting = 0;
+    c->cx_opts = NULL;
+    natsOptions_Destroy(o);
     c->closing = 1;
     c->nats_closed = 1;
-    c->done = NULL;
     try_finish(c);
-    return HM_CONNECT;
+    snprintf(err, errlen, "cannot start the connect thread");
+    return HM_NOMEM;
   }
   *out = c;
   return HM_OK;
 fail:
   if (o) natsOptions_Destroy(o);
+  uv_cond_destroy(&c->cx_cond);
   uv_mutex_destroy(&c->qlock);
   uv_mutex_destroy(&c->g->lock);
   free(c->g);
@@ -1148,6 +1460,7 @@ hm_status hm_conn_subscribe(hm_conn_t *c, const char *subject,
   int msgs = 0;
   *out = NULL;
   if (c->closing || c->nats_closed) return HM_CLOSED;
+  if (c->connecting) return HM_BUSY;
   /* cnats checks these too, but not the line length: a SUB line over the
   ** server's max_control_line closes the connection, and reconnecting
   ** replays it. */
@@ -1280,6 +1593,7 @@ hm_status hm_conn_publish(hm_conn_t *c, const char *subject,
                           const char *reply, const void *data, size_t len) {
   natsStatus ns;
   if (c->closing || c->nats_closed) return HM_CLOSED;
+  if (c->connecting) return HM_BUSY;
   /* cnats writes a publish subject into the PUB line unchecked: CR/LF
   ** would inject protocol, a space or an overlong line drops the
   ** connection. */
@@ -1330,6 +1644,7 @@ static hm_status start_request_hdrs(hm_conn_t *c, const char *subject,
   hm_status st;
   req *r;
   if (c->closing || c->nats_closed) return HM_CLOSED;
+  if (c->connecting) return HM_BUSY;
   /* Before anything exists: the publish below checks it again together
   ** with the inbox reply subject. */
   if (subject != NULL &&
@@ -1417,6 +1732,7 @@ static hm_status publish_hdrs(hm_conn_t *c, const char *subject,
   natsStatus ns;
   int k;
   if (c->closing || c->nats_closed) return HM_CLOSED;
+  if (c->connecting) return HM_BUSY;
   if (hm_subject_check_line(subject, strlen(subject), HM_SUBJ_PUBLISH, reply,
                             reply ? strlen(reply) : 0, c->err,
                             sizeof c->err) != HM_OK)
@@ -1500,7 +1816,7 @@ void hm_conn_get_stats(const hm_conn_t *c, hm_conn_stats *out) {
 }
 
 int64_t hm_conn_max_payload(const hm_conn_t *c) {
-  return natsConnection_GetMaxPayload(c->nc);
+  return c->nc != NULL ? natsConnection_GetMaxPayload(c->nc) : 0;
 }
 
 const char *hm_conn_error(const hm_conn_t *c) { return c->err; }

@@ -10,14 +10,15 @@
 ** synchronous, messages are taken from cnats right after each read: no
 ** delivery thread and no cross-thread hand-off per message. What cnats still
 ** does on its own threads (connection events, reconnect attach) goes
-** through a locked queue and a uv_async wake-up.
+** through a locked queue and a uv_async wake-up. The first connect runs on
+** a thread of its own (one per connection, joined when it is over), since
+** cnats' handshake blocks: DNS, TCP, INFO/CONNECT/PONG, for each server.
 **
 ** Requests. One `_INBOX.<nuid>.*` subscription per connection, made on the
 ** first request; each request publishes with the reply subject
 ** `<inbox>.<id>` and waits in a pending table keyed by id. A reply or the
 ** deadline completes a record exactly once; replies that find no record are
-** dropped and counted (stats.late_replies). Nothing here blocks the loop
-** except hm_conn_connect, which runs cnats' connect handshake.
+** dropped and counted (stats.late_replies). Nothing here blocks the loop.
 **
 ** Ownership. Messages handed to hm_msg_cb / hm_reply_cb belong to the
 ** callee, which must hm_msg_destroy them (natsMsg_Destroy works too, more
@@ -25,7 +26,9 @@
 ** until hm_sub_unsubscribe, which frees it (or right after the current
 ** pass over the subscriptions, when called from a message callback);
 ** hm_sub_drain does not free it. A hm_conn_t belongs to the caller until
-** hm_conn_close; it is freed after the `closed` callback has run.
+** hm_conn_close; it is freed after the `closed` callback has run. One
+** whose first connect failed belongs to the core from the `connected`
+** callback on, and is freed after it returns.
 **
 ** Names. Every subject, reply subject and queue group is checked against
 ** hm_subject.h before it reaches cnats (cnats writes publish subjects into
@@ -56,7 +59,9 @@ typedef enum {
 } hm_conn_event;
 
 typedef struct hm_conn_opts {
-  const char *const *servers; /* URLs; NULL or empty: nats://127.0.0.1:4222 */
+  /* URLs, each as hm_conn_check_url takes it (one URL per entry: split
+  ** comma lists first); NULL or empty: nats://127.0.0.1:4222 */
+  const char *const *servers;
   int nservers;
   const char *name;           /* client name shown by the server */
   const char *user, *password;
@@ -70,6 +75,11 @@ typedef struct hm_conn_opts {
   int max_reconnect;          /* attempts; -1 forever; 0 means default (60) */
   int reconnect_wait_ms;      /* 0: default (2000) */
   int connect_timeout_ms;     /* 0: default (2000) */
+  /* 1: a failed first connect is tried again like a reconnect, up to
+  ** max_reconnect more passes over the servers (-1: until it connects or
+  ** is closed), reconnect_wait_ms apart. 0: one pass, then failure (as
+  ** nats.js without waitOnFirstConnect). */
+  int retry_connect;
   int max_pending_msgs;       /* per subscription; 0: cnats default */
   /* Per subscription, message data and headers waiting in cnats (also
   ** while delivery credits hold them back, see hm_conn_set_credits); past
@@ -95,6 +105,14 @@ typedef void (*hm_msg_cb)(hm_sub_t *s, natsMsg *msg, void *arg);
 typedef void (*hm_reply_cb)(hm_conn_t *c, uint64_t id, hm_status st,
                             natsMsg *msg, int done, void *arg);
 typedef void (*hm_closed_cb)(hm_conn_t *c, void *arg);
+/* The outcome of the first connect, exactly once: HM_OK (connected: the
+** connection can be used), HM_CONNECT (every attempt failed; `text` says
+** what cnats said last and how many passes were made; `c` is freed right
+** after this returns, so drop it and do not close it) or HM_CLOSED
+** (hm_conn_close came first: called synchronously from inside it; its
+** `done` follows as usual). `text` is NULL with HM_OK. */
+typedef void (*hm_connected_cb)(hm_conn_t *c, hm_status st, const char *text,
+                                void *arg);
 /* st: HM_OK (everything the server sent before the drain was delivered),
 ** HM_TIMEOUT (the server did not confirm in time; what had arrived was
 ** delivered) or HM_CLOSED (the connection closed or the subscription was
@@ -114,12 +132,35 @@ typedef struct hm_conn_stats {
   uint64_t in_use;         /* delivery credits in use (see set_credits) */
 } hm_conn_stats;
 
-/* Connects (blocking for the handshake only) and attaches the connection to
-** `loop`. On failure returns HM_CONNECT (or HM_INVAL for bad options) and
-** writes a message into err. `on_event` may be NULL. */
+/* Starts connecting without blocking the loop: the handshake runs on a
+** thread of its own and `connected` (not NULL) reports the outcome from
+** the loop (see hm_connected_cb). Returns HM_OK with *out set; or, with
+** *out NULL, nothing started and err saying why: HM_INVAL (bad options, a
+** bad URL: err names it), HM_CONNECT (cnats refused the options: a TLS
+** file it cannot load, named in err) or HM_NOMEM. `on_event` may be NULL; `arg` goes to both callbacks.
+** Until `connected` has run with HM_OK, the connection takes only
+** hm_conn_close, hm_conn_is_closed, hm_conn_get_stats and hm_conn_error;
+** the rest return HM_BUSY (or 0). A close while a handshake is under way
+** waits for that one attempt (bounded by connect_timeout_ms per server),
+** not for the retries. */
 hm_status hm_conn_connect(uv_loop_t *loop, const hm_conn_opts *opts,
-                          hm_event_cb on_event, void *arg, hm_conn_t **out,
-                          char *err, size_t errlen);
+                          hm_event_cb on_event, hm_connected_cb connected,
+                          void *arg, hm_conn_t **out, char *err,
+                          size_t errlen);
+
+/* Checks one server URL as NATS clients write it:
+** [nats:// | tls://][user[:password]@]host[:port][/], host a name, an IPv4
+** address or a [bracketed] IPv6 one, port 1..65535 (default 4222). cnats
+** takes almost anything (a comma list becomes one odd host name, found
+** out only by DNS), hence this. HM_OK, or HM_INVAL with one line in err
+** that shows the URL with its credentials masked, escaped and cut, and
+** names the rule. Any thread. */
+hm_status hm_conn_check_url(const char *url, size_t len, char *err,
+                            size_t errlen);
+
+/* Writes `url` with any user:password@ or token@ part replaced by ***@
+** into out (always terminated when outlen > 0); returns out. Any thread. */
+char *hm_conn_redact_url(const char *url, char *out, size_t outlen);
 
 /* Subscribes; `queue` may be NULL; `max` > 0 unsubscribes automatically
 ** after that many messages. HM_SUBJECT for a bad subject or queue group
@@ -235,8 +276,10 @@ void hm_conn_close(hm_conn_t *c, hm_closed_cb done, void *arg);
 ** pending request and drain with HM_CLOSED (synchronously), stops every
 ** subscription, closes the NATS connection without the final round trip
 ** and closes every handle at once. No callback runs after it returns, not
-** even a `done` given to an earlier hm_conn_close; the hm_conn_t is freed
-** once libuv has closed the handles (when the loop runs next). */
+** even a `done` given to an earlier hm_conn_close (nor `connected`); the
+** hm_conn_t is freed once libuv has closed the handles (when the loop runs
+** next). During the first connect it waits for the pass under way (at most
+** connect_timeout_ms per server) and joins the connect thread. */
 void hm_conn_abandon(hm_conn_t *c);
 
 int hm_conn_is_closed(const hm_conn_t *c);

@@ -1,36 +1,63 @@
 /*
 ** hm_lua_conn.c: connections and subscriptions for Lua.
 **
-** core.connect(opts [, on_event]) -> conn | nil, err
+** One convention for every function and method here:
+**  - misuse raises: a wrong argument type or range, an option that is not
+**    one, an await outside a Hemera coroutine or a second waiter, a Conn
+**    used before its first connect is over (conn:wait_connected first) or
+**    after hemera.core was shut down in the state;
+**  - a failure the caller cannot rule out returns nil, message, code: the
+**    connection closed under it (a handler outliving close, NATS giving
+**    up), a timeout, a name or payload NATS refuses, a server that cannot
+**    be reached. `code` is the core status' name (HM_CLOSED, HM_TIMEOUT,
+**    HM_SUBJECT, HM_LIMIT, HM_NATS, HM_CONNECT, ...), for callers to tell
+**    them apart; `message` says it in words ("closed" and "timeout" for
+**    those two);
+**  - success returns a value, true when there is nothing more to say;
+**  - queries answer in every state: is_closed, stats (the last counters
+**    once closed), cancel, sub:delivered, sub:active, sub:draining.
+** Completion callbacks take the failure word or nil first: cb(err, ...).
+**
+** core.connect(opts [, on_event]) -> conn        (the connect goes on)
+** conn:wait_connected() -> true | nil, message, code   (suspends)
+**     message names every URL tried: "could not connect to NATS (url,
+**     url): what cnats said (n attempts, ms apart)"
+** core.servers(value [, field]) -> {url...} | nil, message
+**     value: a URL, a comma-separated list of URLs (NATS' convention),
+**     or a list of either; entries trimmed and checked (hm_conn_check_url)
 ** core.subject_check(name, kind [, field]) -> true | nil, message, code
 **     kind "publish" | "subscribe" | "reply" | "queue" (hm_subject.h)
-** conn:publish(subject, data [, reply]) -> true | nil, err, code
-** conn:subscribe(subject, queue|nil, max, fn [, ctx_mt]) -> sub | nil, err, code
+** conn:publish(subject, data [, reply]) -> true | nil, message, code
+** conn:subscribe(subject, queue|nil, max, fn [, ctx_mt]) -> sub | nil, ...
 **     fn(subject, reply, data); with ctx_mt (a Hemera topic) fn(ctx) instead,
 **     ctx = setmetatable({topic = subject, _msg = Msg}, ctx_mt), the Msg
 **     holding the payload undecoded (hm_lua_envelope.c)
 ** conn:request(subject, data, timeout_ms, max [, cb [, as_msg]]) ->
-**     without cb (in a Hemera coroutine): nil, data | "timeout"|"closed",
-**     nil | "failed", message, code   (suspends until the outcome)
-**     with cb: request id | nil, err, code; cb(err|nil, data, done) runs
-**     once per reply; as_msg: data is a Msg rather than a string
-** conn:reply(ctx, result, err, skipped) -> "sent" | "noreply" | "closed" |
-**     nil, encode error | false, message, code (hm_lua_envelope.c)
-** conn:cancel(id) -> bool
-** conn:close([fn])   fn() runs once cnats has let go
-** conn:stats(), conn:max_payload(), conn:is_closed()
-** sub:unsubscribe(), sub:delivered(), sub:active()
-** sub:drain([fn [, timeout_ms]]) -> true | nil, err, code
+**     without cb (in a Hemera coroutine): data | nil, message, code
+**     (suspends until the outcome)
+**     with cb: request id | nil, message, code; cb(err|nil, data, done)
+**     runs once per reply; as_msg: data is a Msg rather than a string
+** conn:flush([timeout_ms [, cb]]) -> true | nil, message, code
+**     without cb suspends until the server has processed everything sent
+**     so far; with cb returns at once and cb(err|nil) runs then
+** conn:reply(ctx, result, err, skipped) -> "sent" | "noreply" |
+**     nil, message, code; code is nil when the reply could not be encoded
+**     (hm_lua_envelope.c), "HM_CLOSED" when the connection is closed
+** conn:cancel(id) -> whether it was pending
+** conn:close([fn]) -> true   fn() runs once cnats has let go
+** conn:credits(max) -> true | nil, message, code;  conn:done() -> true
+** conn:stats() -> table;  conn:is_closed() -> bool
+** conn:max_payload() -> bytes | nil, message, code
+** sub:unsubscribe() -> true;  sub:delivered(), sub:active()
+** sub:drain([fn [, timeout_ms]]) -> true | nil, message, code
 **     fn(nil | "timeout" | "closed") runs once nothing the server sent the
 **     subscription before the drain is left undelivered (hm_sub_drain)
 ** sub:draining() -> bool
 **
-** Every Lua callback runs in a pooled coroutine through the scheduler.
-** Errors that are outcomes (timeout, closed) are strings "timeout",
-** "closed"; misuse raises. A bad subject, reply subject or queue group is
-** refused before it reaches NATS with nil, message, "HM_SUBJECT" (the
-** message names the rule and shows the value escaped and cut), like any
-** other failure to publish or subscribe, so the connection is untouched.
+** Every Lua callback runs in a pooled coroutine through the scheduler. A
+** bad subject, reply subject or queue group is refused before it reaches
+** NATS with nil, message, "HM_SUBJECT" (the message names the rule and
+** shows the value escaped and cut), so the connection is untouched.
 */
 #include <stdlib.h>
 #include <string.h>
@@ -44,23 +71,38 @@ typedef struct lreq {
   hm_wait wait; /* the awaiting coroutine, if any */
   int cb_ref;   /* callback function */
   int as_msg; /* replies come as Msg (hm_lua_envelope.h), not strings */
+  int flush;  /* a round trip: true, not the (empty) reply, on success */
 } lreq;
 
-static lconn *check_conn(lua_State *L, int idx) {
+/* lconn.state: the first connect. */
+enum { LC_CONNECTING = 0, LC_UP, LC_FAILED, LC_CANCELLED };
+
+/* The Conn at idx, for an operation that needs the connection up: using
+** it before the first connect is over is a sequencing mistake, so it
+** raises. Once closed, lc->c is NULL (or the core says HM_CLOSED). */
+static lconn *check_up(lua_State *L, int idx) {
   lconn *lc = luaL_checkudata(L, idx, HM_CONN_MT);
-  if (lc->c == NULL) luaL_error(L, "connection is closed");
+  if (lc->ctx->shutdown)
+    luaL_error(L, "connection is closed: hemera.core was shut down in this "
+                  "state (hm_lua_shutdown or lua_close ran)");
+  if (lc->state == LC_CONNECTING)
+    luaL_error(L, "the connection is not up yet: call conn:wait_connected() "
+                  "first");
   return lc;
+}
+
+static int push_closed(lua_State *L) {
+  lua_pushnil(L);
+  lua_pushliteral(L, "closed");
+  lua_pushstring(L, hm_status_name(HM_CLOSED));
+  return 3;
 }
 
 /* For operations whose failure is an outcome, not a misuse: a connection
 ** that closed under a running handler. */
 #define RETURN_IF_CLOSED(L, lc)                                            \
   do {                                                                     \
-    if ((lc)->c == NULL) {                                                 \
-      lua_pushnil(L);                                                      \
-      lua_pushliteral(L, "closed");                                        \
-      return 2;                                                            \
-    }                                                                      \
+    if ((lc)->c == NULL) return push_closed(L);                            \
   } while (0)
 
 static const char *status_word(hm_status st) {
@@ -69,6 +111,30 @@ static const char *status_word(hm_status st) {
     case HM_CLOSED: return "closed";
     default: return hm_status_text(st);
   }
+}
+
+/* nil, message, code: the code is the status' name ("HM_SUBJECT", ...)
+** so callers can tell a bad name from a closed connection. */
+static int push_status(lua_State *L, hm_conn_t *c, hm_status st) {
+  lua_pushnil(L);
+  if (c != NULL &&
+      (st == HM_LIMIT || st == HM_INVAL || st == HM_NATS || st == HM_SUBJECT))
+    lua_pushstring(L, hm_conn_error(c));
+  else
+    lua_pushstring(L, status_word(st));
+  lua_pushstring(L, hm_status_name(st));
+  return 3;
+}
+
+/* nil, message, code for a first connect that is over without a
+** connection; the Conn userdata is at idx (its user value holds the
+** message). */
+static int push_connect_failure(lua_State *L, lconn *lc, int idx) {
+  if (lc->state != LC_FAILED) return push_closed(L);
+  lua_pushnil(L);
+  lua_getiuservalue(L, idx, 1);
+  lua_pushstring(L, hm_status_name(HM_CONNECT));
+  return 3;
 }
 
 /* {====================================================================
@@ -137,13 +203,29 @@ static void on_reply(hm_conn_t *c, uint64_t id, hm_status st, natsMsg *m,
   int ref;
   if (r->wait.co != NULL) {
     co = r->wait.co;
-    /* Stack room for the two resume values; the yielded ones are gone. */
-    lua_checkstack(co, 2);
+    /* Stack room for the resume values; the yielded ones are gone. */
+    lua_checkstack(co, 3);
   } else {
     co = hm_sched_spawn_begin(ctx, &ref);
     if (co != NULL) lua_rawgeti(co, LUA_REGISTRYINDEX, r->cb_ref);
   }
-  if (co != NULL) {
+  if (co != NULL && r->wait.co != NULL) {
+    /* The awaited call returns: data (true for a flush) | nil, word, code. */
+    if (st != HM_OK) {
+      push_status(co, NULL, st);
+      hm_sched_wake(ctx, &r->wait, 3);
+    } else {
+      if (r->flush)
+        lua_pushboolean(co, 1);
+      else if (r->as_msg)
+        hm_env_push_msg(co, ctx, m);
+      else
+        lua_pushlstring(co, natsMsg_GetData(m),
+                        (size_t)natsMsg_GetDataLength(m));
+      hm_sched_wake(ctx, &r->wait, 1);
+    }
+  } else if (co != NULL) {
+    /* cb(err | nil, data, done) */
     if (st == HM_OK) {
       lua_pushnil(co);
       if (r->as_msg)
@@ -155,12 +237,8 @@ static void on_reply(hm_conn_t *c, uint64_t id, hm_status st, natsMsg *m,
       lua_pushstring(co, status_word(st));
       lua_pushnil(co);
     }
-    if (r->wait.co != NULL) {
-      hm_sched_wake(ctx, &r->wait, 2);
-    } else {
-      lua_pushboolean(co, done);
-      hm_sched_spawn_end(ctx, co, ref, 3);
-    }
+    lua_pushboolean(co, done);
+    hm_sched_spawn_end(ctx, co, ref, 3);
   }
   hm_msg_destroy(m);
   if (done) {
@@ -169,18 +247,23 @@ static void on_reply(hm_conn_t *c, uint64_t id, hm_status st, natsMsg *m,
   }
 }
 
-/* The core freed the connection: drop every pointer into it. */
+/* The core lets go of the connection (closed, or its first connect
+** failed): drop every pointer into it, keep its last counters. */
 static void on_closed(hm_conn_t *c, void *arg) {
   lconn *lc = arg;
   hm_ctx *ctx = lc->ctx;
   lsub *ls;
+  hm_conn_get_stats(c, &lc->last);
   lc->c = NULL;
+  /* A wait_connected still parked (the state shuts down while the first
+  ** connect is under way): its record lives in the userdata, which may go
+  ** once the anchor below is dropped. */
+  hm_sched_release(ctx, &lc->wait);
   while ((ls = lc->subs) != NULL) {
     lc->subs = ls->next;
     ls->s = NULL;
     ls->prev = ls->next = NULL;
     unref(ctx, &ls->fn_ref);
-  unref(ctx, &ls->mt_ref);
     unref(ctx, &ls->mt_ref);
     unref(ctx, &ls->self_ref);
   }
@@ -198,6 +281,43 @@ static void on_closed(hm_conn_t *c, void *arg) {
   unref(ctx, &lc->close_ref);
   unref(ctx, &lc->event_ref);
   unref(ctx, &lc->self_ref);
+}
+
+/* The first connect is over: wakes conn:wait_connected's coroutine, if
+** one waits. On HM_CONNECT the core frees c right after this returns;
+** on HM_CLOSED (a close came first, from inside hm_conn_close) its
+** `closed` callback follows. */
+static void on_connected(hm_conn_t *c, hm_status st, const char *text,
+                         void *arg) {
+  lconn *lc = arg;
+  hm_ctx *ctx = lc->ctx;
+  lua_State *L = ctx->L, *co = lc->wait.co;
+  lc->state = st == HM_OK ? LC_UP : st == HM_CONNECT ? LC_FAILED
+                                                     : LC_CANCELLED;
+  if (st == HM_CONNECT) {
+    /* The message stays with the Conn for later calls to wait_connected:
+    ** its user value, the list of URLs until now. */
+    lua_checkstack(L, 3);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lc->self_ref);  /* conn */
+    lua_getiuservalue(L, -1, 1);                      /* conn urls */
+    lua_pushfstring(L, "could not connect to NATS (%s): %s",
+                    lua_tostring(L, -1), text);       /* conn urls msg */
+    lua_setiuservalue(L, -3, 1);                      /* conn urls */
+    lua_pop(L, 2);
+  }
+  if (co != NULL) {
+    lua_checkstack(co, 4);
+    if (st == HM_OK) {
+      lua_pushboolean(co, 1);
+      hm_sched_wake(ctx, &lc->wait, 1);
+    } else {
+      lua_rawgeti(co, LUA_REGISTRYINDEX, lc->self_ref); /* conn */
+      push_connect_failure(co, lc, lua_gettop(co));    /* conn nil msg code */
+      lua_remove(co, -4);
+      hm_sched_wake(ctx, &lc->wait, 3);
+    }
+  }
+  if (st == HM_CONNECT) on_closed(c, lc);
 }
 
 /* }==================================================================== */
@@ -247,17 +367,11 @@ static int64_t opt_pending_bytes(lua_State *L, int t) {
 /* Pushes the URL with any user:password@ or token@ part masked, for
 ** messages and logs. */
 static void push_redacted(lua_State *L, const char *url) {
-  const char *scheme = strstr(url, "://");
-  const char *start = scheme ? scheme + 3 : url;
-  const char *at = strchr(start, '@');
-  const char *slash = strchr(start, '/');
-  if (at == NULL || (slash != NULL && slash < at)) {
-    lua_pushstring(L, url);
-    return;
-  }
-  lua_pushfstring(L, "%s***%s", lua_pushlstring(L, url, (size_t)(start - url)),
-                  at);
-  lua_remove(L, -2);
+  size_t n = strlen(url) + 4; /* "***" may stand for an empty user part */
+  luaL_Buffer b;
+  char *p = luaL_buffinitsize(L, &b, n);
+  hm_conn_redact_url(url, p, n);
+  luaL_pushresultsize(&b, strlen(p));
 }
 
 /* core.redact(url) -> the URL with its credentials masked. */
@@ -266,41 +380,119 @@ static int l_redact(lua_State *L) {
   return 1;
 }
 
-/* core.connect{servers = url | {url...}, name, user, password, token,
-**   tls = {ca, cert, key, verify = true}, reconnect = true,
-**   maxReconnect, reconnectWait, connectTimeout, maxPendingMsgs,
-**   maxPendingBytes}
-**   [, on_event(event, text)] */
+#define MAX_SERVERS 32
+
+/* Appends the URLs of `s` (a comma-separated list, entries trimmed) to
+** the table at t, each checked. Returns 1, or 0 with the message pushed. */
+static int add_servers(lua_State *L, int t, const char *s, size_t len,
+                       const char *field) {
+  const char *p = s, *end = s + len;
+  for (;;) {
+    const char *a = p, *comma = memchr(p, ',', (size_t)(end - p));
+    const char *e = comma ? comma : end;
+    int n = (int)lua_rawlen(L, t);
+    char err[512];
+    while (a < e && (*a == ' ' || *a == '\t')) a++;
+    while (e > a && (e[-1] == ' ' || e[-1] == '\t')) e--;
+    if (n == MAX_SERVERS) {
+      lua_pushfstring(L, "%s: more than %d server URLs", field, MAX_SERVERS);
+      return 0;
+    }
+    if (hm_conn_check_url(a, (size_t)(e - a), err, sizeof err) != HM_OK) {
+      lua_pushfstring(L, "%s: URL %d: %s", field, n + 1, err);
+      return 0;
+    }
+    lua_pushlstring(L, a, (size_t)(e - a));
+    lua_rawseti(L, t, n + 1);
+    if (comma == NULL) return 1;
+    p = comma + 1;
+  }
+}
+
+/* Pushes the list of URLs of the value at idx (see core.servers), or nil
+** and the message. */
+static int push_servers(lua_State *L, int idx, const char *field) {
+  int t;
+  idx = lua_absindex(L, idx);
+  lua_newtable(L);
+  t = lua_gettop(L);
+  if (lua_type(L, idx) == LUA_TSTRING) {
+    size_t len;
+    const char *s = lua_tolstring(L, idx, &len);
+    if (add_servers(L, t, s, len, field)) return 1;
+  } else if (lua_type(L, idx) == LUA_TTABLE) {
+    lua_Integer i, n = luaL_len(L, idx);
+    if (n == 0) {
+      lua_pushfstring(L, "%s: the list of server URLs is empty", field);
+    } else {
+      for (i = 1; i <= n; i++) {
+        size_t len;
+        const char *s;
+        if (lua_rawgeti(L, idx, i) != LUA_TSTRING) {
+          lua_pushfstring(L, "%s[%I] must be a URL string, got %s", field, i,
+                          luaL_typename(L, -1));
+          lua_remove(L, -2);
+          break;
+        }
+        s = lua_tolstring(L, -1, &len);
+        if (!add_servers(L, t, s, len, field)) {
+          lua_remove(L, -2);
+          break;
+        }
+        lua_pop(L, 1);
+      }
+      if (i > n) return 1;
+    }
+  } else {
+    lua_pushfstring(L, "%s must be a URL, a comma-separated list of URLs or "
+                    "a list of them, got %s", field, luaL_typename(L, idx));
+  }
+  lua_remove(L, t); /* the message stays */
+  lua_pushnil(L);
+  lua_insert(L, -2);
+  return 2;
+}
+
+/* core.servers(value [, field]) -> {url...} | nil, message: NATS' own
+** conventions for a server list, checked as a connect would. */
+static int l_servers(lua_State *L) {
+  luaL_checkany(L, 1);
+  return push_servers(L, 1, luaL_optstring(L, 2, "servers"));
+}
+
+/* core.connect{servers = url | "url,url" | {url...}, name, user, password,
+**   token, tls = {ca, cert, key, verify = true}, reconnect = true,
+**   maxReconnect, reconnectWait, connectTimeout, retryOnFailedConnect,
+**   maxPendingMsgs, maxPendingBytes} [, on_event(event, text)]
+** Starts connecting and returns the Conn at once; wait_connected says
+** how it went. Bad options raise. */
 static int l_connect(lua_State *L) {
   hm_ctx *ctx = hm_ctx_get(L);
   hm_conn_opts o;
-  const char *servers[32];
+  const char *servers[MAX_SERVERS];
   char err[512];
   lconn *lc;
   hm_status st;
-  int n = 0;
+  int n = 0, i, list;
+  luaL_Buffer urls;
   luaL_checktype(L, 1, LUA_TTABLE);
   if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_settop(L, 2);
   memset(&o, 0, sizeof o);
-  switch (lua_getfield(L, 1, "servers")) {
-    case LUA_TSTRING:
-      servers[n++] = lua_tostring(L, -1);
-      break;
-    case LUA_TTABLE: {
-      int i, len = (int)luaL_len(L, -1);
-      if (len > 32) return luaL_error(L, "at most 32 servers, got %d", len);
-      for (i = 1; i <= len; i++) {
-        if (lua_rawgeti(L, -1, i) != LUA_TSTRING)
-          return luaL_error(L, "servers[%d] must be a URL string", i);
-        servers[n++] = lua_tostring(L, -1);
-        lua_pop(L, 1);
-      }
-      break;
-    }
-    case LUA_TNIL: break;
-    default: return luaL_error(L, "option 'servers' must be a URL or a list");
+  if (lua_getfield(L, 1, "servers") == LUA_TNIL) {
+    lua_pushliteral(L, "nats://127.0.0.1:4222");
+    lua_replace(L, -2);
   }
-  lua_pop(L, 1);
+  if (push_servers(L, -1, "option 'servers'") != 1)
+    return luaL_error(L, "%s", lua_tostring(L, -1));
+  lua_replace(L, -2);
+  list = lua_gettop(L); /* 3: the URLs, kept alive here */
+  n = (int)lua_rawlen(L, list);
+  for (i = 0; i < n; i++) {
+    lua_rawgeti(L, list, i + 1);
+    servers[i] = lua_tostring(L, -1);
+    lua_pop(L, 1);
+  }
   o.servers = servers;
   o.nservers = n;
   o.name = opt_string(L, 1, "name");
@@ -311,9 +503,10 @@ static int l_connect(lua_State *L) {
   o.max_reconnect = opt_int(L, 1, "maxReconnect", 0);
   o.reconnect_wait_ms = opt_int(L, 1, "reconnectWait", 0);
   o.connect_timeout_ms = opt_int(L, 1, "connectTimeout", 0);
+  o.retry_connect = opt_int(L, 1, "retryOnFailedConnect", 0);
   o.max_pending_msgs = opt_int(L, 1, "maxPendingMsgs", 0);
   o.max_pending_bytes = opt_pending_bytes(L, 1);
-  if (lua_getfield(L, 1, "tls") == LUA_TTABLE) {
+  if (lua_getfield(L, 1, "tls") == LUA_TTABLE) { /* 4 */
     int t = lua_gettop(L);
     o.secure = 1;
     o.tls_ca = opt_string(L, t, "ca");
@@ -323,24 +516,42 @@ static int l_connect(lua_State *L) {
   } else if (!lua_isnil(L, -1)) {
     return luaL_error(L, "option 'tls' must be a table");
   }
-  /* Keep the tls table on the stack: its strings are in use. */
-  lc = lua_newuserdatauv(L, sizeof *lc, 0);
+  /* Keep the tls table on the stack: its strings are in use. The URLs,
+  ** masked, become the Conn's user value, for the failure message. */
+  luaL_buffinit(L, &urls);
+  for (i = 0; i < n; i++) {
+    if (i > 0) luaL_addstring(&urls, ", ");
+    push_redacted(L, servers[i]);
+    luaL_addvalue(&urls);
+  }
+  luaL_pushresult(&urls); /* 5 */
+  lc = lua_newuserdatauv(L, sizeof *lc, 1); /* 6 */
   memset(lc, 0, sizeof *lc);
   lc->ctx = ctx;
   lc->self_ref = lc->event_ref = lc->close_ref = LUA_NOREF;
+  lc->wait = (hm_wait)HM_WAIT_INIT;
+  lc->state = LC_CONNECTING;
   luaL_setmetatable(L, HM_CONN_MT);
-  st = hm_conn_connect(ctx->loop, &o, on_event, lc, &lc->c, err, sizeof err);
+  lua_insert(L, -2);
+  lua_setiuservalue(L, -2, 1);
+  st = hm_conn_connect(ctx->loop, &o, on_event, on_connected, lc, &lc->c, err,
+                       sizeof err);
+  if (st == HM_INVAL) return luaL_error(L, "%s", err);
+  if (st == HM_NOMEM) return luaL_error(L, "out of memory");
   if (st != HM_OK) {
-    lua_pushnil(L);
-    push_redacted(L, n > 0 ? servers[0] : "nats://127.0.0.1:4222");
+    /* Refused before any attempt (a TLS file): a Conn that failed, so the
+    ** failure comes out of wait_connected like any other. */
+    lc->state = LC_FAILED;
+    lua_getiuservalue(L, -1, 1);
     lua_pushfstring(L, "could not connect to NATS (%s): %s",
                     lua_tostring(L, -1), err);
-    lua_remove(L, -2); /* the redacted URL */
-    return 2;
+    lua_setiuservalue(L, -3, 1);
+    lua_pop(L, 1);
+    return 1;
   }
   lua_pushvalue(L, -1);
   lc->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  if (!lua_isnoneornil(L, 2)) {
+  if (!lua_isnil(L, 2)) {
     lua_pushvalue(L, 2);
     lc->event_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   }
@@ -350,23 +561,28 @@ static int l_connect(lua_State *L) {
   return 1;
 }
 
+/* conn:wait_connected(): in a Hemera coroutine, the first connect's
+** outcome, waiting for it if it is not over. One waiter at a time. */
+static int c_wait_connected(lua_State *L) {
+  lconn *lc = luaL_checkudata(L, 1, HM_CONN_MT);
+  if (lc->state == LC_UP) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  if (lc->state != LC_CONNECTING) return push_connect_failure(L, lc, 1);
+  hm_sched_check(L, lc->ctx, "wait_connected");
+  if (lc->wait.co != NULL)
+    return luaL_error(L, "another coroutine already waits for this "
+                         "connection");
+  hm_sched_park(L, lc->ctx, &lc->wait, NULL);
+  return lua_yield(L, 0);
+}
+
 /* }==================================================================== */
 
 /* {====================================================================
 ** Conn methods
 ** ===================================================================== */
-
-/* nil, message, code: the code is the status' name ("HM_SUBJECT", ...)
-** so callers can tell a bad name from a closed connection. */
-static int push_failure(lua_State *L, lconn *lc, hm_status st) {
-  lua_pushnil(L);
-  if (st == HM_LIMIT || st == HM_INVAL || st == HM_NATS || st == HM_SUBJECT)
-    lua_pushstring(L, hm_conn_error(lc->c));
-  else
-    lua_pushstring(L, status_word(st));
-  lua_pushstring(L, hm_status_name(st));
-  return 3;
-}
 
 /* A Lua string may hold NULs, where cnats (which takes C strings) would
 ** cut the name short and send another one than asked. Names with a NUL
@@ -388,15 +604,15 @@ static int refuse_nul(lua_State *L, const char *subj, size_t slen,
 }
 
 static int c_publish(lua_State *L) {
-  lconn *lc = luaL_checkudata(L, 1, HM_CONN_MT);
-  RETURN_IF_CLOSED(L, lc);
+  lconn *lc = check_up(L, 1);
   size_t slen, rlen = 0, len;
   const char *subj = luaL_checklstring(L, 2, &slen);
   const char *data = luaL_checklstring(L, 3, &len);
   const char *reply = luaL_optlstring(L, 4, NULL, &rlen);
+  RETURN_IF_CLOSED(L, lc);
   if (refuse_nul(L, subj, slen, HM_SUBJ_PUBLISH, reply, rlen)) return 3;
   hm_status st = hm_conn_publish(lc->c, subj, reply, data, len);
-  if (st != HM_OK) return push_failure(L, lc, st);
+  if (st != HM_OK) return push_status(L, lc->c, st);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -407,7 +623,7 @@ static int c_publish(lua_State *L) {
 static int c_reply(lua_State *L) {
   static const int fields[] = {HM_K_MSG, HM_K_REPLYTO, HM_K_META, HM_K_TRACE,
                                HM_K_REQUEST};
-  lconn *lc = luaL_checkudata(L, 1, HM_CONN_MT);
+  lconn *lc = check_up(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
   lua_settop(L, 5);
   for (int k = 0; k < 5; k++) { /* slots 6..10 */
@@ -427,20 +643,14 @@ static int c_reply(lua_State *L) {
     lua_pushliteral(L, "noreply");
     return 1;
   }
-  if (lc->c == NULL || hm_conn_is_closed(lc->c)) {
-    lua_pushliteral(L, "closed");
-    return 1;
-  }
-  if (refuse_nul(L, to, tlen, HM_SUBJ_PUBLISH, NULL, 0)) {
-    lua_pushboolean(L, 0);
-    lua_replace(L, -4);
-    return 3;
-  }
+  if (lc->c == NULL || hm_conn_is_closed(lc->c)) return push_closed(L);
+  if (refuse_nul(L, to, tlen, HM_SUBJ_PUBLISH, NULL, 0)) return 3;
   char err[320];
   hm_buf *b = hm_env_buffer(L);
   int r = hm_env_reply(L, g, 8, 9, 10, 3, 4, lua_istable(L, 5) ? 5 : 0, b,
                        err, sizeof err);
   if (r != 0) {
+    /* No status: the reply could not be encoded, nothing reached NATS. */
     hm_env_buffer_done(b);
     lua_pushnil(L);
     lua_pushstring(L, err);
@@ -458,12 +668,7 @@ static int c_reply(lua_State *L) {
     st = hm_conn_publish(lc->c, to, NULL, b->data, b->len);
   }
   hm_env_buffer_done(b);
-  if (st != HM_OK) {
-    push_failure(L, lc, st);
-    lua_pushboolean(L, 0);
-    lua_replace(L, -4);
-    return 3;
-  }
+  if (st != HM_OK) return push_status(L, lc->c, st);
   if (lua_istable(L, 4)) hm_micro_replied(L, 6, ecode, etext);
   else hm_micro_replied(L, 6, NULL, NULL);
   lua_pushliteral(L, "sent");
@@ -471,7 +676,7 @@ static int c_reply(lua_State *L) {
 }
 
 static int c_subscribe(lua_State *L) {
-  lconn *lc = check_conn(L, 1);
+  lconn *lc = check_up(L, 1);
   size_t slen, qlen = 0;
   const char *subj = luaL_checklstring(L, 2, &slen);
   const char *queue = luaL_optlstring(L, 3, NULL, &qlen);
@@ -482,6 +687,7 @@ static int c_subscribe(lua_State *L) {
   luaL_checktype(L, 5, LUA_TFUNCTION);
   if (has_mt) luaL_checktype(L, 6, LUA_TTABLE);
   luaL_argcheck(L, max >= 0 && max <= INT32_MAX, 4, "must be >= 0");
+  RETURN_IF_CLOSED(L, lc);
   if (refuse_nul(L, subj, slen, HM_SUBJ_SUBSCRIBE, queue, qlen)) return 3;
   ls = lua_newuserdatauv(L, sizeof *ls, 1); /* 1: its endpoint, if any */
   memset(ls, 0, sizeof *ls);
@@ -489,7 +695,7 @@ static int c_subscribe(lua_State *L) {
   ls->fn_ref = ls->self_ref = ls->mt_ref = LUA_NOREF;
   luaL_setmetatable(L, HM_SUB_MT);
   st = hm_conn_subscribe(lc->c, subj, queue, (int)max, on_msg, ls, &ls->s);
-  if (st != HM_OK) return push_failure(L, lc, st);
+  if (st != HM_OK) return push_status(L, lc->c, st);
   lua_pushvalue(L, 5);
   ls->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   if (has_mt) {
@@ -505,7 +711,7 @@ static int c_subscribe(lua_State *L) {
 }
 
 static int c_request(lua_State *L) {
-  lconn *lc = luaL_checkudata(L, 1, HM_CONN_MT);
+  lconn *lc = check_up(L, 1);
   hm_ctx *ctx = lc->ctx;
   size_t slen, len;
   const char *subj = luaL_checklstring(L, 2, &slen);
@@ -525,23 +731,8 @@ static int c_request(lua_State *L) {
     luaL_argcheck(L, max == 1, 5, "several replies need a callback");
     hm_sched_check(L, ctx, "request");
   }
-  if (lc->c == NULL) {
-    /* Closed under us: the same shapes as any other failure. */
-    if (has_cb) {
-      lua_pushnil(L);
-      lua_pushliteral(L, "closed");
-    } else {
-      lua_pushliteral(L, "closed");
-      lua_pushnil(L);
-    }
-    return 2;
-  }
-  if (refuse_nul(L, subj, slen, HM_SUBJ_PUBLISH, NULL, 0)) {
-    if (has_cb) return 3;
-    lua_pushliteral(L, "failed"); /* the shape of a completion, below */
-    lua_replace(L, -4);
-    return 3;
-  }
+  RETURN_IF_CLOSED(L, lc);
+  if (refuse_nul(L, subj, slen, HM_SUBJ_PUBLISH, NULL, 0)) return 3;
   r = calloc(1, sizeof *r);
   if (r == NULL) return luaL_error(L, "out of memory");
   r->ctx = ctx;
@@ -553,13 +744,7 @@ static int c_request(lua_State *L) {
                        on_reply, r, &id);
   if (st != HM_OK) {
     free(r);
-    if (has_cb) return push_failure(L, lc, st);
-    /* Same shape as a completion: a non-nil first value is a failure:
-    ** "failed", message, code. */
-    push_failure(L, lc, st);
-    lua_pushliteral(L, "failed");
-    lua_replace(L, -4);
-    return 3;
+    return push_status(L, lc->c, st);
   }
   if (has_cb) {
     lua_pushvalue(L, 6);
@@ -571,43 +756,47 @@ static int c_request(lua_State *L) {
   return lua_yield(L, 0);
 }
 
-/* conn:flush([timeout_ms [, cb]]): without cb suspends until the server has
-** processed everything sent so far and returns nil | "timeout"|"closed". */
+/* conn:flush([timeout_ms [, cb]]): a round trip through the server; see
+** the list at the top. */
 static int c_flush(lua_State *L) {
-  lconn *lc = check_conn(L, 1);
+  lconn *lc = check_up(L, 1);
   hm_ctx *ctx = lc->ctx;
   lua_Integer timeout = luaL_optinteger(L, 2, 5000);
   int has_cb = !lua_isnoneornil(L, 3);
   uint64_t id;
   hm_status st;
   lreq *r;
+  luaL_argcheck(L, timeout >= 0, 2, "must be >= 0");
   if (has_cb) luaL_checktype(L, 3, LUA_TFUNCTION);
   else hm_sched_check(L, ctx, "flush");
+  RETURN_IF_CLOSED(L, lc);
   r = calloc(1, sizeof *r);
   if (r == NULL) return luaL_error(L, "out of memory");
   r->ctx = ctx;
   r->owner = lc;
   r->wait = (hm_wait)HM_WAIT_INIT;
   r->cb_ref = LUA_NOREF;
+  r->flush = 1;
   st = hm_conn_flush(lc->c, (uint64_t)timeout, on_reply, r, &id);
   if (st != HM_OK) {
     free(r);
-    lua_pushstring(L, status_word(st));
-    return 1;
+    return push_status(L, lc->c, st);
   }
   if (has_cb) {
     lua_pushvalue(L, 3);
     r->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    return 0;
+    lua_pushboolean(L, 1);
+    return 1;
   }
   hm_sched_park(L, ctx, &r->wait, NULL);
   return lua_yield(L, 0);
 }
 
 static int c_cancel(lua_State *L) {
-  lconn *lc = check_conn(L, 1);
+  lconn *lc = luaL_checkudata(L, 1, HM_CONN_MT);
+  lua_Integer id = luaL_checkinteger(L, 2);
   void *arg;
-  int was = hm_conn_cancel(lc->c, (uint64_t)luaL_checkinteger(L, 2), &arg);
+  int was = lc->c != NULL && hm_conn_cancel(lc->c, (uint64_t)id, &arg);
   if (was) {
     lreq *r = arg;
     /* A coroutine waiting on it would never wake: only callback requests
@@ -623,37 +812,43 @@ static int c_cancel(lua_State *L) {
 static int c_close(lua_State *L) {
   lconn *lc = luaL_checkudata(L, 1, HM_CONN_MT);
   if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_settop(L, 2);
+  lua_pushboolean(L, 1); /* 3: the result */
   if (lc->c == NULL) {
     /* Already gone: the callback still runs, once. */
     if (!lua_isnoneornil(L, 2)) {
       lua_pushvalue(L, 2);
       hm_sched_spawn(lc->ctx, L, 0);
     }
-    return 0;
+    return 1;
   }
-  if (lc->close_ref != LUA_NOREF) return 0;
+  if (lc->close_ref != LUA_NOREF) return 1;
   if (!lua_isnoneornil(L, 2)) {
     lua_pushvalue(L, 2);
     lc->close_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   }
   hm_conn_close(lc->c, on_closed, lc);
-  return 0;
+  return 1;
 }
 
 /* conn:credits(max): see hm_conn_set_credits. */
 static int c_credits(lua_State *L) {
-  lconn *lc = check_conn(L, 1);
+  lconn *lc = check_up(L, 1);
   lua_Integer max = luaL_checkinteger(L, 2);
   luaL_argcheck(L, max >= 0 && max <= INT32_MAX, 2, "must be >= 0");
+  RETURN_IF_CLOSED(L, lc);
   hm_conn_set_credits(lc->c, (int)max);
-  return 0;
+  lua_pushboolean(L, 1);
+  return 1;
 }
 
-/* conn:done(): one delivered message is finished (hands its credit back). */
+/* conn:done(): one delivered message is finished (hands its credit back);
+** nothing to hand back once closed. */
 static int c_done(lua_State *L) {
   lconn *lc = luaL_checkudata(L, 1, HM_CONN_MT);
   if (lc->c) hm_conn_done(lc->c);
-  return 0;
+  lua_pushboolean(L, 1);
+  return 1;
 }
 
 static int c_is_closed(lua_State *L) {
@@ -663,16 +858,19 @@ static int c_is_closed(lua_State *L) {
 }
 
 static int c_max_payload(lua_State *L) {
-  lconn *lc = check_conn(L, 1);
+  lconn *lc = check_up(L, 1);
+  RETURN_IF_CLOSED(L, lc);
   lua_pushinteger(L, (lua_Integer)hm_conn_max_payload(lc->c));
   return 1;
 }
 
+/* conn:stats(): the counters now, or the last ones once closed. */
 static int c_stats(lua_State *L) {
-  lconn *lc = check_conn(L, 1);
+  lconn *lc = luaL_checkudata(L, 1, HM_CONN_MT);
   hm_conn_stats s;
-  hm_conn_get_stats(lc->c, &s);
-  lua_createtable(L, 0, 7);
+  if (lc->c != NULL) hm_conn_get_stats(lc->c, &s);
+  else s = lc->last;
+  lua_createtable(L, 0, 10);
 #define F(name)                               \
   lua_pushinteger(L, (lua_Integer)s.name);    \
   lua_setfield(L, -2, #name);
@@ -684,8 +882,11 @@ static int c_stats(lua_State *L) {
 
 static int c_tostring(lua_State *L) {
   lconn *lc = luaL_checkudata(L, 1, HM_CONN_MT);
+  static const char *const states[] = {" (connecting)", "", " (failed)",
+                                       " (closed)"};
   lua_pushfstring(L, "hemera.Conn: %p%s", (void *)lc,
-                  lc->c ? "" : " (closed)");
+                  lc->c == NULL && lc->state == LC_UP ? " (closed)"
+                                                      : states[lc->state]);
   return 1;
 }
 
@@ -698,7 +899,8 @@ static int c_tostring(lua_State *L) {
 static int s_unsubscribe(lua_State *L) {
   lsub *ls = luaL_checkudata(L, 1, HM_SUB_MT);
   hm_ctx *ctx;
-  if (ls->s == NULL) return 0;
+  lua_pushboolean(L, 1);
+  if (ls->s == NULL) return 1;
   ctx = ls->owner->ctx;
   hm_sub_unsubscribe(ls->s);
   ls->s = NULL;
@@ -706,8 +908,9 @@ static int s_unsubscribe(lua_State *L) {
   if (ls->next) ls->next->prev = ls->prev;
   ls->prev = ls->next = NULL;
   unref(ctx, &ls->fn_ref);
+  unref(ctx, &ls->mt_ref);
   unref(ctx, &ls->self_ref);
-  return 0;
+  return 1;
 }
 
 static int s_delivered(lua_State *L) {
@@ -756,12 +959,7 @@ static int s_drain(lua_State *L) {
   hm_status st;
   if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
   luaL_argcheck(L, timeout >= 0, 3, "must be >= 0");
-  if (ls->s == NULL) {
-    lua_pushnil(L);
-    lua_pushliteral(L, "closed");
-    lua_pushstring(L, hm_status_name(HM_CLOSED));
-    return 3;
-  }
+  if (ls->s == NULL) return push_closed(L);
   d = malloc(sizeof *d);
   if (d == NULL) return luaL_error(L, "out of memory");
   d->ctx = ls->owner->ctx;
@@ -832,6 +1030,7 @@ static const luaL_Reg conn_methods[] = {
     {"publish", c_publish},   {"subscribe", c_subscribe},
     {"reply", c_reply},
     {"request", c_request},   {"cancel", c_cancel},
+    {"wait_connected", c_wait_connected},
     {"flush", c_flush},
     {"close", c_close},       {"is_closed", c_is_closed},
     {"credits", c_credits},   {"done", c_done},
@@ -862,4 +1061,6 @@ void hm_lua_open_conn(lua_State *L) {
   lua_setfield(L, -2, "redact");
   lua_pushcfunction(L, l_subject_check);
   lua_setfield(L, -2, "subject_check");
+  lua_pushcfunction(L, l_servers);
+  lua_setfield(L, -2, "servers");
 }

@@ -111,6 +111,9 @@ typedef struct lconn {
   int self_ref;  /* anchors the userdata while the core may call back */
   int event_ref; /* Lua function(event, text) or LUA_NOREF */
   int close_ref; /* function to spawn once closed, or LUA_NOREF */
+  int state;     /* the first connect: LC_CONNECTING, LC_UP, LC_FAILED, LC_CANCELLED */
+  hm_wait wait;  /* the coroutine in conn:wait_connected, if any */
+  hm_conn_stats last; /* the counters when the core let go (stats after close) */
   lsub *subs;
   struct lconn *prev, *next;
 } lconn;

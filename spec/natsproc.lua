@@ -438,9 +438,11 @@ local raws = {}
 -- running for ever.
 function M.raw(opts, on_event)
   if type(opts) == "string" then opts = { servers = opts } end
-  local conn, err = core.connect(opts, on_event)
-  if conn then raws[#raws + 1] = conn end
-  return conn, err
+  local conn = core.connect(opts, on_event)
+  raws[#raws + 1] = conn
+  local ok, err = conn:wait_connected()
+  if not ok then return nil, err end
+  return conn
 end
 
 function M.close_raw()

@@ -426,8 +426,9 @@ function M.main(argv)
       micro = { enabled = false }, -- the CLI is not a service
       nats = { reconnect = false, connectTimeout = 2000 },
     }
-    local ok, rerr = pcall(h.ready, h)
+    local ok, rerr, cerr = pcall(h.ready, h)
     if not ok or not rerr then
+      if ok then rerr = cerr end -- ready's nil, err
       complain(tostring(type(rerr) == "table" and rerr.message or rerr))
       h:close()
       return

@@ -257,6 +257,12 @@ function M.act(self, p, on_reply)
       return outcome(actx, on_reply, nil, util.codec_error("Client payload encoding", ok, payload, eerr))
     end
   end
+  if i.conn:is_closed() then
+    -- Nothing goes out: say whose close it was, not "before the reply".
+    return outcome(actx, on_reply, nil, errors.HemeraError(i.closing and "Hemera is closed: act after close()"
+      or "NATS connection is closed: the act was not sent",
+      { app = i.config.name, isServer = false, pattern = actx.method, code = "CONN_CLOSED" }))
+  end
   if actx._pubsub then
     local sent, serr = i.conn:publish(p.topic, payload)
     if not sent then return outcome(actx, on_reply, nil, errors.HemeraError("Publish failed: " .. tostring(serr))) end
@@ -279,8 +285,9 @@ function M.act(self, p, on_reply)
     return outcome(actx, on_reply, nil, errors.HemeraError(
       "maxMessages$ and expectedMessages$ need a callback or hemera:stream"))
   end
-  local st, data = i.conn:request(p.topic, payload, timeout, 1, nil, true)
-  local result, err = finish_reply(self, actx, st, data)
+  local data, rerr, code = i.conn:request(p.topic, payload, timeout, 1, nil, true)
+  local st = data == nil and (code == "HM_TIMEOUT" and "timeout" or code == "HM_CLOSED" and "closed" or "failed") or nil
+  local result, err = finish_reply(self, actx, st, st == "failed" and rerr or data)
   return result, err, actx
 end
 

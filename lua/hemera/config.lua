@@ -2,6 +2,7 @@
 -- at Hemera.new: an unknown key or a wrong type fails with the key, the
 -- expected type and the value given.
 local errors = require "hemera.errors"
+local core = require "hemera.core"
 
 local M = {}
 
@@ -45,8 +46,39 @@ local SCHEMA = {
     } },
   } },
   -- Ours, beyond Hemera's.
-  servers = { types = { "string", "table" } },
-  nats = { types = { "table" }, default = {} },
+  -- A URL, a comma-separated list of URLs (NATS' own convention), or a
+  -- list of either; each checked as a connect would (the message shows
+  -- the bad one with its credentials masked, so not the value).
+  servers = { types = { "string", "table" }, quiet = true,
+              check = function(v) local ok, err = core.servers(v, "servers"); return not ok and err end },
+  -- The NATS connection (hm_lua_conn.c's core.connect). Unset: the core's
+  -- defaults (see docs/api.md).
+  nats = { types = { "table" }, fields = {
+    name = { types = { "string" } },
+    user = { types = { "string" } },
+    password = { types = { "string" } },
+    token = { types = { "string" } },
+    tls = { types = { "table" }, quiet = true, check = function(t)
+      for k, v in pairs(t) do
+        if k ~= "ca" and k ~= "cert" and k ~= "key" and k ~= "verify" then
+          return "unknown key '" .. tostring(k) .. "' (known: ca, cert, key, verify)"
+        end
+        if (k == "verify" and type(v) ~= "boolean") or (k ~= "verify" and type(v) ~= "string") then
+          return ("'%s' must be a %s, got %s"):format(k, k == "verify" and "boolean" or "file name", type(v))
+        end
+      end
+    end },
+    reconnect = { types = { "boolean" } },
+    maxReconnect = { types = { "integer" }, check = function(v) return v < -1 and "must be -1 (for ever) or >= 0" end },
+    reconnectWait = { types = { "integer" }, check = function(v) return v < 0 and "must be >= 0 (ms)" end },
+    connectTimeout = { types = { "integer" }, check = function(v) return v < 0 and "must be >= 0 (ms)" end },
+    -- A failed first connect is tried again like a reconnect: maxReconnect
+    -- more passes over the servers, reconnectWait apart.
+    retryOnFailedConnect = { types = { "boolean" } },
+    maxPendingMsgs = { types = { "integer" }, check = function(v) return v < 0 and "must be >= 0" end },
+    maxPendingBytes = { types = { "integer" },
+                        check = function(v) return (v < -1 or v > 2147483647) and "must be -1 (no limit) or 0..2147483647 bytes" end },
+  } },
   closeTimeout = { types = { "integer" }, default = 2000, check = function(v) return v < 0 and "must be >= 0" end },
   maxConcurrency = { types = { "integer" }, default = 1000, check = function(v) return v < 1 and "must be >= 1" end },
   -- NATS' Service API (ADR-32, hemera.micro): on unless enabled = false.
@@ -95,7 +127,7 @@ local function build(schema, given, prefix, level)
       fail(path, ("expected %s, got %s (%s)"):format(table.concat(rule.types, " or "), type_of(v), tostring(v)), level + 1)
     end
     local msg = rule.check and rule.check(v)
-    if msg then fail(path, ("%s, got %s"):format(msg, tostring(v)), level + 1) end
+    if msg then fail(path, rule.quiet and msg or ("%s, got %s"):format(msg, tostring(v)), level + 1) end
     if rule.fields then v = build(rule.fields, v, path .. ".", level + 1) end
     out[k] = v
   end

@@ -76,12 +76,12 @@ function M.stats(hemera) return util.copy(state(hemera._i).stats) end
 local function api(i, what, body)
   local conn = i.conn
   if not conn or conn:is_closed() then return nil, "the connection is closed" end
-  local st, data = conn:request("$JS.API." .. what, body and encode(body) or "", API_TIMEOUT)
-  if st == "timeout" then
+  local data, st, code = conn:request("$JS.API." .. what, body and encode(body) or "", API_TIMEOUT)
+  if code == "HM_TIMEOUT" then
     return nil, ("JetStream did not answer %s within %d ms (does the server run with JetStream, -js?)")
       :format(what, API_TIMEOUT)
-  elseif st then
-    return nil, ("JetStream request %s failed: %s"):format(what, tostring(data or st))
+  elseif data == nil then
+    return nil, ("JetStream request %s failed: %s"):format(what, tostring(st))
   end
   local ok, r = pcall(decode, data)
   if not ok or type(r) ~= "table" then
@@ -533,8 +533,8 @@ local function handle(c, subject, reply, data)
     if not failed then
       -- Acked with a reply: JetStream confirms it has the ack, so a
       -- message whose ack got lost (a server restart) is known.
-      local st = conn:request(reply, "+ACK", API_TIMEOUT)
-      if st then
+      local confirmed, st = conn:request(reply, "+ACK", API_TIMEOUT)
+      if not confirmed then
         d.stats.ack_unconfirmed = d.stats.ack_unconfirmed + 1
         owner.log:warn("Durable ack not confirmed: the message may run again",
           { topic = c.topic, stream = delivery.stream, seq = delivery.stream_seq, error = st })
@@ -552,8 +552,8 @@ local function handle(c, subject, reply, data)
       end
     elseif delivery.count >= cfg.maxDeliver then
       -- Confirmed like an ack: once logged, JetStream has let it go.
-      local st = conn:request(reply, "+TERM", API_TIMEOUT)
-      if st then
+      local confirmed, st = conn:request(reply, "+TERM", API_TIMEOUT)
+      if not confirmed then
         owner.log:warn("Durable termination not confirmed", { topic = c.topic, seq = delivery.stream_seq, error = st })
       end
       d.stats.terminated = d.stats.terminated + 1
@@ -934,8 +934,8 @@ function KV:put(key, value)
   if type(value) ~= "string" then
     hemera_error("KV values are strings (encode tables with Hemera.encode), got " .. type(value), { key = key }, 2)
   end
-  local st, data = self.i.conn:request(("$KV.%s.%s"):format(self.bucket, key), value, API_TIMEOUT)
-  if st then return nil, errors.HemeraError("KV put: " .. tostring(st), { bucket = self.bucket, key = key }) end
+  local data, st = self.i.conn:request(("$KV.%s.%s"):format(self.bucket, key), value, API_TIMEOUT)
+  if data == nil then return nil, errors.HemeraError("KV put: " .. tostring(st), { bucket = self.bucket, key = key }) end
   local ok, ack = pcall(decode, data)
   if not ok or type(ack) ~= "table" or ack.error then
     return nil, errors.HemeraError("KV put refused: " .. tostring(ok and type(ack) == "table" and ack.error

@@ -71,7 +71,7 @@ local HOOKS = {
   onResponse = true, onError = true, onAdd = true, onClose = true,
 }
 
-local open_instances = {} -- root instance -> true while connected
+local open_instances = {} -- root instance -> true from ready() until closed
 
 local function hemera_error(msg, fields, level)
   error(errors.HemeraError(msg, fields), (level or 1) + 1)
@@ -459,7 +459,8 @@ local function check_act(self, p, level)
     hemera_error("Topic is required and must be from type string", nil, level + 1)
   end
   if not self._i.conn then
-    hemera_error("Not connected: call hemera:ready() first", nil, level + 1)
+    hemera_error(self._i.connection and "Not connected yet: act once ready() is over (its callback, or its return in a coroutine)"
+                 or "Not connected: call hemera:ready() first", nil, level + 1)
   end
   return p
 end
@@ -742,17 +743,26 @@ end
 -- Lifecycle
 -- ===================================================================
 
--- The servers to connect to: the option, else $HEMERA_NATS_URL, else the
--- bundled interpreter's choice (127.0.0.1:4222, or a private server it
--- starts on demand), else nats://127.0.0.1:4222.
+-- The servers to connect to, and where they come from (for messages): the
+-- option, else $HEMERA_NATS_URL, else the bundled interpreter's choice
+-- (127.0.0.1:4222, or a private server it starts on demand), else
+-- nats://127.0.0.1:4222. Each may be a comma-separated list.
 local function server_urls(i)
-  if i.servers then return i.servers end
+  if i.servers then return i.servers, "servers" end
   local env = os.getenv("HEMERA_NATS_URL")
-  if env and env ~= "" then return env end
+  if env and env ~= "" then return env, "HEMERA_NATS_URL" end
   local ok, dev = pcall(require, "hemera.devserver")
   local url = ok and type(dev) == "table" and dev.url()
-  return url or "nats://127.0.0.1:4222"
+  return url or "nats://127.0.0.1:4222", "the default server"
 end
+
+-- Instances finish ready() in the order it was called, although their
+-- connects run side by side: each, once its own connect is over (and the
+-- server has its topics' subscriptions), waits for the connects of those
+-- called before. A script that readies a service, then a client that acts
+-- on it, works as it reads. The future of the last call still settling,
+-- or nil.
+local last_settled
 
 local function on_nats_event(i, event, text)
   local l = i.root.log
@@ -768,45 +778,78 @@ local function on_nats_event(i, event, text)
   end
 end
 
--- hemera:ready([fn]): connects to NATS (raising a HemeraError with code
--- CONN_ERR when it cannot), subscribes the topics added so far, loads the
--- plugins in order, and confirms the subscriptions with the server. Then
--- fn(err) runs in a coroutine (err: a plugin's failure, or nil). In a
--- coroutine without fn it returns true, or nil and the error. Outside one
--- without fn, a failure is an uncaught error: nobody else would hear of it.
+-- hemera:ready([fn]): connects to NATS without holding the loop up,
+-- subscribes the topics added so far, loads the plugins in order, and
+-- confirms the subscriptions with the server. Then fn(err) runs in a
+-- coroutine, err a HemeraError with code CONN_ERR when no server could be
+-- reached (the message names every URL tried; the instance then closes,
+-- as Node Hemera's does), or a plugin's failure. In a coroutine without
+-- fn it returns true, or nil and the error; outside one without fn, a
+-- failure is raised in the coroutine that connects. A server list that is
+-- not one raises here.
 function Hemera:ready(fn)
   local i = self._i
   if i.readied then hemera_error("Hemera was already bootstraped", nil, 2) end
   if fn ~= nil and type(fn) ~= "function" then
     hemera_error("ready callback must be a function, got " .. type(fn), nil, 2)
   end
+  local given, source = server_urls(i)
+  local servers, serr = core.servers(given, source)
+  if not servers then hemera_error("Invalid NATS servers: " .. serr, nil, 2) end
   i.readied = true
   local copts = copy(i.config.nats)
-  copts.servers = server_urls(i)
+  copts.servers = servers
   copts.name = copts.name or i.config.name
-  local conn, err = core.connect(copts, function(event, text) on_nats_event(i, event, text) end)
-  if not conn then
-    self.log:fatal("Could not connect to NATS!", { error = err })
-    hemera_error(err, { code = "CONN_ERR" }, 2)
-  end
-  i.conn = conn
-  conn:credits(i.config.maxConcurrency)
-  rawset(self, "transport", conn)
+  local conn = core.connect(copts, function(event, text) on_nats_event(i, event, text) end)
+  i.connection = conn -- from now on, whatever its state (close, stats)
   open_instances[self] = true
-  self.log:info("Connected!")
-  local interval = i.config.load.process.sampleInterval
-  if interval > 0 then core.load_start(interval) end
-  for _, t in pairs(i.topics) do subscribe(t.owner, t) end
-  local merr = micro.start(i)
-  if merr then self.log:error(merr) end
+  local before, settled = last_settled, core.future()
+  last_settled = settled
+  local function connect()
+    local ok, cerr, code = conn:wait_connected()
+    if ok and i.closing then ok, code = nil, "HM_CLOSED" end
+    if not ok then
+      if code == "HM_CLOSED" then
+        return errors.HemeraError("Hemera was closed before NATS connected", { code = "CONN_CLOSED" })
+      end
+      self.log:fatal("Could not connect to NATS!", { error = cerr })
+      return errors.HemeraError(cerr, { code = "CONN_ERR" })
+    end
+    i.conn = conn
+    conn:credits(i.config.maxConcurrency)
+    rawset(self, "transport", conn)
+    self.log:info("Connected!")
+    local interval = i.config.load.process.sampleInterval
+    if interval > 0 then core.load_start(interval) end
+    local n = 0
+    for _, t in pairs(i.topics) do
+      subscribe(t.owner, t)
+      n = n + 1
+    end
+    local merr = micro.start(i)
+    if merr then self.log:error(merr) end
+    -- Those readied after this one go on once the server has these
+    -- subscriptions: sent first is not the same as seen first (another
+    -- connection's request can overtake them inside the server).
+    if n > 0 then conn:flush(i.config.timeout) end
+    return nil
+  end
   local function boot()
+    local cerr = connect()
+    if before then before:wait() end
+    settled:set(true)
+    if last_settled == settled then last_settled = nil end
+    if cerr then
+      self:close()
+      return cerr
+    end
     local perr = load_plugins(self)
     if perr then
       self.log:fatal("Plugin failed to load", { error = perr })
     end
     -- Ready means the server has our subscriptions: a round trip proves it.
-    local st = conn:flush(i.config.timeout)
-    if st and not perr then perr = errors.HemeraError("NATS did not confirm the subscriptions: " .. st) end
+    local fok, ferr = conn:flush(i.config.timeout)
+    if not fok and not perr then perr = errors.HemeraError("NATS did not confirm the subscriptions: " .. tostring(ferr)) end
     if not perr then i.is_ready = true end -- read by hemera.metrics' /healthz
     return perr
   end
@@ -821,7 +864,10 @@ function Hemera:ready(fn)
       guarded(fn, perr)
     elseif perr then
       self:close()
-      report_uncaught("hemera:ready() failed: " .. error_text(perr))
+      -- A close while connecting is no news to whoever closed.
+      if type(perr) ~= "table" or perr.code ~= "CONN_CLOSED" then
+        report_uncaught("hemera:ready() failed: " .. error_text(perr))
+      end
     end
   end)
   return true
@@ -833,8 +879,8 @@ end
 function Hemera:flush()
   local i = self._i
   if not i.conn then hemera_error("Not connected: call hemera:ready() first", nil, 2) end
-  local st = i.conn:flush(i.config.timeout)
-  if st then return nil, st end
+  local ok, err = i.conn:flush(i.config.timeout)
+  if not ok then return nil, err end
   return true
 end
 
@@ -910,6 +956,8 @@ function Hemera:close(fn)
     spawn(end_run)
   end
   if not i.conn then
+    -- Still connecting: ready ends with CONN_CLOSED.
+    if i.connection then i.connection:close() end
     root:removeAll()
     spawn(finish)
     return
@@ -1007,7 +1055,9 @@ function Hemera.handleSignals(names)
   core.handle_signals(names, on_signal)
 end
 
-function Hemera:stats() return self._i.conn and self._i.conn:stats() end
+-- The connection's counters from ready() on (the last ones once closed),
+-- nil before.
+function Hemera:stats() return self._i.connection and self._i.connection:stats() end
 
 -- hemera:reset(): the Service API's counters (STATS) back to zero.
 function Hemera:reset()

@@ -103,12 +103,12 @@ end
 local function publish_encoded(conn, ctx, reply, encode, ew)
   local to = ctx.replyTo
   if not to then return "noreply" end
-  if conn:is_closed() then return "closed" end
+  if conn:is_closed() then return nil, "closed", "HM_CLOSED" end
   local out = wire.reply(ctx.meta, ctx.trace, ctx.request, reply.payload, ew)
   local ok, payload, err = util.codec_call(encode, core.encode, out)
   if not ok or payload == nil then return nil, ok and err or payload end
-  local sent, perr = conn:publish(to, payload)
-  if not sent then return false, perr end
+  local sent, perr, code = conn:publish(to, payload)
+  if not sent then return nil, perr, code end
   core.msg_count(rawget(ctx, "_msg"), ew) -- the Service API's counters
   return "sent"
 end
@@ -180,7 +180,7 @@ local function deliver(owner, ctx, reply)
   end
   local conn = i.conn
   if conn then
-    local why, ew, st, perr
+    local why, ew, st, perr, code
     if reply.error then
       local ok, w = pcall(error_wire, i, ctx, reply)
       if ok then ew = w else why = w end
@@ -193,12 +193,13 @@ local function deliver(owner, ctx, reply)
         -- has no word for is an error ("cannot encode a function at
         -- result"); inside it, as JSON.stringify, such values are left
         -- out and listed.
-        st, perr = conn:reply(ctx, reply.payload, ew, skipped_buf)
+        st, perr, code = conn:reply(ctx, reply.payload, ew, skipped_buf)
         if skipped_buf[1] then warn_skipped(owner, ctx, log) end
       else
-        st, perr = publish_encoded(conn, ctx, reply, encode, ew)
+        st, perr, code = publish_encoded(conn, ctx, reply, encode, ew)
       end
-      if st == nil then why = perr end
+      -- No code: the reply could not be encoded (nothing reached NATS).
+      if st == nil and code == nil then why = perr end
     end
     if st == "sent" then
       reply._published = true
@@ -207,7 +208,7 @@ local function deliver(owner, ctx, reply)
       if reply.error and not rawget(ctx, "delivery") then
         log:warn("Request failed, and it has no reply subject to tell", { topic = ctx.topic, error = reply.error })
       end
-    elseif st == "closed" then
+    elseif code == "HM_CLOSED" then
       -- The handler outlived close(): nobody can be answered any more.
       log:warn("Reply dropped: the connection is closed", { topic = ctx.topic })
     elseif why then

@@ -11,6 +11,17 @@
 #include "hm_conn.h"
 #include "hm_test.h"
 
+static int connected_calls;
+static hm_status connected_st;
+
+static void on_connected(hm_conn_t *c, hm_status st, const char *text,
+                         void *arg) {
+  connected_calls++;
+  connected_st = st;
+  if (st != HM_OK) fprintf(stderr, "connect: %s\n", text ? text : "");
+}
+
+/* Connects, running the loop until the first connect is over. */
 static hm_conn_t *connect_to(uv_loop_t *loop, hm_event_cb ev, void *arg) {
   const char *u = getenv("HEMERA_NATS_URL");
   const char *servers[1];
@@ -21,9 +32,14 @@ static hm_conn_t *connect_to(uv_loop_t *loop, hm_event_cb ev, void *arg) {
   servers[0] = u && *u ? u : "nats://127.0.0.1:4222";
   o.servers = servers;
   o.nservers = 1;
-  if (hm_conn_connect(loop, &o, ev, arg, &c, err, sizeof err) != HM_OK)
+  connected_calls = 0;
+  if (hm_conn_connect(loop, &o, ev, on_connected, arg, &c, err, sizeof err) !=
+      HM_OK) {
     fprintf(stderr, "connect: %s\n", err);
-  return c;
+    return NULL;
+  }
+  while (connected_calls == 0) uv_run(loop, UV_RUN_ONCE);
+  return connected_st == HM_OK ? c : NULL;
 }
 
 typedef struct {
@@ -97,9 +113,42 @@ TEST(abandon_completes_pending_and_closes_every_handle) { abandon_case(0); }
 
 TEST(abandon_after_close_drops_its_done) { abandon_case(1); }
 
+/* Abandoned while its first connect is under way (to a closed port,
+** retried for ever): the connect thread is stopped and joined inside the
+** call, `connected` never runs, every handle is closing. */
+TEST(abandon_during_the_first_connect) {
+  uv_loop_t loop;
+  hm_conn_opts o;
+  const char *servers[] = {"nats://127.0.0.1:1"};
+  char err[256];
+  hm_conn_t *c = NULL;
+  counts k;
+  memset(&k, 0, sizeof k);
+  memset(&o, 0, sizeof o);
+  o.servers = servers;
+  o.nservers = 1;
+  o.retry_connect = 1;
+  o.max_reconnect = -1;
+  o.reconnect_wait_ms = 1;
+  uv_loop_init(&loop);
+  connected_calls = 0;
+  ASSERT_EQ(hm_conn_connect(&loop, &o, event_cb, on_connected, &k, &c, err,
+                            sizeof err), HM_OK);
+  uv_run(&loop, UV_RUN_NOWAIT);
+  hm_conn_abandon(c);
+  open_handles = 0;
+  uv_walk(&loop, count_open, NULL);
+  ASSERT_EQ(open_handles, 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  ASSERT_EQ(connected_calls, 0);
+  ASSERT_EQ(k.events, 0);
+  ASSERT_EQ(uv_loop_close(&loop), 0);
+}
+
 int main(void) {
   RUN(abandon_completes_pending_and_closes_every_handle);
   RUN(abandon_after_close_drops_its_done);
+  RUN(abandon_during_the_first_connect);
   hm_conn_library_close();
   TEST_EXIT();
 }

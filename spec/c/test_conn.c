@@ -14,20 +14,55 @@ static const char *url(void) {
   return u && *u ? u : "nats://127.0.0.1:4222";
 }
 
+/* What a connect's `connected` callback said. */
+typedef struct {
+  int calls;
+  hm_status st;
+  char text[512];
+  int at_served; /* `served` when it ran (see connect_keeps_the_loop_going) */
+} outcome;
+
+static int served;
+
+static void on_connected(hm_conn_t *c, hm_status st, const char *text,
+                         void *arg) {
+  outcome *k = arg;
+  k->calls++;
+  k->st = st;
+  k->at_served = served;
+  snprintf(k->text, sizeof k->text, "%s", text ? text : "");
+}
+
+/* Starts a connect and runs the loop until its outcome: the connection,
+** or NULL (k says why). */
+static hm_conn_t *connect_with(uv_loop_t *loop, hm_conn_opts *o,
+                               outcome *k) {
+  char err[256];
+  hm_conn_t *c = NULL;
+  memset(k, 0, sizeof *k);
+  if (hm_conn_connect(loop, o, NULL, on_connected, k, &c, err, sizeof err) !=
+      HM_OK) {
+    fprintf(stderr, "connect: %s\n", err);
+    return NULL;
+  }
+  while (k->calls == 0) uv_run(loop, UV_RUN_ONCE);
+  if (k->st != HM_OK) fprintf(stderr, "connect: %s\n", k->text);
+  return k->st == HM_OK ? c : NULL;
+}
+
+static outcome connected_k[8];
+static int nconnected;
+
 static hm_conn_t *connect_to(uv_loop_t *loop) {
   hm_conn_opts o;
   const char *servers[1];
-  char err[256];
-  hm_conn_t *c = NULL;
   memset(&o, 0, sizeof o);
   servers[0] = url();
   o.servers = servers;
   o.nservers = 1;
   o.name = "hm-test";
   o.allow_reconnect = -1;
-  if (hm_conn_connect(loop, &o, NULL, NULL, &c, err, sizeof err) != HM_OK)
-    fprintf(stderr, "connect: %s\n", err);
-  return c;
+  return connect_with(loop, &o, &connected_k[nconnected++ % 8]);
 }
 
 static int closed_calls;
@@ -285,19 +320,185 @@ TEST(connect_failure_is_clean) {
   uv_loop_t loop;
   hm_conn_opts o;
   const char *servers[] = {"nats://127.0.0.1:1"};
-  char err[256] = "";
-  hm_conn_t *c = NULL;
+  outcome k;
   memset(&o, 0, sizeof o);
   o.servers = servers;
   o.nservers = 1;
   o.allow_reconnect = -1;
   uv_loop_init(&loop);
-  ASSERT_EQ(hm_conn_connect(&loop, &o, NULL, NULL, &c, err, sizeof err),
-            HM_CONNECT);
-  ASSERT(c == NULL);
-  ASSERT(strlen(err) > 0);
+  ASSERT(connect_with(&loop, &o, &k) == NULL);
+  ASSERT_EQ(k.calls, 1);
+  ASSERT_EQ(k.st, HM_CONNECT);
+  ASSERT(strlen(k.text) > 0);
+  ASSERT(strstr(k.text, "attempts") == NULL); /* one pass by default */
+  uv_run(&loop, UV_RUN_DEFAULT);
+  ASSERT_EQ(k.calls, 1);
+  ASSERT_EQ(uv_loop_close(&loop), 0);
+}
+
+/* retry_connect: max_reconnect more passes, then the failure says how
+** many were made. */
+TEST(connect_retries_then_fails_with_the_count) {
+  uv_loop_t loop;
+  hm_conn_opts o;
+  const char *servers[] = {"nats://127.0.0.1:1", "nats://127.0.0.1:2"};
+  outcome k;
+  memset(&o, 0, sizeof o);
+  o.servers = servers;
+  o.nservers = 2;
+  o.retry_connect = 1;
+  o.max_reconnect = 2;
+  o.reconnect_wait_ms = 5;
+  uv_loop_init(&loop);
+  ASSERT(connect_with(&loop, &o, &k) == NULL);
+  ASSERT_EQ(k.st, HM_CONNECT);
+  ASSERT(strstr(k.text, "(3 attempts, 5 ms apart)") != NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  ASSERT_EQ(k.calls, 1);
+  ASSERT_EQ(uv_loop_close(&loop), 0);
+}
+
+/* One dead server and one alive in the list: the live one is used. */
+TEST(connect_finds_the_live_server_in_a_list) {
+  uv_loop_t loop;
+  hm_conn_opts o;
+  const char *servers[2];
+  outcome k;
+  hm_conn_t *c;
+  servers[0] = "nats://127.0.0.1:1";
+  servers[1] = url();
+  memset(&o, 0, sizeof o);
+  o.servers = servers;
+  o.nservers = 2;
+  uv_loop_init(&loop);
+  c = connect_with(&loop, &o, &k);
+  ASSERT(c != NULL);
+  ASSERT(hm_conn_max_payload(c) > 0);
+  hm_conn_close(c, NULL, NULL);
   uv_run(&loop, UV_RUN_DEFAULT);
   ASSERT_EQ(uv_loop_close(&loop), 0);
+}
+
+/* The loop serves while a connect is under way: sequential round trips on
+** a live connection complete while another connection keeps trying an
+** address that refuses (retrying for ever, so a connect that held the
+** loop would never give it back); a close then ends it with HM_CLOSED,
+** from inside hm_conn_close. */
+#define SERVED_WANTED 20
+static hm_conn_t *live, *dead;
+static outcome dead_k;
+static int dead_closed;
+
+static void on_dead_closed(hm_conn_t *c, void *arg) { dead_closed++; }
+
+static void next_round_trip(hm_conn_t *c, uint64_t id, hm_status st,
+                            natsMsg *m, int done, void *arg) {
+  uint64_t nid;
+  hm_msg_destroy(m);
+  if (st != HM_OK) return;
+  served++;
+  if (served < SERVED_WANTED) {
+    hm_conn_request(live, "hmtest.connect.echo", "x", 1, 5000, 1,
+                    next_round_trip, NULL, &nid);
+    return;
+  }
+  hm_conn_close(dead, on_dead_closed, NULL);
+  hm_conn_close(live, NULL, NULL);
+}
+
+TEST(connect_keeps_the_loop_going) {
+  uv_loop_t loop;
+  hm_conn_opts o;
+  const char *servers[] = {"nats://127.0.0.1:1"};
+  char err[256];
+  hm_sub_t *s;
+  uint64_t id;
+  served = dead_closed = 0;
+  uv_loop_init(&loop);
+  live = connect_to(&loop);
+  ASSERT(live != NULL);
+  ASSERT_EQ(hm_conn_subscribe(live, "hmtest.connect.echo", NULL, 0, echo_cb,
+                              live, &s), HM_OK);
+  memset(&o, 0, sizeof o);
+  o.servers = servers;
+  o.nservers = 1;
+  o.retry_connect = 1;
+  o.max_reconnect = -1;
+  o.reconnect_wait_ms = 1;
+  memset(&dead_k, 0, sizeof dead_k);
+  ASSERT_EQ(hm_conn_connect(&loop, &o, NULL, on_connected, &dead_k, &dead,
+                            err, sizeof err), HM_OK);
+  /* Only close, is_closed, stats and error until it is up. */
+  ASSERT_EQ(hm_conn_publish(dead, "hmtest.x", NULL, "", 0), HM_BUSY);
+  ASSERT_EQ(hm_conn_subscribe(dead, "hmtest.x", NULL, 0, echo_cb, NULL, &s),
+            HM_BUSY);
+  ASSERT_EQ(hm_conn_is_closed(dead), 0);
+  ASSERT_EQ(hm_conn_request(live, "hmtest.connect.echo", "x", 1, 5000, 1,
+                            next_round_trip, NULL, &id), HM_OK);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  ASSERT_EQ(served, SERVED_WANTED);
+  ASSERT_EQ(dead_k.calls, 1);
+  ASSERT_EQ(dead_k.st, HM_CLOSED);
+  ASSERT_EQ(dead_k.at_served, SERVED_WANTED); /* pending all along */
+  ASSERT_EQ(dead_closed, 1);
+  ASSERT_EQ(uv_loop_close(&loop), 0);
+}
+
+/* Server URLs are checked before anything starts, each message naming the
+** URL (credentials masked) and the rule. */
+TEST(server_urls_are_checked) {
+  static const char *const good[] = {
+      "nats://127.0.0.1:4222", "127.0.0.1", "tls://nats.example.com:4443",
+      "NATS://h:1/", "nats://u:p@h:65535", "nats://tok@h", "[::1]:4222"};
+  static const struct {
+    const char *url, *want;
+  } bad[] = {
+      {"", "is empty"},
+      {"nats://a:1,nats://b:2", "holds a ','"},
+      {"http://h:4222", "has the scheme 'http'"},
+      {"nats://h:x", "has the port 'x'"},
+      {"nats://h:", "has ':' but no port"},
+      {"nats://h:0", "has the port 0"},
+      {"nats://h:65536", "has the port 65536"},
+      {"nats://:4222", "has no host"},
+      {"nats://h:4222/path", "has '/path' after the port"},
+      {"nats://h 1:4222", "space or control character at byte 9"},
+      {"nats://user:secret@h:x", "***@h:x"},
+      {"nats://[::1:4222", "without its ']'"},
+  };
+  char err[512];
+  size_t i;
+  for (i = 0; i < sizeof good / sizeof good[0]; i++) {
+    if (hm_conn_check_url(good[i], strlen(good[i]), err, sizeof err) != HM_OK)
+      fprintf(stderr, "refused %s: %s\n", good[i], err);
+    ASSERT_EQ(hm_conn_check_url(good[i], strlen(good[i]), err, sizeof err),
+              HM_OK);
+  }
+  for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    ASSERT_EQ(hm_conn_check_url(bad[i].url, strlen(bad[i].url), err,
+                                sizeof err), HM_INVAL);
+    if (strstr(err, bad[i].want) == NULL)
+      fprintf(stderr, "%s: got \"%s\"\n", bad[i].url, err);
+    ASSERT(strstr(err, bad[i].want) != NULL);
+    ASSERT(strstr(err, "secret") == NULL);
+  }
+  {
+    uv_loop_t loop;
+    hm_conn_opts o;
+    const char *servers[] = {"nats://127.0.0.1:4222", "nats://u:pw@h:99999"};
+    hm_conn_t *c = NULL;
+    memset(&o, 0, sizeof o);
+    o.servers = servers;
+    o.nservers = 2;
+    uv_loop_init(&loop);
+    ASSERT_EQ(hm_conn_connect(&loop, &o, NULL, on_connected, NULL, &c, err,
+                              sizeof err), HM_INVAL);
+    ASSERT(c == NULL);
+    ASSERT(strstr(err, "\"nats://***@h:99999\"") != NULL);
+    ASSERT(strstr(err, "pw") == NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_EQ(uv_loop_close(&loop), 0);
+  }
 }
 
 TEST(oversize_payload_is_refused) {
@@ -490,15 +691,11 @@ static void sub_ready(hm_conn_t *c, uint64_t id, hm_status st, natsMsg *m,
 
 static hm_conn_t *connect_opts(uv_loop_t *loop, hm_conn_opts *o) {
   const char *servers[1];
-  char err[256];
-  hm_conn_t *c = NULL;
   servers[0] = url();
   o->servers = servers;
   o->nservers = 1;
   o->allow_reconnect = -1;
-  if (hm_conn_connect(loop, o, NULL, NULL, &c, err, sizeof err) != HM_OK)
-    fprintf(stderr, "connect: %s\n", err);
-  return c;
+  return connect_with(loop, o, &connected_k[nconnected++ % 8]);
 }
 
 TEST(drain_delivers_what_the_server_sent_before_done) {
@@ -691,13 +888,13 @@ TEST(max_pending_bytes_out_of_range_is_refused) {
   o.servers = servers;
   o.nservers = 1;
   o.max_pending_bytes = (int64_t)INT32_MAX + 1;
-  ASSERT_EQ(hm_conn_connect(&loop, &o, NULL, NULL, &c, err, sizeof err),
-            HM_INVAL);
+  ASSERT_EQ(hm_conn_connect(&loop, &o, NULL, on_connected, NULL, &c, err,
+                            sizeof err), HM_INVAL);
   ASSERT(c == NULL);
   ASSERT(strstr(err, "max_pending_bytes") != NULL);
   o.max_pending_bytes = -2;
-  ASSERT_EQ(hm_conn_connect(&loop, &o, NULL, NULL, &c, err, sizeof err),
-            HM_INVAL);
+  ASSERT_EQ(hm_conn_connect(&loop, &o, NULL, on_connected, NULL, &c, err,
+                            sizeof err), HM_INVAL);
   uv_run(&loop, UV_RUN_DEFAULT);
   ASSERT_EQ(uv_loop_close(&loop), 0);
 }
@@ -712,6 +909,10 @@ int main(void) {
   RUN(multiple_replies_and_close_fails_pending);
   RUN(auto_unsubscribe_and_unsubscribe);
   RUN(connect_failure_is_clean);
+  RUN(connect_retries_then_fails_with_the_count);
+  RUN(connect_finds_the_live_server_in_a_list);
+  RUN(connect_keeps_the_loop_going);
+  RUN(server_urls_are_checked);
   RUN(oversize_payload_is_refused);
   RUN(cancel_hands_back_the_argument_and_never_calls_back);
   RUN(bad_subjects_are_refused_and_the_connection_stays_up);

@@ -123,8 +123,9 @@ local raw_conns = {}
 
 -- A plain NATS connection (hemera.core), closed at the end of S.run.
 function S.raw()
-  local conn = assert(core.connect { servers = S.url, name = "interop-raw" })
+  local conn = core.connect { servers = S.url, name = "interop-raw" }
   raw_conns[#raw_conns + 1] = conn
+  assert(conn:wait_connected())
   return conn
 end
 
@@ -165,7 +166,7 @@ end
 function S.expect_message(conn, subject)
   local f = core.future()
   conn:subscribe(subject, nil, 1, function(_, _, data) f:set(data) end)
-  assert(conn:flush(5000) == nil, "flush failed")
+  assert(conn:flush(5000))
   return f
 end
 

@@ -21,7 +21,7 @@ local function responder(topic, answers)
       raw:publish(reply, a)
     end
   end)
-  assert.is_nil(raw:flush(5000))
+  assert.is_true(raw:flush(5000))
   return raw
 end
 

@@ -22,7 +22,7 @@ local WORKER = [[
 local Hemera = require "hemera"
 local core = require "hemera.core"
 local pid = io.open("/proc/self/stat"):read("l"):match("^(%%d+)")
-local results = assert(core.connect { servers = %q })
+local results = core.connect { servers = %q } -- up before hemera:ready, below
 local subject = %q
 local function notice(t) results:publish(subject, Hemera.encode(t)) end
 -- The durable module's warnings about acks name the message: reported.
@@ -43,8 +43,8 @@ hemera:add({ topic = "orders", cmd = "create",
                               pullExpires = 1000, backoff = { 100 }, maxDeliver = 50 } },
   function(req, ctx)
     notice { kind = "done", k = req.k, pid = pid, seq = ctx.delivery.stream_seq, count = ctx.delivery.count }
-    local st = results:flush(5000)
-    if st then error("the report was not confirmed: " .. st) end
+    local ok, st = results:flush(5000)
+    if not ok then error("the report was not confirmed: " .. st) end
     return { ok = true }
   end)
 -- SIGTERM closes: running messages finish and their acks are settled
@@ -54,9 +54,12 @@ hemera:ext("onClose", function()
   results:flush(5000)
   results:close()
 end)
-hemera:ready(function(err)
-  if err then io.stderr:write(tostring(err), "\n"); os.exit(2) end
-  notice { kind = "ready", pid = pid }
+Hemera.spawn(function()
+  assert(results:wait_connected())
+  hemera:ready(function(err)
+    if err then io.stderr:write(tostring(err), "\n"); os.exit(2) end
+    notice { kind = "ready", pid = pid }
+  end)
 end)
 ]]
 
@@ -111,7 +114,7 @@ describe("durable work under faults", function()
           if closed == 2 then both_closed:set(true) end
         end
       end))
-      assert(reports:flush(5000) == nil)
+      assert(reports:flush(5000))
       for k = 1, 3 do
         os.execute(("sh -c 'exec timeout -s KILL 120 %s --server %s %s >%s/out%d.txt 2>&1' &")
           :format(bin, srv.url, script, dir, k))

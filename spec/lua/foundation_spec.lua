@@ -329,10 +329,13 @@ describe("options and lifecycle", function()
   end)
 
   it("fails ready with a clear error when NATS is not there", function()
-    local c = Hemera.new { servers = "nats://127.0.0.1:1" }
-    local ok, err = pcall(c.ready, c)
-    assert.is_false(ok)
-    assert.matches("could not connect to NATS %(nats://127.0.0.1:1%)", err.message)
+    h.run(function()
+      local c = Hemera.new { servers = "nats://127.0.0.1:1" }
+      local ok, err = c:ready()
+      assert.is_nil(ok)
+      assert.equal("CONN_ERR", err.code)
+      assert.matches("could not connect to NATS %(nats://127.0.0.1:1%)", err.message)
+    end)
   end)
 
   it("validates options with the key, the expected type and the value", function()

@@ -13,8 +13,8 @@ local function uname(base) return (base or "micro") .. "-" .. core.nuid() end
 -- One request on the instance's own connection: the decoded reply, or nil
 -- and "timeout".
 local function ask(hemera, subject, timeout)
-  local err, data = hemera.transport:request(subject, "", timeout or 1000, 1)
-  if err then return nil, err end
+  local data, err = hemera.transport:request(subject, "", timeout or 1000, 1)
+  if data == nil then return nil, err end
   return Hemera.decode(data)
 end
 

@@ -28,8 +28,8 @@ local function connect(url, nats)
   local cap = capture()
   local a = Hemera.new { servers = url, nats = nats, logger = cap.logger }
   local b = Hemera.new { servers = url, nats = nats, logger = cap.stream, logLevel = "trace" }
-  local ok_a, err_a = pcall(a.ready, a)
-  local ok_b, err_b = pcall(b.ready, b)
+  local ok_a, err_a = a:ready()
+  local ok_b, err_b = b:ready()
   local text = cap.logger:text() .. "\n" .. cap.stream:text()
   if ok_a ~= ok_b then error("the two instances disagree: " .. tostring(err_a or err_b)) end
   if not ok_a then return nil, err_a, text, err_b end

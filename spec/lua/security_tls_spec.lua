@@ -19,7 +19,7 @@ end
 -- ready() on a new instance: true, or the error it raised.
 local function try_connect(url, nats, logger)
   local s = Hemera.new { servers = url, nats = nats, logger = logger }
-  local ok, err = pcall(s.ready, s)
+  local ok, err = s:ready()
   if ok then return s end
   return nil, err
 end

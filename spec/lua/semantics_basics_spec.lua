@@ -375,7 +375,7 @@ describe("wire decisions (docs/api.md)", function()
       local client = h.new()
       client:ready()
       local payload = Hemera.encode { pattern = { topic = topic, cmd = "add", a = 1, b = 2 } }
-      local st, data = client.transport:request(topic, payload, 1000, 1)
+      local data, st = client.transport:request(topic, payload, 1000, 1)
       assert.is_nil(st)
       assert.truthy(data:find('"error":null', 1, true))
       local msg = Hemera.decode(data)
