@@ -103,8 +103,20 @@ describe("connecting without holding the loop", function()
       shell_quote("require('hemera').new():ready()")))
     assert.truthy(text:find("could not connect to NATS (" .. DEAD1 .. ")", 1, true), text)
     assert.truthy(text:find("CONN_ERR", 1, true), text)
-    -- (its exit status is the interpreter's uncaught-error policy)
-    assert.is_not_nil(ok or code)
+    -- An uncaught error: printed, and the process ends with status 1.
+    assert.is_falsy(ok)
+    assert.equal(1, code)
+  end)
+
+  it("a close while connecting ends ready quietly: no uncaught error, status 0", function()
+    local script = "local H = require 'hemera'; local a = H.new { servers = '" .. DEAD1 .. "', " ..
+      "nats = { retryOnFailedConnect = true, maxReconnect = -1, reconnectWait = 5 } }; " ..
+      "a:ready(); H.spawn(function() a:close(function() print('closed') end) end)"
+    local ok, code, text = run(("%s -e %s"):format(os.getenv("HEMERA_BIN"), shell_quote(script)))
+    assert.is_true(ok, text)
+    assert.equal(0, code)
+    assert.truthy(text:find("closed", 1, true), text)
+    assert.is_nil(text:find("uncaught", 1, true), text)
   end)
 
   it("readies instances in the order ready was called, so a client acts on a service readied before it", function()
