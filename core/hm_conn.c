@@ -16,6 +16,8 @@
 
 #include <ctype.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1264,6 +1266,12 @@ static void connect_main(void *arg) {
   natsConnection *nc = NULL;
   natsStatus ns = NATS_OK;
   int passes = 0, cancel;
+  sigset_t all;
+  /* A process signal goes to a thread that does not block it: never this
+  ** one (nor the threads cnats starts from it, which inherit the mask),
+  ** so the host's handlers see signals where they expect them. */
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, NULL);
   for (;;) {
     ns = natsConnection_Connect(&nc, c->cx_opts);
     passes++;
