@@ -1,6 +1,6 @@
 /*
-** hm_conn.c: NATS connection on a libuv loop, request multiplexer with a
-** pending table and one deadline heap.
+** hm_conn.c: NATS connection on a libuv loop, and a request multiplexer
+** whose pending requests (by id and by deadline) are an hm_mux.
 **
 ** The connection is attached to the loop by our own event-loop glue
 ** (cnats' natsOptions_SetEventLoop callbacks): the socket is polled by a
@@ -23,6 +23,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "hm_mux.h"
 #include "hm_nuid.h"
 
 /* Items handed from cnats threads to the loop. */
@@ -115,15 +116,12 @@ struct hm_sub {
 enum { D_NONE = 0, D_QUEUED, D_FLUSH, D_FLUSHED, D_OVER };
 
 typedef struct req {
-  uint64_t id;
-  uint64_t deadline; /* uv_now ms; 0: none */
+  hm_mux_entry e;    /* first: a req is its entry (id; deadline in uv_now ms) */
   uint64_t timeout;  /* ms; with max 0 each reply pushes the deadline */
-  size_t hidx;       /* index in the heap, or SIZE_MAX */
   int max;
   int count;
   hm_reply_cb cb;
   void *arg;
-  struct req *hnext; /* hash chain */
 } req;
 
 struct hm_conn {
@@ -174,10 +172,7 @@ struct hm_conn {
   char inbox[64]; /* "_INBOX.<nuid>." */
   size_t inbox_len;
   uint64_t next_id;
-  req **table;
-  size_t tsize, tcount;
-  req **heap;
-  size_t hcount, hcap;
+  hm_mux pending;
 
   /* The first connect (connect_main, on a thread of its own). The thread
   ** owns cx_opts and writes cx_nc, cx_passes and cx_text before
@@ -278,142 +273,39 @@ static void on_nats_error(natsConnection *nc, natsSubscription *ns,
 ** Pending table and deadline heap
 ** ===================================================================== */
 
-static size_t hslot(const hm_conn_t *c, uint64_t id) {
-  id ^= id >> 33;
-  id *= 0xff51afd7ed558ccdULL;
-  id ^= id >> 33;
-  return (size_t)id & (c->tsize - 1);
-}
-
-static int table_insert(hm_conn_t *c, req *r) {
-  if (c->tcount + 1 > c->tsize) {
-    size_t nsize = c->tsize ? c->tsize * 2 : 64, i;
-    req **nt = calloc(nsize, sizeof *nt);
-    req **old = c->table;
-    size_t osize = c->tsize;
-    if (nt == NULL) return -1;
-    c->table = nt;
-    c->tsize = nsize;
-    for (i = 0; i < osize; i++) {
-      req *e = old[i];
-      while (e != NULL) {
-        req *next = e->hnext;
-        size_t h = hslot(c, e->id);
-        e->hnext = nt[h];
-        nt[h] = e;
-        e = next;
-      }
-    }
-    free(old);
-  }
-  {
-    size_t h = hslot(c, r->id);
-    r->hnext = c->table[h];
-    c->table[h] = r;
-    c->tcount++;
-  }
-  return 0;
-}
-
-static req *table_find(const hm_conn_t *c, uint64_t id) {
-  req *e;
-  if (c->tsize == 0) return NULL;
-  for (e = c->table[hslot(c, id)]; e != NULL; e = e->hnext)
-    if (e->id == id) return e;
-  return NULL;
-}
-
-static void table_remove(hm_conn_t *c, req *r) {
-  req **p = &c->table[hslot(c, r->id)];
-  while (*p != r) p = &(*p)->hnext;
-  *p = r->hnext;
-  c->tcount--;
-}
-
-static void heap_swap(hm_conn_t *c, size_t i, size_t j) {
-  req *t = c->heap[i];
-  c->heap[i] = c->heap[j];
-  c->heap[j] = t;
-  c->heap[i]->hidx = i;
-  c->heap[j]->hidx = j;
-}
-
-static int heap_less(const hm_conn_t *c, size_t i, size_t j) {
-  const req *a = c->heap[i], *b = c->heap[j];
-  return a->deadline < b->deadline ||
-         (a->deadline == b->deadline && a->id < b->id);
-}
-
-static void heap_up(hm_conn_t *c, size_t i) {
-  while (i > 0 && heap_less(c, i, (i - 1) / 2)) {
-    heap_swap(c, i, (i - 1) / 2);
-    i = (i - 1) / 2;
-  }
-}
-
-static void heap_down(hm_conn_t *c, size_t i) {
-  for (;;) {
-    size_t l = 2 * i + 1, r = l + 1, m = i;
-    if (l < c->hcount && heap_less(c, l, m)) m = l;
-    if (r < c->hcount && heap_less(c, r, m)) m = r;
-    if (m == i) return;
-    heap_swap(c, i, m);
-    i = m;
-  }
-}
-
-static int heap_push(hm_conn_t *c, req *r) {
-  if (c->hcount == c->hcap) {
-    size_t ncap = c->hcap ? c->hcap * 2 : 64;
-    req **nh = realloc(c->heap, ncap * sizeof *nh);
-    if (nh == NULL) return -1;
-    c->heap = nh;
-    c->hcap = ncap;
-  }
-  c->heap[c->hcount] = r;
-  r->hidx = c->hcount++;
-  heap_up(c, r->hidx);
-  return 0;
-}
-
-static void heap_remove(hm_conn_t *c, req *r) {
-  size_t i = r->hidx;
-  if (i == SIZE_MAX) return;
-  r->hidx = SIZE_MAX;
-  if (--c->hcount == i) return;
-  c->heap[i] = c->heap[c->hcount];
-  c->heap[i]->hidx = i;
-  heap_down(c, i);
-  heap_up(c, i);
+static req *pending_find(const hm_conn_t *c, uint64_t id) {
+  return (req *)hm_mux_find(&c->pending, id);
 }
 
 static void on_deadline(uv_timer_t *t);
 
 static void arm_timer(hm_conn_t *c) {
   if (!c->handles_open) return;
-  if (c->hcount == 0) {
+  hm_mux_entry *first = hm_mux_earliest(&c->pending);
+  if (first == NULL) {
     uv_timer_stop(&c->timer);
   } else {
-    uint64_t now = uv_now(c->loop), d = c->heap[0]->deadline;
+    uint64_t now = uv_now(c->loop), d = first->deadline;
     uv_timer_start(&c->timer, on_deadline, d > now ? d - now : 0, 0);
   }
 }
 
 /* Takes a record out of the table and the heap; the caller frees it. */
 static void req_unlink(hm_conn_t *c, req *r) {
-  table_remove(c, r);
-  heap_remove(c, r);
+  hm_mux_remove(&c->pending, &r->e);
   c->stats.pending--;
 }
 
 static void on_deadline(uv_timer_t *t) {
   hm_conn_t *c = t->data;
   uint64_t now = uv_now(c->loop);
-  while (c->hcount > 0 && c->heap[0]->deadline <= now) {
-    req *r = c->heap[0];
+  hm_mux_entry *first;
+  while ((first = hm_mux_earliest(&c->pending)) != NULL &&
+         first->deadline <= now) {
+    req *r = (req *)first;
     req_unlink(c, r);
     c->stats.timeouts++;
-    r->cb(c, r->id, HM_TIMEOUT, NULL, 1, r->arg);
+    r->cb(c, r->e.id, HM_TIMEOUT, NULL, 1, r->arg);
     free(r);
   }
   arm_timer(c);
@@ -421,14 +313,12 @@ static void on_deadline(uv_timer_t *t) {
 
 /* Completes every pending request with HM_CLOSED. */
 static void fail_all_pending(hm_conn_t *c) {
-  size_t i;
-  for (i = 0; i < c->tsize; i++) {
-    while (c->table[i] != NULL) {
-      req *r = c->table[i];
-      req_unlink(c, r);
-      r->cb(c, r->id, HM_CLOSED, NULL, 1, r->arg);
-      free(r);
-    }
+  size_t cursor = 0;
+  req *r;
+  while ((r = (req *)hm_mux_any(&c->pending, &cursor)) != NULL) {
+    req_unlink(c, r);
+    r->cb(c, r->e.id, HM_CLOSED, NULL, 1, r->arg);
+    free(r);
   }
   arm_timer(c);
 }
@@ -469,7 +359,7 @@ static void on_reply(hm_conn_t *c, natsMsg *msg) {
     p = subj + c->inbox_len;
     if (*p >= '0' && *p <= '9') {
       for (; *p >= '0' && *p <= '9'; p++) id = id * 10 + (uint64_t)(*p - '0');
-      if (*p == '\0') r = table_find(c, id);
+      if (*p == '\0') r = pending_find(c, id);
     }
   }
   if (r == NULL) {
@@ -485,10 +375,10 @@ static void on_reply(hm_conn_t *c, natsMsg *msg) {
     free(r);
     arm_timer(c);
   } else {
-    if (r->max == 0 && r->hidx != SIZE_MAX) {
-      /* An open-ended stream times out when replies stop coming. */
-      r->deadline = uv_now(c->loop) + r->timeout;
-      heap_down(c, r->hidx);
+    if (r->max == 0 && r->e.hidx != SIZE_MAX) {
+      /* An open-ended stream times out when replies stop coming (a later
+      ** deadline: moving it cannot fail). */
+      hm_mux_schedule(&c->pending, &r->e, uv_now(c->loop) + r->timeout);
       arm_timer(c);
     }
     /* The callback may cancel this very request: touch nothing after. */
@@ -930,8 +820,7 @@ static void free_conn(hm_conn_t *c) {
   uv_mutex_destroy(&c->qlock);
   uv_cond_destroy(&c->cx_cond);
   free(c->ring);
-  free(c->table);
-  free(c->heap);
+  hm_mux_free(&c->pending);
   if (done) done(c, done_arg);
   free(c);
 }
@@ -1378,6 +1267,7 @@ hm_status hm_conn_connect(uv_loop_t *loop, const hm_conn_opts *co,
   }
   c = calloc(1, sizeof *c);
   if (c == NULL) return HM_NOMEM;
+  hm_mux_init(&c->pending);
   c->loop = loop;
   c->on_event = on_event;
   c->connected = connected;
@@ -1663,14 +1553,13 @@ static hm_status start_request_hdrs(hm_conn_t *c, const char *subject,
   if (st != HM_OK) return st;
   r = calloc(1, sizeof *r);
   if (r == NULL) return HM_NOMEM;
-  r->id = ++c->next_id;
+  r->e.id = ++c->next_id;
   r->max = max_replies;
   r->timeout = timeout_ms;
   r->cb = cb;
   r->arg = arg;
-  r->hidx = SIZE_MAX;
-  snprintf(reply, sizeof reply, "%s%" PRIu64, c->inbox, r->id);
-  if (table_insert(c, r) != 0) {
+  snprintf(reply, sizeof reply, "%s%" PRIu64, c->inbox, r->e.id);
+  if (hm_mux_insert(&c->pending, &r->e) != 0) {
     free(r);
     return HM_NOMEM;
   }
@@ -1679,9 +1568,8 @@ static hm_status start_request_hdrs(hm_conn_t *c, const char *subject,
     ** made after a long callback would get a deadline already partly
     ** spent. */
     uv_update_time(c->loop);
-    r->deadline = uv_now(c->loop) + timeout_ms;
-    if (heap_push(c, r) != 0) {
-      table_remove(c, r);
+    if (hm_mux_schedule(&c->pending, &r->e, uv_now(c->loop) + timeout_ms) != 0) {
+      hm_mux_remove(&c->pending, &r->e);
       free(r);
       return HM_NOMEM;
     }
@@ -1701,8 +1589,8 @@ static hm_status start_request_hdrs(hm_conn_t *c, const char *subject,
     return st;
   }
   if (subject != NULL) c->stats.requests++;
-  if (r->hidx == 0) arm_timer(c);
-  *id = r->id;
+  if (r->e.hidx == 0) arm_timer(c);
+  *id = r->e.id;
   return HM_OK;
 }
 
@@ -1797,7 +1685,7 @@ hm_status hm_conn_flush(hm_conn_t *c, uint64_t timeout_ms, hm_reply_cb cb,
 }
 
 int hm_conn_cancel(hm_conn_t *c, uint64_t id, void **arg) {
-  req *r = table_find(c, id);
+  req *r = pending_find(c, id);
   if (arg) *arg = NULL;
   if (r == NULL) return 0;
   if (arg) *arg = r->arg;
