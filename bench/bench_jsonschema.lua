@@ -1,4 +1,4 @@
--- Time of validation.jsonschema's `pattern` keyword on the inputs of
+-- Time of hemera.validation.jsonschema's `pattern` keyword on the inputs of
 -- security finding 10 (regexes that backtrack catastrophically) and on a
 -- 1 MB subject, through the public API (J.compile), so it measures what a
 -- service pays per request.
@@ -11,7 +11,7 @@
 -- where outcome is "match", "no-match" or why the value failed otherwise
 -- (e.g. `pattern check exceeded the match limit for "..."`). `case=bytes` shortens or lengthens a case's subject,
 -- e.g. `redos_star=2000` (the old Lua matcher needed minutes at 20 KB).
-local J = require "validation.jsonschema"
+local J = require "hemera.hemera.validation.jsonschema"
 
 local clock = os.clock
 

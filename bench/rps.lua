@@ -7,7 +7,7 @@
 --       replies true, then closes the instance (the process then exits 0).
 --       Prints "ready" once the server has its subscription.
 --       `hooks`: also one onRequest and one preHandler hook (each counts)
---       and validation.schema's plugin checking a and b on the add action,
+--       and hemera.validation.schema's plugin checking a and b on the add action,
 --       the cost of a service that uses Hemera's extension points.
 --       `idle=N`: also N other topics of one pattern each, never called
 --       (N more NATS subscriptions and router entries), for the latency of
@@ -55,7 +55,7 @@ if mode == "serve" then
   if hooks then
     -- Trivial on purpose: what is measured is the cost of the extension
     -- points and of the validator, not of work done in them.
-    local S = require "validation.schema"
+    local S = require "hemera.hemera.validation.schema"
     local seen_request, seen_pre = 0, 0
     s:use(S.plugin)
     s:ext("onRequest", function() seen_request = seen_request + 1 end)

@@ -12,7 +12,7 @@
 #   Node -> Node          bench/node/hemera-client.js -> bench/node/hemera-service.js
 #   Lua -> Node           hemera bench/rps.lua client -> the same Node service
 #   Lua -> Lua (hooks)    hemera bench/rps.lua client -> rps.lua serve ... hooks
-#                         (an onRequest and a preHandler hook, validation.schema)
+#                         (an onRequest and a preHandler hook, hemera.validation.schema)
 #   Lua -> Lua (metrics)  hemera bench/rps.lua client -> rps.lua serve ... metrics
 #                         (hemera.metrics on: its hooks and its HTTP server)
 #   Lua -> Lua (idle)     hemera bench/rps.lua client -> rps.lua serve ... idle=5000

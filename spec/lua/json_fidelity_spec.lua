@@ -267,8 +267,8 @@ describe("string patterns and the router with null", function()
 end)
 
 describe("validators see a null member as JSON null", function()
-  local S = require "validation.schema"
-  local J = require "validation.jsonschema"
+  local S = require "hemera.validation.schema"
+  local J = require "hemera.validation.jsonschema"
 
   local function check(fn, text)
     return fn(core.decode(text))

@@ -1,10 +1,10 @@
 -- The validation modules plugged into a real service over NATS.
 local Hemera = require "hemera"
-local S = require "validation.schema"
-local J = require "validation.jsonschema"
+local S = require "hemera.validation.schema"
+local J = require "hemera.validation.jsonschema"
 local h = require "helper"
 
-describe("validation.schema as a plugin", function()
+describe("hemera.validation.schema as a plugin", function()
   it("validates and coerces requests, and names the field, rule and value on failure", function()
     h.run(function()
       local topic = h.topic("math")
@@ -27,7 +27,7 @@ describe("validation.schema as a plugin", function()
   end)
 end)
 
-describe("validation.jsonschema as a plugin", function()
+describe("hemera.validation.jsonschema as a plugin", function()
   it("applies defaults and reports the keyword", function()
     h.run(function()
       local topic = h.topic("greet")

@@ -1,6 +1,6 @@
--- validation.jsonschema: a draft-07 subset, its ECMA-262 patterns on PCRE2
+-- hemera.validation.jsonschema: a draft-07 subset, its ECMA-262 patterns on PCRE2
 -- and the hemera-ajv compilers.
-local J = require "validation.jsonschema"
+local J = require "hemera.validation.jsonschema"
 local core = require "hemera.core"
 local errors = require "hemera.errors"
 
@@ -41,7 +41,7 @@ local function raises(fn, text)
   if text then assert.matches(text, err.message, 1, true) end
 end
 
-describe("validation.jsonschema", function()
+describe("hemera.validation.jsonschema", function()
   describe("regexes (PCRE2)", function()
     -- Asserts that `source` matches each of `yes` and none of `no`, with a
     -- decided result (true or false, never nil).

@@ -1,5 +1,5 @@
--- validation.schema: Joi-style schemas and the hemera-joi compilers.
-local S = require "validation.schema"
+-- hemera.validation.schema: Joi-style schemas and the hemera-joi compilers.
+local S = require "hemera.validation.schema"
 local core = require "hemera.core"
 local errors = require "hemera.errors"
 
@@ -41,7 +41,7 @@ local function raises(fn, text)
   if text then assert.matches(text, err.message, 1, true) end
 end
 
-describe("validation.schema", function()
+describe("hemera.validation.schema", function()
   describe("types", function()
     it("string accepts strings, including the empty string", function()
       accepts(S.string(), "abc", "abc")
@@ -514,7 +514,7 @@ describe("validation.schema", function()
   describe("errors", function()
     it("are the shared ValidationError class and go on the wire", function()
       assert.equal(errors.registry.ValidationError, S.ValidationError)
-      assert.equal(require("validation.jsonschema").ValidationError, S.ValidationError)
+      assert.equal(require("hemera.validation.jsonschema").ValidationError, S.ValidationError)
       local err = failure(S.compile { a = S.array():max(1) }, { a = { 1, 2 } })
       local wire = core.decode(core.encode(errors.to_wire(err)))
       assert.equal("ValidationError", wire.name)
