@@ -698,7 +698,7 @@ local function load_plugin(scope, entry)
     done:set(call(meta.register, target, opts))
   end)
   local limit = i.config.pluginTimeout
-  local rok, rerr, timeout = done:wait(limit > 0 and limit or nil)
+  local rok, rerr = done:wait(limit > 0 and limit or nil)
   local nested = rawget(target, "_queue")
   rawset(target, "_queue", saved)
   if rok == nil and rerr == "timeout" then

@@ -182,7 +182,7 @@ local function serialize_error(e, seen)
   for k, v in pairs(e) do
     local tv = type(v)
     if k == "type" or k == "message" or (k == "name" and tostring(v) == out.type)
-       or tv == "function" or tv == "thread" then
+       or tv == "function" or tv == "thread" then -- luacheck: ignore 542 (the cases left out read best named)
       -- left out
     elseif tv == "table" and is_error(v) then
       out[k] = seen[v] and "[Circular]" or serialize_error(v, seen)

@@ -253,7 +253,9 @@ local OPTIONS = {
   clockTimestamp = function(v) return type(v) ~= "number" and "expected a number (seconds since the epoch)" end,
   ignoreExpiration = is_bool,
   ignoreNotBefore = is_bool,
-  maxAge = function(v) return (type(v) ~= "number" or not (v > 0) or v == math.huge) and "expected a number of seconds > 0" end,
+  -- not (v > 0), not v <= 0: NaN must fail too.
+  maxAge = function(v) return (type(v) ~= "number" or not (v > 0) or v == math.huge) -- luacheck: ignore 581
+     and "expected a number of seconds > 0" end,
   jwt = function(v) return type(v) ~= "table" and "expected a table { secret = ..., options = {...} }" end,
 }
 

@@ -761,19 +761,19 @@ describe("interop with nats-hemera 7.0.2", function()
       S.run(function()
         local c = h.new()
         c:ready()
-        local function seen(v) return assert(c:act { topic = P .. ".math", cmd = "echo", v = v }).seen end
-        assert.is_true(seen(9007199254740992).isSafeInteger == false) -- 2^53 is not "safe" but exact
-        assert.equal("9007199254740992", seen(9007199254740992).json)
-        assert.equal("9007199254740991", seen(9007199254740991).json)
-        assert.is_true(seen(9007199254740991).isSafeInteger)
-        assert.equal("0.30000000000000004", seen(0.1 + 0.2).json)
-        assert.equal("3", seen(3.0).json)
-        assert.is_true(seen(3.0).isInteger)
+        local function echoed(v) return assert(c:act { topic = P .. ".math", cmd = "echo", v = v }).seen end
+        assert.is_true(echoed(9007199254740992).isSafeInteger == false) -- 2^53 is not "safe" but exact
+        assert.equal("9007199254740992", echoed(9007199254740992).json)
+        assert.equal("9007199254740991", echoed(9007199254740991).json)
+        assert.is_true(echoed(9007199254740991).isSafeInteger)
+        assert.equal("0.30000000000000004", echoed(0.1 + 0.2).json)
+        assert.equal("3", echoed(3.0).json)
+        assert.is_true(echoed(3.0).isInteger)
         -- -0: JSON.stringify(-0) is "0", and so is ours
-        assert.equal("0", seen(-0.0).json)
-        assert.equal("array", seen(Hemera.array()).type)
-        assert.equal("object", seen({}).type)
-        assert.equal(4, seen("😀😀").length) -- UTF-16 code units
+        assert.equal("0", echoed(-0.0).json)
+        assert.equal("array", echoed(Hemera.array()).type)
+        assert.equal("object", echoed({}).type)
+        assert.equal(4, echoed("😀😀").length) -- UTF-16 code units
       end)
     end)
 

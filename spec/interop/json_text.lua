@@ -12,7 +12,7 @@
 --   node.value  --> the decoded string (strings) / the number text (numbers)
 local M = {}
 
-local byte, sub, char = string.byte, string.sub, string.char
+local byte, sub = string.byte, string.sub
 
 local function fail(s, i, what)
   error(("json_text: %s at byte %d near %q"):format(what, i, sub(s, i, i + 20)), 0)

@@ -67,9 +67,9 @@ local function start_load(c, topic, W)
     end)
   end
   -- Returns once `n` acts started in `phase` have succeeded.
-  function load:wait_ok(phase, n)
-    if (self.ok[phase] or 0) >= n then return end
-    self.target = { phase = phase, n = n, future = h.future() }
+  function load:wait_ok(phase, want)
+    if (self.ok[phase] or 0) >= want then return end
+    self.target = { phase = phase, n = want, future = h.future() }
     assert.is_nil(select(2, self.target.future:wait(15000)))
   end
   function load:stop()

@@ -1,6 +1,5 @@
 -- Foundation: add/act over a real nats-server (issue 2).
 local Hemera = require "hemera"
-local core = require "hemera.core"
 local h = require "helper"
 
 describe("add and act", function()
@@ -100,8 +99,9 @@ describe("pub/sub and queue groups", function()
       local res, err = c:act { topic = topic, pubsub_ = true, n = 1 }
       assert.is_nil(err)
       assert.is_nil(res)
-      local ok, why = all:wait(5000)
+      local _, why = all:wait(5000)
       assert.is_nil(why)
+      assert.equal(3, #insts)
       table.sort(got)
       assert.same({ 1, 2, 3 }, got)
     end)
@@ -322,9 +322,9 @@ describe("options and lifecycle", function()
     assert.equal("Topic is required and must be from type string", err.message)
     h.run(function()
       c:ready()
-      local ok, err = pcall(c.ready, c)
-      assert.is_false(ok)
-      assert.equal("Hemera was already bootstraped", err.message)
+      local rok, rerr = pcall(c.ready, c)
+      assert.is_false(rok)
+      assert.equal("Hemera was already bootstraped", rerr.message)
     end)
   end)
 
@@ -344,6 +344,7 @@ describe("options and lifecycle", function()
     assert.matches("timeout", err.message)
     assert.matches("expected integer, got string %(soon%)", err.message)
     ok, err = pcall(Hemera.new, { tiemout = 1 })
+    assert.is_false(ok)
     assert.matches("tiemout", err.message)
   end)
 

@@ -41,15 +41,16 @@ describe("Gracefully shutdown", function()
       local on_close = spy()
       s:ext("onClose", function() on_close() end)
       local exited = h.future()
+      -- luacheck: ignore 122 (the spec stubs os.exit to see fatal() call it)
       os.exit = function(code) exited:set(code == nil and "nil" or code) end
       s:fatal()
       local code = exited:wait(5000)
-      os.exit = real_exit
+      os.exit = real_exit -- luacheck: ignore 122
       assert.equal(1, code)
       assert.equal(1, on_close.n)
       assert.is_true(s.transport:is_closed())
     end)
-    os.exit = real_exit
+    os.exit = real_exit -- luacheck: ignore 122
     assert(ok, err)
   end)
 

@@ -183,7 +183,7 @@ describe("what an error reply tells a remote caller", function()
       local lg = natsproc.logger()
       local s = h.new { logger = lg, logLevel = "error" }
       s:add({ topic = topic, cmd = "raise" }, function() error("boom") end)
-      s:add({ topic = topic, cmd = "index" }, function() local t; return t.x end)
+      s:add({ topic = topic, cmd = "index" }, function() local t; return t.x end) -- luacheck: ignore 221 (indexes nil on purpose)
       assert(s:ready())
       local raw = natsproc.raw(h.url)
       local e = error_reply(raw, topic, env(('{"topic":"%s","cmd":"raise"}'):format(topic)))

@@ -2,7 +2,6 @@
 -- delegate.spec.js, context.spec.js and tracing.spec.js.
 -- Node's `this` in an act callback is the act context: here the third value
 -- act returns (ctx), whose ctx:act makes the nested call.
-local Hemera = require "hemera"
 local h = require "helper"
 
 describe("metadata.spec.js", function()
@@ -137,7 +136,7 @@ describe("tracing.spec.js", function()
       local topic = h.topic("math")
       local hemera = h.new()
       hemera:ready()
-      local traceId = ""
+      local traceId
       local inner = {}
       hemera:add({ topic = topic, cmd = "add" }, function(req, ctx)
         assert.is_string(ctx.trace.traceId)

@@ -4,7 +4,6 @@
 -- follow NATS rules exactly (Node converts them to a case-insensitive RegExp
 -- of [a-zA-Z0-9-] tokens); the cases below are those where both agree, then
 -- the NATS-only ones.
-local Hemera = require "hemera"
 local h = require "helper"
 
 describe("wildcards.spec.js", function()

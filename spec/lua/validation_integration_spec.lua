@@ -1,5 +1,4 @@
 -- The validation modules plugged into a real service over NATS.
-local Hemera = require "hemera"
 local S = require "hemera.validation.schema"
 local J = require "hemera.validation.jsonschema"
 local h = require "helper"

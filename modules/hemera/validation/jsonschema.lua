@@ -496,7 +496,7 @@ local function array_step(schema, spath, steps, empty_as)
     if not applies(v) then return v end
     local out = setmetatable({}, ARRAY_MT)
     for i = 1, array_length(v) do
-      local x, err = v[i], nil
+      local x, err = v[i]
       local check = items
       if tuple then check = tuple[i] or additional end
       if check then

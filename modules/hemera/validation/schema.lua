@@ -615,7 +615,7 @@ end
 local function check_array(s, t, ctx, node)
   local out = setmetatable({}, ARRAY_MT)
   for i = 1, array_length(t) do
-    local v, err = t[i], nil
+    local v, err = t[i]
     if s.items then
       v, err = check(s.items, v, ctx, node, i)
       if err then return nil, err end
