@@ -34,7 +34,7 @@ demo: build
 
 # The whole suite under AddressSanitizer and UBSan.
 asan test-asan: deps
-	cmake -S . -B $(ASAN_BUILD) -DHM_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+	cmake -S . -B $(ASAN_BUILD) -DHM_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug $(CMAKE_FLAGS)
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  tools/with-nats.sh ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS)
