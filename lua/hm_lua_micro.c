@@ -30,6 +30,7 @@
 #include <string.h>
 
 #include "hm_lua_envelope.h"
+#include "hm_version.h"
 
 #define HM_ENDPOINT_MT "hemera.Endpoint"
 
@@ -188,7 +189,7 @@ static int l_service_error(lua_State *L) {
 }
 
 /* core.versions() -> {lua, nats, uv}: what `hemera --version` prints
-** (hemera.cli) besides the library's own. */
+** (hemera.cli) besides the library's own (core.VERSION, HM_VERSION). */
 static int l_versions(lua_State *L) {
   lua_createtable(L, 0, 3);
   lua_pushliteral(L, LUA_RELEASE);
@@ -217,4 +218,6 @@ void hm_lua_open_micro(lua_State *L) {
   lua_setfield(L, -2, "service_error");
   lua_pushcfunction(L, l_versions);
   lua_setfield(L, -2, "versions");
+  lua_pushliteral(L, HM_VERSION);
+  lua_setfield(L, -2, "VERSION");
 }

@@ -34,7 +34,8 @@ local copy, call = util.copy, util.call
 local traceback = debug.traceback
 
 local Hemera = {}
-Hemera.VERSION = "0.1.0"
+-- CMake's project version, compiled into hemera.core (lua/hm_version.h.in).
+Hemera.VERSION = core.VERSION
 
 Hemera.__index = Hemera
 -- Scope settings every message reads: unset is false here, so a lookup
