@@ -627,6 +627,9 @@ end
 -- instance, so use/after chain.
 function Hemera:use(plugin, opts)
   local meta = plugin_meta(plugin)
+  -- hemera:use(require "hemera.msgpack"): Lua 5.4's require also returns
+  -- its loader data (the file name) the first time, which is not options.
+  if type(opts) == "string" then opts = nil end
   if opts ~= nil and type(opts) ~= "table" then hemera_error("The options object should be a table", nil, 2) end
   local q = rawget(self, "_queue") or self._queue
   q[#q + 1] = { meta = meta, opts = opts or {} }
