@@ -268,6 +268,7 @@ int luaopen_hemera_core(lua_State *L) {
   hm_lua_open_wait(L);
   hm_lua_open_http(L);
   hm_lua_open_metrics(L);
+  hm_lua_open_msgpack(L);
   hm_lua_open_sched(L, ctx); /* last: the trampoline sees the whole table */
 
   lua_pushvalue(L, -1);

@@ -215,6 +215,7 @@ void hm_lua_open_wait(lua_State *L);   /* core.sleep, core.future */
 void hm_lua_open_http(lua_State *L);   /* core.http_listen */
 void hm_lua_close_https(hm_ctx *ctx);  /* shutdown: close every HTTP server */
 void hm_lua_open_metrics(lua_State *L); /* core.metrics_registry, process stats */
+void hm_lua_open_msgpack(lua_State *L); /* core.msgpack_encode/decode */
 /* }======== */
 
 /* {======== ADR-32 counters and service errors (hm_lua_micro.c) ======== */
