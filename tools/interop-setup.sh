@@ -3,7 +3,8 @@
 #   - node and npm, from Debian's packages, only when one is missing (as
 #     root; otherwise prints the apt-get command and exits 1);
 #   - nats-hemera 7.0.2 and nats 1.2.6 into <build>/interop/node_modules,
-#     exactly as spec/interop/package-lock.json pins them (npm ci).
+#     exactly as spec/interop/package-lock.json pins them (npm ci), with
+#     msgpack5 4.5.1 (what hemera-msgpack 6.0.2's ^4.2.1 resolves to).
 # Idempotent: when the installed tree matches the lock file it returns at
 # once. Safe to run concurrently (ctest -j): one install at a time.
 #
@@ -39,6 +40,7 @@ fi
 # What the lock pins; the stamp records the lock the tree was installed from.
 want_hemera=7.0.2
 want_nats=1.2.6
+want_msgpack5=4.5.1
 lock_sum=$(cat "$src/package.json" "$src/package-lock.json" | sha256sum | cut -d' ' -f1)
 stamp="$dest/.interop-installed"
 
@@ -50,7 +52,8 @@ version_of() {
 
 installed_ok() {
   [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$lock_sum" ] || return 1
-  [ "$(version_of nats-hemera)" = "$want_hemera" ] && [ "$(version_of nats)" = "$want_nats" ]
+  [ "$(version_of nats-hemera)" = "$want_hemera" ] && [ "$(version_of nats)" = "$want_nats" ] &&
+    [ "$(version_of msgpack5)" = "$want_msgpack5" ]
 }
 
 installed_ok && exit 0
