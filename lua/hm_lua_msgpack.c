@@ -686,6 +686,20 @@ static int truncated(dec *d, const char *at, enum mp_type t) {
   return derr(d, at, "truncated %s header", tname[t]);
 }
 
+/* mp_check_binl with its check in the right place: msgpuck 1.0.3 asserts
+** that a byte follows the bin type byte before it counts the bytes
+** missing, so a lone 0xc4 at the end of the input aborts a debug build. */
+static ptrdiff_t check_binl(const char *cur, const char *end) {
+  unsigned char c = (unsigned char)*cur;
+  ptrdiff_t hsize = (ptrdiff_t)1 << (c & 0x3); /* 0xc4: 1, 0xc5: 2, 0xc6: 4 */
+  return 1 + hsize - (end - cur);
+}
+
+/* The header of the str or bin at `at` is all there (> 0: bytes short). */
+static ptrdiff_t check_strbin(enum mp_type t, const char *at, const char *end) {
+  return t == MP_STR ? mp_check_strl(at, end) : check_binl(at, end);
+}
+
 /* Reads the length of a str or bin (whose header fits) and checks that
 ** the body is there too. Returns the body, or NULL (error set). */
 static const char *body(dec *d, enum mp_type t, uint32_t *len) {
@@ -729,7 +743,7 @@ static int key(dec *d) {
   switch (c == 0xc1 ? MP_EXT : t) {
     case MP_STR:
     case MP_BIN: {
-      if ((t == MP_STR ? mp_check_strl(at, d->end) : mp_check_binl(at, d->end)) > 0)
+      if (check_strbin(t, at, d->end) > 0)
         return truncated(d, at, t);
       uint32_t len;
       const char *s = body(d, t, &len);
@@ -785,7 +799,7 @@ static int map(dec *d, int depth) {
     return derr(d, at, "nesting deeper than " STR(HM_CODEC_MAX_DEPTH) " levels");
   if (!lua_checkstack(L, 6)) return derr(d, at, "out of Lua stack space");
   d->p = q;
-  lua_createtable(L, 0, (int)(n < 64 ? n : 64));
+  lua_createtable(L, 0, (int)(n < 32 ? n : 32));
   for (uint32_t i = 0; i < n; i++) {
     if (key(d)) return -1;
     int r = parse(d, depth);
@@ -807,7 +821,9 @@ static int array(dec *d, int depth) {
     return derr(d, at, "nesting deeper than " STR(HM_CODEC_MAX_DEPTH) " levels");
   if (!lua_checkstack(L, 6)) return derr(d, at, "out of Lua stack space");
   d->p = q;
-  lua_createtable(L, (int)(n < 1024 ? n : 1024), 0);
+  /* Sized from the count only so far: a false count in each of 1000 nested
+  ** headers must not cost more than a few MB before it is found out. */
+  lua_createtable(L, (int)(n < 256 ? n : 256), 0);
   lua_pushvalue(L, d->arraymt);
   lua_setmetatable(L, -2);
   for (uint32_t i = 0; i < n; i++) {
@@ -862,7 +878,7 @@ static int parse(dec *d, int depth) {
       return 0;
     case MP_STR:
     case MP_BIN: {
-      if ((t == MP_STR ? mp_check_strl(at, d->end) : mp_check_binl(at, d->end)) > 0)
+      if (check_strbin(t, at, d->end) > 0)
         return truncated(d, at, t);
       uint32_t len;
       const char *s = body(d, t, &len);
