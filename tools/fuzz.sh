@@ -17,14 +17,15 @@ if ! command -v clang >/dev/null; then
 fi
 CC=clang cmake -S "$here" -B "$build" -DHM_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug \
   -DCMAKE_C_FLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined" >/dev/null
-cmake --build "$build" -j "$(nproc)" --target fuzz_router fuzz_codec fuzz_subject >/dev/null
+cmake --build "$build" -j "$(nproc)" --target fuzz_router fuzz_codec fuzz_subject fuzz_msgpack >/dev/null
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 status=0
 runs_router=60000
 runs_codec=300000
 runs_subject=300000
-for target in router codec subject; do
+runs_msgpack=200000
+for target in router codec subject msgpack; do
   mkdir -p "$scratch/$target"
   if [ "${FUZZ_RUNS:-0}" = 1 ]; then
     runs_var=runs_$target
