@@ -144,6 +144,7 @@ local pairs_order = {
   { "lua_hooks", "Lua -> Lua (hooks + validator)", "lua_hooks" },
   { "lua_metrics", "Lua -> Lua (hemera.metrics on)", "lua_metrics" },
   { "lua_idle", ("Lua -> Lua (%s idle topics)"):format(idle_topics), "lua_idle" },
+  { "lua_mp", "Lua -> Lua, MessagePack", "lua_mp" },
   { "node_lua", "Node Hemera -> Lua service", "lua" },
   { "node_node", "Node Hemera -> Node Hemera service", "node" },
   { "lua_node", "Lua -> Node Hemera service", "node" },
@@ -202,6 +203,19 @@ section("requests/s table", function()
   print("and the service's (/proc/<pid>/stat utime + stime, read by the client around each level).")
 end)
 
+-- MessagePack beside JSON: no target, the ratios only.
+section("msgpack vs json", function()
+  if not rpc.lua_mp then return end
+  local shown = {}
+  for _, l in ipairs(levels) do
+    local m, j = stat("lua_mp", l), stat("lua_lua", l)
+    local r = ratio(m and m.rps, j and j.rps)
+    local c = ratio(cpu_per_req("lua_mp", l, "service"), cpu_per_req("lua_lua", l, "service"))
+    if r then shown[#shown + 1] = ("%d: %.2fx req/s, %s service CPU/req"):format(l, r, c and ("%.2fx"):format(c) or "-") end
+  end
+  print(("MessagePack vs JSON, Lua -> Lua, by requests in flight: %s"):format(table.concat(shown, "; ")))
+end)
+
 -- Memory, start-up, exit.
 local function startup_stats(name)
   local s = startup[name]
@@ -226,6 +240,7 @@ section("memory table", function()
     { "lua_hooks", "Lua service, hooks + validator" },
     { "lua_metrics", "Lua service, hemera.metrics on" },
     { "lua_idle", ("Lua service, %s idle topics"):format(idle_topics) },
+    { "lua_mp", "Lua service, MessagePack" },
     { "node", "Node Hemera service" },
     { "cecho", "cnats echo (C)" }, { "hecho", "hm_conn echo (C)" }, { "jsecho", "nats.js echo" },
   }
@@ -404,7 +419,7 @@ for _, v in ipairs(results) do
   if v == "PASS" then pass = pass + 1 elseif v == "FAIL" then fail = fail + 1 else skip = skip + 1 end
 end
 print(("%d pass, %d fail, %d skipped"):format(pass, fail, skip))
-for _, name in ipairs { "lua", "lua_hooks", "lua_metrics", "lua_idle" } do
+for _, name in ipairs { "lua", "lua_hooks", "lua_metrics", "lua_idle", "lua_mp" } do
   if svc[name] and svc[name].svc_exit ~= 0 then
     print(("WARNING: the Lua service %s exited with status %s after {cmd:'stop'}"):format(
       name, svc[name].svc_exit and tostring(svc[name].svc_exit) or "unknown (not recorded)"))

@@ -2,7 +2,7 @@
 -- envelope, service and client in separate processes (bench/run.sh runs it
 -- against the Lua service and against the Node one in bench/node/).
 --
---   hemera bench/rps.lua serve [topic] [hooks] [idle=N]
+--   hemera bench/rps.lua serve [topic] [hooks] [idle=N] [msgpack]
 --       a service: {topic, cmd:"add"} returns a + b; {topic, cmd:"stop"}
 --       replies true, then closes the instance (the process then exits 0).
 --       Prints "ready" once the server has its subscription.
@@ -13,8 +13,10 @@
 --       (N more NATS subscriptions and router entries), for the latency of
 --       a service that has many.
 --       `metrics`: also hemera.metrics (on a free port), the cost of a
---       service with the plugin on.
---   hemera bench/rps.lua client <topic> <seconds> <warmup-s> <inflight>...
+--       service with the plugin on. `msgpack`: the service speaks
+--       MessagePack (hemera:use(require "hemera.msgpack")); its clients and
+--       `stop` must be given `msgpack` too.
+--   hemera bench/rps.lua client <topic> [msgpack] <seconds> <warmup-s> <inflight>...
 --       N workers per level, each acting {topic, cmd:"add", a, b} and
 --       acting again when the reply arrives, for <seconds> per level, after
 --       an unreported warm-up of <warmup-s> at the last level. One line per
@@ -27,7 +29,7 @@
 --   hemera bench/rps.lua count <topic> <n>
 --       n acts {topic, cmd:"add"}, one after the other, then exits
 --       (bench/metrics_cost.sh: a known number of requests).
---   hemera bench/rps.lua stop [topic]
+--   hemera bench/rps.lua stop [topic] [msgpack]
 --       acts {topic, cmd:"stop"}.
 --   hemera bench/rps.lua [seconds] [inflight...]
 --       the old form: client against topic "bench", then stop.
@@ -38,6 +40,21 @@ local Hemera = require "hemera"
 local core = require "hemera.core"
 
 local mode = arg[1]
+
+-- `msgpack` after the topic (client, stop) or among serve's options: the
+-- instance speaks MessagePack. Taken out of arg, so the numbers that
+-- follow keep their places.
+local msgpack = false
+for k = #arg, 2, -1 do
+  if arg[k] == "msgpack" then
+    msgpack = true
+    table.remove(arg, k)
+  end
+end
+local function codec(hemera)
+  if msgpack then hemera:use(require "hemera.msgpack") end
+  return hemera
+end
 
 if mode == "serve" then
   local topic = arg[2] or "bench"
@@ -50,7 +67,7 @@ if mode == "serve" then
   end
   -- pluginTimeout: the default 10 ms can expire for a plugin that
   -- completes at once when the loop clock is stale (hemera_plugin_spec).
-  local s = Hemera.new { name = "bench-service", pluginTimeout = 2000 }
+  local s = codec(Hemera.new { name = "bench-service", pluginTimeout = 2000 })
   if with_metrics then s:use(require "hemera.metrics", { listen = "127.0.0.1:0" }) end
   if hooks then
     -- Trivial on purpose: what is measured is the cost of the extension
@@ -119,7 +136,7 @@ if mode == "count" then
 end
 
 if mode == "stop" then
-  local c = Hemera.new { name = "bench-stop", timeout = 2000 }
+  local c = codec(Hemera.new { name = "bench-stop", timeout = 2000, pluginTimeout = 2000 })
   c:ready(function()
     local _, err = c:act { topic = arg[2] or "bench", cmd = "stop" }
     if err then io.stderr:write("stop: ", tostring(err), "\n") end
@@ -138,7 +155,7 @@ local levels = {}
 for k = first, #arg do levels[#levels + 1] = tonumber(arg[k]) end
 if #levels == 0 then levels = { 1, 16, 128 } end
 
-local c = Hemera.new { name = "bench-client", timeout = 10000 }
+local c = codec(Hemera.new { name = "bench-client", timeout = 10000, pluginTimeout = 2000 })
 c:ready(function()
   local function run(inflight, secs, report)
     -- CPU is read around the level alone (warm-up and other levels are

@@ -17,6 +17,8 @@
 #                         (hemera.metrics on: its hooks and its HTTP server)
 #   Lua -> Lua (idle)     hemera bench/rps.lua client -> rps.lua serve ... idle=5000
 #                         (5,000 other topics subscribed; 1 in flight only)
+#   Lua -> Lua (msgpack)  hemera bench/rps.lua client ... msgpack -> rps.lua serve ... msgpack
+#                         (hemera.msgpack on both sides instead of JSON)
 #   raw cnats (C)         bench_transport client cnats -> bench_transport echo cnats
 #                         (cnats' own libuv adapter, SendAsap)
 #   raw hm_conn (C)       bench_transport client hm -> bench_transport echo hm
@@ -151,12 +153,13 @@ start_service() {
   return 1
 }
 
-services=(lua lua_hooks lua_metrics lua_idle cecho hecho)
+services=(lua lua_hooks lua_metrics lua_idle lua_mp cecho hecho)
 [ $node_ok = 1 ] && services+=(node jsecho)
 start_service lua "$hemera" bench/rps.lua serve bench_lua
 start_service lua_hooks "$hemera" bench/rps.lua serve bench_lua_hooks hooks
 start_service lua_metrics "$hemera" bench/rps.lua serve bench_lua_metrics metrics
 start_service lua_idle "$hemera" bench/rps.lua serve bench_lua_idle "idle=$IDLE_TOPICS"
+start_service lua_mp "$hemera" bench/rps.lua serve bench_lua_mp msgpack
 start_service cecho "$transport" echo cnats bench.raw.cnats
 start_service hecho "$transport" echo hm bench.raw.hm
 if [ $node_ok = 1 ]; then
@@ -216,6 +219,7 @@ add_pair lua_lua lua "$hemera" bench/rps.lua client bench_lua
 add_pair lua_hooks lua_hooks "$hemera" bench/rps.lua client bench_lua_hooks
 add_pair lua_metrics lua_metrics "$hemera" bench/rps.lua client bench_lua_metrics
 add_pair lua_idle lua_idle "$hemera" bench/rps.lua client bench_lua_idle
+add_pair lua_mp lua_mp "$hemera" bench/rps.lua client bench_lua_mp msgpack
 # Its target is sequential latency: the first (lowest) level only.
 # shellcheck disable=SC2086 # LEVELS is a list of words
 pair_levels[lua_idle]=$(set -- $LEVELS; echo "$1")
@@ -249,12 +253,13 @@ for s in "${services[@]}"; do
   [ "${svc_pid[$s]}" != 0 ] && put "svc_hwm $s $(kb_of "${svc_pid[$s]}" VmHWM)"
 done
 # stop_service <name> <how>: "hemera <topic>" (act {topic, cmd:"stop"}) or
-# "term"; records its exit status (124: did not exit within 10 s).
+# "term"; records its exit status (124: did not exit within 10 s). A 4th
+# word goes to rps.lua stop after the topic (msgpack).
 stop_service() {
-  local name=$1 how=$2 topic=${3:-} p=${svc_pid[$1]:-0} rc
+  local name=$1 how=$2 topic=${3:-} opt=${4:-} p=${svc_pid[$1]:-0} rc
   [ "$p" != 0 ] || return 0
   if [ "$how" = hemera ]; then
-    "$hemera" bench/rps.lua stop "$topic" >/dev/null 2>>"$work/svc-$name.err" || true
+    "$hemera" bench/rps.lua stop "$topic" $opt >/dev/null 2>>"$work/svc-$name.err" || true
   else
     kill -TERM "$p" 2>/dev/null
   fi
@@ -276,6 +281,7 @@ stop_service lua hemera bench_lua
 stop_service lua_hooks hemera bench_lua_hooks
 stop_service lua_metrics hemera bench_lua_metrics
 stop_service lua_idle hemera bench_lua_idle
+stop_service lua_mp hemera bench_lua_mp msgpack
 stop_service cecho term
 stop_service hecho term
 if [ $node_ok = 1 ]; then
