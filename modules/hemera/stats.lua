@@ -2,7 +2,7 @@
 -- Lua services answers one stats call alike.
 --
 --   local stats = require "hemera.stats"
---   hemera:use(stats)     -- not use(require "...") : require returns 2 values
+--   hemera:use(stats)     -- or hemera:use(require "hemera.stats")
 --
 --   {topic = "stats", cmd = "processInfo", pubsub$ = true}
 --     -> {app, eventLoopDelay, heapUsed, rss, nodeEnv, uptime, ts}
