@@ -14,7 +14,7 @@ description = {
     hemera.core (C: cnats and libuv) and the hemera Lua library: pattern
     routing, add/act/stream, plugins, extension points, the NATS Service
     API, durable work on JetStream, and the plugins hemera.validation.*,
-    hemera.jwt, hemera.stats and hemera.metrics.
+    hemera.jwt, hemera.stats, hemera.metrics and hemera.msgpack.
   ]],
 }
 dependencies = {
@@ -22,7 +22,8 @@ dependencies = {
 }
 -- Found by CMake through pkg-config (libnats, libuv, libpcre2-8, libcrypto,
 -- lua5.4); llhttp is compiled from Debian's node-llhttp sources
--- (/usr/share/llhttp). Debian: tools/deps.sh.
+-- (/usr/share/llhttp); msgpuck is its header (libmsgpuck-dev). Debian:
+-- tools/deps.sh.
 build = {
   type = "cmake",
   variables = {
