@@ -11,7 +11,7 @@
 -- where outcome is "match", "no-match" or why the value failed otherwise
 -- (e.g. `pattern check exceeded the match limit for "..."`). `case=bytes` shortens or lengthens a case's subject,
 -- e.g. `redos_star=2000` (the old Lua matcher needed minutes at 20 KB).
-local J = require "hemera.hemera.validation.jsonschema"
+local J = require "hemera.validation.jsonschema"
 
 local clock = os.clock
 

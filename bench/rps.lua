@@ -72,7 +72,7 @@ if mode == "serve" then
   if hooks then
     -- Trivial on purpose: what is measured is the cost of the extension
     -- points and of the validator, not of work done in them.
-    local S = require "hemera.hemera.validation.schema"
+    local S = require "hemera.validation.schema"
     local seen_request, seen_pre = 0, 0
     s:use(S.plugin)
     s:ext("onRequest", function() seen_request = seen_request + 1 end)
