@@ -79,7 +79,7 @@ static const unsigned char cls[256] = {
 
 /* Length of the well-formed UTF-8 sequence at s (first byte >= 0x80), or 0:
 ** no overlong forms, no UTF-16 surrogates, nothing above U+10FFFF. */
-static size_t utf8len(const unsigned char *s, size_t n) {
+size_t hm_codec_utf8len(const unsigned char *s, size_t n) {
   unsigned c = s[0];
   unsigned lo = 0x80, hi = 0xBF;
   if (c < 0xC2) return 0;
@@ -224,7 +224,7 @@ static void release(cstate *st) {
   }
 }
 
-static void pusharraymt(lua_State *L) {
+void hm_codec_push_array_mt(lua_State *L) {
   if (luaL_getmetatable(L, HM_CODEC_ARRAY_MT) != LUA_TTABLE) {
     lua_pop(L, 1);
     luaL_newmetatable(L, HM_CODEC_ARRAY_MT);
@@ -275,7 +275,7 @@ static size_t putkey(char *dst, size_t cap, size_t len, const char *key,
   const unsigned char *p = (const unsigned char *)key, *end = p + klen;
   while (p < end && len + 1 < cap) {
     size_t n = 1;
-    if (*p >= 0x80) n = utf8len(p, (size_t)(end - p));
+    if (*p >= 0x80) n = hm_codec_utf8len(p, (size_t)(end - p));
     if (n == 0 || *p < 0x20 || *p == 0x7F) {
       dst[len++] = '?';
       p++;
@@ -392,7 +392,7 @@ static int putstring(enc *e, const char *s, size_t len, const frame *f) {
       continue;
     }
     if (cls[c] == 2) {
-      size_t n = utf8len(p, (size_t)(end - p));
+      size_t n = hm_codec_utf8len(p, (size_t)(end - p));
       if (n == 0) return badutf8(e, f, (size_t)(p - (const unsigned char *)s));
       p += n;
       continue;
@@ -512,7 +512,7 @@ static entry *newentry(cstate *st) {
 /* The array length of the plain table at idx (its largest key), or 0 when
 ** it is to be written as an object: empty, a key that is not a positive
 ** integer, or excessively sparse. One pass. */
-static lua_Integer arrayshape(lua_State *L, int idx) {
+lua_Integer hm_codec_arrayshape(lua_State *L, int idx) {
   lua_Integer max = 0, count = 0;
   lua_pushnil(L);
   while (lua_next(L, idx)) {
@@ -535,7 +535,7 @@ static lua_Integer arrayshape(lua_State *L, int idx) {
 
 /* Length of a table marked as an array: its largest positive integer key,
 ** so holes become nulls as in a JS array; other keys are ignored. */
-static lua_Integer arraylen(lua_State *L, int idx) {
+lua_Integer hm_codec_arraylen(lua_State *L, int idx) {
   lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
   lua_pushnil(L);
   while (lua_next(L, idx)) {
@@ -747,7 +747,7 @@ static int table(enc *e, int idx, const frame *f, int depth) {
   if (lua_getmetatable(L, idx)) {
     if (lua_topointer(L, -1) == e->arraymt) {
       lua_settop(L, top);
-      r = writearray(e, idx, &fr, arraylen(L, idx), depth);
+      r = writearray(e, idx, &fr, hm_codec_arraylen(L, idx), depth);
       lua_settop(L, top);
       return r;
     }
@@ -755,7 +755,7 @@ static int table(enc *e, int idx, const frame *f, int depth) {
     if (lua_rawget(L, -2) == LUA_TTABLE) order = lua_gettop(L);
   }
   if (!order && e->wsrc) order = source_order(e, idx);
-  lua_Integer n = arrayshape(L, idx);
+  lua_Integer n = hm_codec_arrayshape(L, idx);
   if (n > 0)
     r = writearray(e, idx, &fr, n, depth);
   else
@@ -822,7 +822,7 @@ static int encode(lua_State *L, cstate *st, int idx, int skipidx,
     if (errlen) snprintf(err, errlen, "out of Lua stack space");
     return -1;
   }
-  pusharraymt(L);
+  hm_codec_push_array_mt(L);
   e.arraymt = lua_topointer(L, -1);
   lua_pushliteral(L, "__jsonorder");
   e.orderkey = lua_gettop(L);
@@ -1049,7 +1049,7 @@ static int string(dec *d) {
       continue;
     }
     if (cls[c] == 2) {
-      size_t n = utf8len(q, (size_t)(end - q));
+      size_t n = hm_codec_utf8len(q, (size_t)(end - q));
       if (n == 0) return derr(d, q, "invalid UTF-8 in string");
       q += n;
       continue;
@@ -1217,7 +1217,7 @@ static const unsigned char *fstring(const unsigned char *p,
     } else if (c == '"') {
       return p + 1;
     } else if (cls[c] == 2) {
-      size_t n = utf8len(p, (size_t)(end - p));
+      size_t n = hm_codec_utf8len(p, (size_t)(end - p));
       if (n == 0) return NULL;
       p += n;
     } else if (c == '\\' && end - p >= 2) {
@@ -1554,7 +1554,7 @@ int hm_codec_decode_from(lua_State *L, const char *s, size_t len, int holder,
   if (holder) holder = lua_absindex(L, holder);
   int top = lua_gettop(L);
   luaL_checkstack(L, 8, "JSON decode");
-  pusharraymt(L);
+  hm_codec_push_array_mt(L);
   dec d;
   d.L = L;
   d.start = d.p = (const unsigned char *)s;
@@ -1610,7 +1610,7 @@ int hm_codec_scan_ex(lua_State *L, const char *s, size_t len,
   }
   if (L) {
     luaL_checkstack(L, 8, "JSON scan");
-    pusharraymt(L);
+    hm_codec_push_array_mt(L);
     d.arraymt = lua_gettop(L);
     record(&d, holder, 0);
   }
@@ -1746,7 +1746,7 @@ static int l_array(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
   }
-  pusharraymt(L);
+  hm_codec_push_array_mt(L);
   lua_setmetatable(L, 1);
   return 1;
 }
@@ -1761,7 +1761,7 @@ void hm_codec_register(lua_State *L) {
   };
   luaL_checkstack(L, 4, "hm_codec_register");
   luaL_setfuncs(L, fns, 0);
-  pusharraymt(L);
+  hm_codec_push_array_mt(L);
   lua_setfield(L, -2, "array_mt");
   lua_pushlightuserdata(L, NULL);
   lua_setfield(L, -2, "null");

@@ -58,6 +58,23 @@ void hm_buf_free(hm_buf *b);
 /* 0 on success, -1 when out of memory. */
 int hm_buf_append(hm_buf *b, const void *data, size_t len);
 
+/* The rules every codec of the binding shares (hm_lua_msgpack.c too), so a
+** value has one shape whatever the wire format:
+** - hm_codec_utf8len: the length of the well-formed UTF-8 sequence at s
+**   (s[0] >= 0x80, n bytes left), or 0 (no overlong forms, no surrogates,
+**   nothing above U+10FFFF);
+** - hm_codec_arrayshape: the array length of the plain table at idx (its
+**   largest key), or 0 when it is an object: empty, a key that is not a
+**   positive integer, or too sparse (lua-cjson's encode_sparse_array
+**   defaults);
+** - hm_codec_arraylen: the length of a table marked as an array (its
+**   largest positive integer key: holes are nulls, as in a JS array);
+** - hm_codec_push_array_mt: pushes the metatable decoded arrays get. */
+size_t hm_codec_utf8len(const unsigned char *s, size_t n);
+lua_Integer hm_codec_arrayshape(lua_State *L, int idx);
+lua_Integer hm_codec_arraylen(lua_State *L, int idx);
+void hm_codec_push_array_mt(lua_State *L);
+
 /* Appends the JSON text of the value at `idx` to `out`. Returns 0, or -1
 ** with a message naming the path and the problem (for example
 ** "cannot encode a function at result.cb" or "invalid UTF-8 at

@@ -58,32 +58,6 @@
 ** UTF-8
 ** ===================================================================== */
 
-/* The length of the well-formed UTF-8 sequence at s (s[0] >= 0x80, n
-** bytes left), or 0: no overlong forms, no surrogates, nothing above
-** U+10FFFF. */
-static size_t seqlen(const unsigned char *s, size_t n) {
-  unsigned c = s[0], lo = 0x80, hi = 0xBF;
-  size_t need;
-  if (c < 0xC2) return 0;
-  if (c < 0xE0) {
-    need = 2;
-  } else if (c < 0xF0) {
-    need = 3;
-    if (c == 0xE0) lo = 0xA0;
-    if (c == 0xED) hi = 0x9F;
-  } else if (c < 0xF5) {
-    need = 4;
-    if (c == 0xF0) lo = 0x90;
-    if (c == 0xF4) hi = 0x8F;
-  } else {
-    return 0;
-  }
-  if (n < need || s[1] < lo || s[1] > hi) return 0;
-  for (size_t k = 2; k < need; k++)
-    if ((s[k] & 0xC0) != 0x80) return 0;
-  return need;
-}
-
 /* The offset of the first byte of s that is not part of well-formed
 ** UTF-8, or n when s is valid. ASCII runs go 8 bytes at a time. */
 static size_t utf8_bad(const unsigned char *s, size_t n) {
@@ -101,7 +75,7 @@ static size_t utf8_bad(const unsigned char *s, size_t n) {
       i++;
       continue;
     }
-    size_t k = seqlen(s + i, n - i);
+    size_t k = hm_codec_utf8len(s + i, n - i);
     if (k == 0) return i;
     i += k;
   }
@@ -194,13 +168,6 @@ static void release(mstate *st) {
   }
 }
 
-static void pusharraymt(lua_State *L) {
-  if (luaL_getmetatable(L, HM_CODEC_ARRAY_MT) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    luaL_newmetatable(L, HM_CODEC_ARRAY_MT);
-  }
-}
-
 /* }==================================================================== */
 
 /* {====================================================================
@@ -211,10 +178,6 @@ static void pusharraymt(lua_State *L) {
 ** sorted; a wider one has its values looked up again by key. */
 #define RETAIN_MAX 256
 
-/* hm_codec's sparse-array rule (lua-cjson's encode_sparse_array
-** defaults), so a table is an array here exactly when it is one in JSON. */
-#define SPARSE_RATIO 2
-#define SPARSE_SAFE 10
 
 enum { KEY_NONE, KEY_STR, KEY_INDEX };
 
@@ -245,7 +208,7 @@ static size_t putkey(char *dst, size_t cap, size_t len, const char *key,
                      size_t klen) {
   const unsigned char *p = (const unsigned char *)key, *end = p + klen;
   while (p < end && len + 1 < cap) {
-    size_t n = *p >= 0x80 ? seqlen(p, (size_t)(end - p)) : 1;
+    size_t n = *p >= 0x80 ? hm_codec_utf8len(p, (size_t)(end - p)) : 1;
     if (n == 0 || *p < 0x20 || *p == 0x7F) {
       dst[len++] = '?';
       p++;
@@ -374,38 +337,6 @@ static void sortkeys(entry *v, size_t n) {
     }
     v[j] = t;
   }
-}
-
-/* The array length of the plain table at idx (its largest key), or 0 when
-** it is a map: empty, a key that is not a positive integer, or too sparse. */
-static lua_Integer arrayshape(lua_State *L, int idx) {
-  lua_Integer max = 0, count = 0;
-  lua_pushnil(L);
-  while (lua_next(L, idx)) {
-    lua_pop(L, 1);
-    if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1) {
-      lua_pop(L, 1);
-      return 0;
-    }
-    lua_Integer k = lua_tointeger(L, -1);
-    if (k > max) max = k;
-    count++;
-  }
-  if (max > SPARSE_SAFE && max > SPARSE_RATIO * count) return 0;
-  return max;
-}
-
-/* A table marked as an array: its largest positive integer key (holes are
-** nil, as in a JS array); other keys are ignored. */
-static lua_Integer arraylen(lua_State *L, int idx) {
-  lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
-  lua_pushnil(L);
-  while (lua_next(L, idx)) {
-    lua_pop(L, 1);
-    if (lua_isinteger(L, -1) && lua_tointeger(L, -1) > n)
-      n = lua_tointeger(L, -1);
-  }
-  return n;
 }
 
 static int writearray(enc *e, int idx, frame *fr, lua_Integer n, int depth) {
@@ -557,14 +488,14 @@ static int table(enc *e, int idx, const frame *f, int depth) {
   if (lua_getmetatable(L, idx)) {
     if (lua_topointer(L, -1) == e->arraymt) {
       lua_settop(L, top);
-      r = writearray(e, idx, &fr, arraylen(L, idx), depth);
+      r = writearray(e, idx, &fr, hm_codec_arraylen(L, idx), depth);
       lua_settop(L, top);
       return r;
     }
     lua_pushvalue(L, e->orderkey);
     if (lua_rawget(L, -2) == LUA_TTABLE) order = lua_gettop(L);
   }
-  lua_Integer n = arrayshape(L, idx);
+  lua_Integer n = hm_codec_arrayshape(L, idx);
   r = n > 0 ? writearray(e, idx, &fr, n, depth)
             : writemap(e, idx, &fr, order, depth);
   lua_settop(L, top);
@@ -622,7 +553,7 @@ static int encode(lua_State *L, mstate *st, int idx, hm_buf *out, char *err,
     if (errlen) snprintf(err, errlen, "out of Lua stack space");
     return -1;
   }
-  pusharraymt(L);
+  hm_codec_push_array_mt(L);
   e.arraymt = lua_topointer(L, -1);
   lua_pushliteral(L, "__jsonorder");
   e.orderkey = lua_gettop(L);
@@ -903,7 +834,7 @@ static int parse(dec *d, int depth) {
 int hm_msgpack_decode(lua_State *L, const char *s, size_t len) {
   int top = lua_gettop(L);
   luaL_checkstack(L, 8, "msgpack decode");
-  pusharraymt(L);
+  hm_codec_push_array_mt(L);
   dec d;
   d.L = L;
   d.start = d.p = s;
