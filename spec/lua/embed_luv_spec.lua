@@ -1,6 +1,6 @@
 -- Embedding: luv and Hemera in one plain lua5.4 process. Each case runs in
 -- a process of its own (busted's own process has Hemera open already).
-local function shell_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+local shell_quote = require("shell").quote
 
 local function lua54(args)
   -- Sanitizer builds need their runtimes preloaded into a plain lua5.4.

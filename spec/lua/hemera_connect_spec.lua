@@ -10,17 +10,9 @@ local natsproc = require "natsproc"
 
 local DEAD1, DEAD2 = "nats://127.0.0.1:1", "nats://127.0.0.1:2"
 
-local function shell_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+local shell_quote = require("shell").quote
 
-local function run(cmd)
-  local out = os.tmpname()
-  local ok, _, code = os.execute(cmd .. " >" .. out .. " 2>&1")
-  local f = assert(io.open(out))
-  local text = f:read("a")
-  f:close()
-  os.remove(out)
-  return ok, code, text
-end
+local run = require("shell").run
 
 -- A service answering { topic, cmd = "echo" } with req.n, and a client.
 local function service_and_client()

@@ -9,7 +9,7 @@ local Hemera = require "hemera"
 
 local bin = assert(os.getenv("HEMERA_BIN"), "HEMERA_BIN is not set")
 
-local function shell_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+local shell_quote = require("shell").quote
 
 -- A server of our own: examples/math_client.lua asks for topic "math",
 -- which other specs serve on the shared test server.

@@ -2,17 +2,9 @@
 local bin = assert(os.getenv("HEMERA_BIN"), "HEMERA_BIN is not set")
 local url = assert(os.getenv("HEMERA_NATS_URL"), "HEMERA_NATS_URL is not set")
 
-local function run(cmd)
-  local out = os.tmpname()
-  local ok, _, code = os.execute(cmd .. " >" .. out .. " 2>&1")
-  local f = assert(io.open(out))
-  local text = f:read("a")
-  f:close()
-  os.remove(out)
-  return ok, code, text
-end
+local run = require("shell").run
 
-local function shell_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+local shell_quote = require("shell").quote
 
 local DEMO_LINES = {
   "1 + 2 = 3",

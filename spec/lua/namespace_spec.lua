@@ -4,7 +4,7 @@
 local src = assert(os.getenv("HEMERA_SRC"), "HEMERA_SRC is not set")
 local build = assert(os.getenv("HEMERA_BUILD"), "HEMERA_BUILD is not set")
 
-local function shell_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+local shell_quote = require("shell").quote
 
 -- Sanitizer builds need their runtimes preloaded into a plain lua5.4.
 local function preload()

@@ -3,7 +3,7 @@
 -- service and a client (the demo, and a plugin from the rock).
 local src = assert(os.getenv("HEMERA_SRC"), "HEMERA_SRC is not set")
 
-local function shell_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+local shell_quote = require("shell").quote
 
 local function run(cmd)
   local out = os.tmpname()

@@ -278,7 +278,7 @@ end)
 -- The interpreter and signals
 -- ===================================================================
 
-local function shell_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+local shell_quote = require("shell").quote
 
 -- Runs `hemera script` (with the test server), waits for its first line
 -- "spinning <pid>", calls on_spin(pid), and returns the exit status and

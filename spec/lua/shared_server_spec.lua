@@ -10,7 +10,7 @@ local core = require "hemera.core"
 
 local bin = assert(os.getenv("HEMERA_BIN"), "HEMERA_BIN is not set")
 
-local function shell_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+local shell_quote = require("shell").quote
 local function has(text, s) return text:find(s, 1, true) ~= nil end
 
 local function tmpdir()

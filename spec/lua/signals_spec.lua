@@ -6,7 +6,7 @@ local natsproc = require "natsproc"
 local h = require "helper"
 local Hemera = require "hemera"
 
-local function shell_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+local shell_quote = require("shell").quote
 
 -- Sanitizer builds need their runtimes preloaded into a plain lua5.4:
 -- the environment assignments for that.
@@ -123,10 +123,11 @@ describe("Hemera.handleSignals in a plain lua5.4", function()
       -- The second only once the first was taken: sent back to back, the
       -- two can land on two threads of the process in either order.
       os.execute("kill -INT " .. pid)
-      for _ = 1, 500 do
-        if has(read_out(dir), "SIGINT: closing every instance") then break end
-        Hemera.sleep(10)
-      end
+      -- Awaited as wait_exit awaits EXIT= (tail -F wakes on the write).
+      local p = assert(io.popen(("timeout 10 tail -n +1 -F %s 2>/dev/null | grep -m1 -F %s")
+        :format(shell_quote(dir .. "/out.txt"), shell_quote("SIGINT: closing every instance"))))
+      p:read("a")
+      p:close()
       os.execute("kill -TERM " .. pid)
     end)
     assert.equal(143, status, text)
