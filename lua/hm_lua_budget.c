@@ -538,8 +538,13 @@ void hm_lua_interrupt(void *handle) {
   if (!ctx->preempt) ctx->preempt_at = uv_hrtime(); /* clock_gettime */
   ctx->preempt = 1;
   ctx->interrupt = 1;
-  /* As lua.c's laction does: lua_sethook is safe in a signal handler. */
-  lua_sethook(co != NULL ? co : ctx->L, hm_budget_hook, LUA_MASKCOUNT, 1);
+  /* As lua.c's laction does: lua_sethook is safe in a signal handler.
+  ** With no coroutine running inside Hemera.run the loop is in C and hears
+  ** the signal itself; a hook left on the main thread would fire in the
+  ** script's own code once the run has ended and raise "interrupted!"
+  ** there, turning a graceful close into exit status 1. */
+  if (co != NULL) lua_sethook(co, hm_budget_hook, LUA_MASKCOUNT, 1);
+  else if (!ctx->running) lua_sethook(ctx->L, hm_budget_hook, LUA_MASKCOUNT, 1);
 }
 
 void hm_lua_open_budget(lua_State *L) {

@@ -58,7 +58,7 @@ typedef struct hm_ctx {
   int owns_loop; /* loop_kind == HM_LOOP_OWN */
   hm_loop_kind loop_kind;
   int luv_ref;  /* HM_LOOP_LUV: luv's module table (its run, loop_mode) */
-  int running;  /* inside hm_lua_run */
+  volatile sig_atomic_t running; /* inside hm_lua_run; read by hm_lua_interrupt */
   int shutdown; /* hm_lua_shutdown ran: nothing new starts */
 
   /* Ready queue of coroutines to resume: a ring. */

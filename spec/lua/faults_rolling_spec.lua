@@ -98,7 +98,8 @@ describe("a rolling restart under load", function()
         if status and status ~= "" then break end
         Hemera.sleep(10)
       end
-      assert.equal("0\n", status)
+      assert.equal("0\n", status, "the SIGTERMed instance's exit status; its output:\n"
+        .. tostring(read_all(dir .. "/out1.txt")) .. tostring(read_all(dir .. "/out2.txt")))
     end, 90000)
     for _, pid in ipairs(pids) do
       if natsproc.alive(tonumber(pid)) then os.execute("kill -KILL " .. pid) end
