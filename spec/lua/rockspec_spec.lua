@@ -38,7 +38,7 @@ describe("hemera-<version>-1.rockspec", function()
       shell_quote(tree .. "/lib/lua/5.4/?.so"))
     code, text = run(("cd %s && %s -e %s"):format(shell_quote(copy), lua, shell_quote([[
       for _, m in ipairs { "hemera", "hemera.core", "hemera.validation.schema", "hemera.jwt", "hemera.stats",
-                           "hemera.metrics", "hemera.msgpack" } do
+                           "hemera.metrics", "hemera.msgpack", "hemera.testing" } do
         print(package.searchpath(m, package.path) or package.searchpath(m, package.cpath))
       end]])))
     assert.equal(0, code, text)
