@@ -1,9 +1,9 @@
 -- jsproc: a private nats-server with JetStream and a temporary store, for
 -- the durable specs (the shared test server runs without -js).
 --
---   local srv = jsproc.start()   -- natsproc server; srv.store is its store
+--   local srv = jsproc.start()   -- a hemera.testing server; srv.store is its store
 --   jsproc.stop_all()            -- every server stopped, stores removed
-local natsproc = require "natsproc"
+local testing = require "hemera.testing"
 
 local M = {}
 
@@ -16,13 +16,13 @@ function M.start(opts)
   p:close()
   assert(dir and dir ~= "", "jsproc: mktemp -d failed")
   stores[#stores + 1] = dir
-  local srv = natsproc.start { name = opts.name or "js", args = "-js -sd '" .. dir .. "'", config = opts.config }
+  local srv = testing.start_server { name = opts.name or "js", args = "-js -sd '" .. dir .. "'", config = opts.config }
   srv.store = dir
   return srv
 end
 
 function M.stop_all()
-  natsproc.stop_all()
+  testing.stop_all()
   for _, d in ipairs(stores) do os.execute("rm -rf '" .. d .. "'") end
   stores = {}
 end

@@ -30,7 +30,7 @@
 -- (every sample passes; none is pending).
 local Hemera = require "hemera"
 local core = require "hemera.core"
-local h = require "helper"
+local testing = require "hemera.testing"
 local S = require "interop.support"
 local J = require "interop.json_text"
 
@@ -54,7 +54,7 @@ end
 local function lua_service(name, extra)
   local opts = { name = name }
   for k, v in pairs(extra or {}) do opts[k] = v end
-  local s = h.new(opts)
+  local s = testing.new(opts)
   local L = P .. ".lua"
   s:add({ topic = L, cmd = "add" }, function(req) return req.a + req.b end)
   s:add({ topic = L, cmd = "fail" }, function(req)
@@ -114,7 +114,7 @@ describe("interop with nats-hemera 7.0.2", function()
   describe("Lua client -> Node service", function()
     it("request/reply: result, echoed trace and request", function()
       S.run(function()
-        local c = h.new { name = "lua-client" }
+        local c = testing.new { name = "lua-client" }
         c:ready()
         local res, err, ctx = c:act { topic = P .. ".math", cmd = "add", a = 1, b = 2 }
         assert.is_nil(err)
@@ -133,7 +133,7 @@ describe("interop with nats-hemera 7.0.2", function()
 
     it("a tinysonic string pattern", function()
       S.run(function()
-        local c = h.new()
+        local c = testing.new()
         c:ready()
         local res, err = c:act("topic:" .. P .. ".math,cmd:add,a:10,b:20")
         assert.is_nil(err)
@@ -143,7 +143,7 @@ describe("interop with nats-hemera 7.0.2", function()
 
     it("a handler that replies with nothing gives nil, nil", function()
       S.run(function()
-        local c = h.new()
+        local c = testing.new()
         c:ready()
         local res, err = c:act { topic = P .. ".math", cmd = "noresult" }
         assert.is_nil(err)
@@ -153,7 +153,7 @@ describe("interop with nats-hemera 7.0.2", function()
 
     it("a custom error (Hemera.createError) keeps name, message, code, fields, stack and hop", function()
       S.run(function()
-        local c = h.new()
+        local c = testing.new()
         c:ready()
         local res, err = c:act { topic = P .. ".math", cmd = "fail", a = 1 }
         assert.is_nil(res)
@@ -176,7 +176,7 @@ describe("interop with nats-hemera 7.0.2", function()
 
     it("a plain Error from a callback arrives as name 'Error'", function()
       S.run(function()
-        local c = h.new()
+        local c = testing.new()
         c:ready()
         local _, err = c:act { topic = P .. ".math", cmd = "failcb" }
         assert.equal("Error", err.name)
@@ -187,7 +187,7 @@ describe("interop with nats-hemera 7.0.2", function()
 
     it("PatternNotFound carries app, isServer and pattern", function()
       S.run(function()
-        local c = h.new()
+        local c = testing.new()
         c:ready()
         local res, err = c:act { topic = P .. ".math", cmd = "nothere" }
         assert.is_nil(res)
@@ -202,7 +202,7 @@ describe("interop with nats-hemera 7.0.2", function()
 
     it("times out on a slow Node handler and drops the late reply", function()
       S.run(function()
-        local c = h.new { name = "lua-client" }
+        local c = testing.new { name = "lua-client" }
         c:ready()
         local res, err = c:act { topic = P .. ".math", cmd = "slow", ms = 500, timeout_ = 100 }
         assert.is_nil(res)
@@ -220,7 +220,7 @@ describe("interop with nats-hemera 7.0.2", function()
 
     it("times out when nobody serves the topic", function()
       S.run(function()
-        local c = h.new { name = "lua-client" }
+        local c = testing.new { name = "lua-client" }
         c:ready()
         local _, err = c:act { topic = P .. ".nobody", cmd = "here", timeout_ = 100 }
         assert.is_true(Hemera.errors.TimeoutError:is(err))
@@ -230,7 +230,7 @@ describe("interop with nats-hemera 7.0.2", function()
 
     it("meta$ and delegate$ reach the Node handler; meta comes back with its changes", function()
       S.run(function()
-        local c = h.new()
+        local c = testing.new()
         c:ready()
         local res, err, ctx = c:act { topic = P .. ".math", cmd = "context",
                                       meta_ = { tenant = "acme", userId = "u-1" },
@@ -251,7 +251,7 @@ describe("interop with nats-hemera 7.0.2", function()
 
     it("explicit trace$ and requestId$ are used as given", function()
       S.run(function()
-        local c = h.new()
+        local c = testing.new()
         c:ready()
         local res = assert(c:act { topic = P .. ".math", cmd = "leaf",
                                    trace_ = { traceId = "TRACE-FIXED-1", spanId = "SPAN-FIXED-1" },
@@ -267,11 +267,11 @@ describe("interop with nats-hemera 7.0.2", function()
       S.run(function()
         local raw = S.raw()
         local observed = S.expect_message(raw, P .. ".observed")
-        local s = h.new()
-        local got = h.future()
+        local s = testing.new()
+        local got = testing.future()
         s:add({ topic = P .. ".events", pubsub_ = true }, function(req, ctx) got:set(copy(req), ctx.request.type) end)
         s:ready()
-        local c = h.new()
+        local c = testing.new()
         c:ready()
         local res, err = c:act { topic = P .. ".events", cmd = "created", id = 42, pubsub_ = true }
         assert.is_nil(res)
@@ -289,7 +289,7 @@ describe("interop with nats-hemera 7.0.2", function()
     it("a nested chain Lua -> Node -> Lua keeps one traceId, meta, and Hemera's span rule", function()
       S.run(function()
         lua_service(LUA)
-        local c = h.new()
+        local c = testing.new()
         c:ready()
         local res, err, ctx = c:act { topic = P .. ".math", cmd = "forward", meta_ = { tenant = "acme" },
                                       delegate_ = { token = "d1" }, to = { topic = P .. ".lua", cmd = "leaf" } }
@@ -323,7 +323,7 @@ describe("interop with nats-hemera 7.0.2", function()
     it("a custom error passes two hops (Lua -> Node -> Lua): root cause kept, hops origin first", function()
       S.run(function()
         lua_service(LUA)
-        local c = h.new()
+        local c = testing.new()
         c:ready()
         local res, err = c:act { topic = P .. ".math", cmd = "forward",
                                  to = { topic = P .. ".lua", cmd = "fail", a = 1, code = 401 } }
@@ -347,7 +347,7 @@ describe("interop with nats-hemera 7.0.2", function()
         pending("hemera:stream{...} is not implemented (Hemera.stream is nil)")
       end
       S.run(function()
-        local c = h.new()
+        local c = testing.new()
         c:ready()
         local got = {}
         for result, err in c:stream { topic = P .. ".stream", cmd = "numbers", count = 3, maxMessages_ = 3 } do
@@ -362,9 +362,9 @@ describe("interop with nats-hemera 7.0.2", function()
         pending("multi-reply act (maxMessages$ with a callback) is not implemented (no Hemera.stream)")
       end
       S.run(function()
-        local c = h.new()
+        local c = testing.new()
         c:ready()
-        local got, all = {}, h.future()
+        local got, all = {}, testing.future()
         c:act({ topic = P .. ".stream", cmd = "numbers", count = 3, maxMessages_ = 3 }, function(err, res)
           got[#got + 1] = err and err.name or res
           if #got == 3 then all:set() end
@@ -379,7 +379,7 @@ describe("interop with nats-hemera 7.0.2", function()
         pending("hemera:stream{...} is not implemented (Hemera.stream is nil)")
       end
       S.run(function()
-        local c = h.new()
+        local c = testing.new()
         c:ready()
         local got = {}
         for result, err in c:stream { topic = P .. ".stream", cmd = "numbers", count = 5, timeout_ = 2000 } do
@@ -405,7 +405,7 @@ describe("interop with nats-hemera 7.0.2", function()
         pending("hemera:stream{...} is not implemented (Hemera.stream is nil)")
       end
       S.run(function()
-        local c = h.new()
+        local c = testing.new()
         c:ready()
         local got = {}
         for result, err in c:stream { topic = P .. ".stream", cmd = "numbers", count = 2,
@@ -532,7 +532,7 @@ describe("interop with nats-hemera 7.0.2", function()
 
     it("a Lua wildcard topic (orders.*) serves Node's act on a concrete subject", function()
       S.run(function()
-        local s = h.new { name = LUA }
+        local s = testing.new { name = LUA }
         s:add({ topic = P .. ".orders.*", cmd = "get" }, function(req) return { id = req.id, topic = req.topic } end)
         s:ready()
         local calls = S.node_act({ topic = P .. ".orders.eu", cmd = "get", id = 7 }, node_client_opts())
@@ -557,8 +557,8 @@ describe("interop with nats-hemera 7.0.2", function()
 
     it("Node's pubsub$ act reaches a Lua pubsub$ subscriber; Node's callback gets no error, no result", function()
       S.run(function()
-        local s = h.new()
-        local got = h.future()
+        local s = testing.new()
+        local got = testing.future()
         s:add({ topic = P .. ".levents", pubsub_ = true }, function(req, ctx) got:set(copy(req), copy(ctx.request)) end)
         s:ready()
         local calls = S.node_act({ topic = P .. ".levents", cmd = "created", id = 42, ["pubsub$"] = true },
@@ -735,7 +735,7 @@ describe("interop with nats-hemera 7.0.2", function()
 
     it("Lua -> Node -> Lua: each value is what JavaScript reads and writes, and comes back equal", function()
       S.run(function()
-        local c = h.new()
+        local c = testing.new()
         c:ready()
         local bad = {}
         for _, case in ipairs(VALUES) do
@@ -759,7 +759,7 @@ describe("interop with nats-hemera 7.0.2", function()
 
     it("JavaScript's view of the numbers Lua sends", function()
       S.run(function()
-        local c = h.new()
+        local c = testing.new()
         c:ready()
         local function echoed(v) return assert(c:act { topic = P .. ".math", cmd = "echo", v = v }).seen end
         assert.is_true(echoed(9007199254740992).isSafeInteger == false) -- 2^53 is not "safe" but exact
@@ -779,7 +779,7 @@ describe("interop with nats-hemera 7.0.2", function()
 
     it("integers beyond 2^53 are rounded by JavaScript, as any Node peer would", function()
       S.run(function()
-        local c = h.new()
+        local c = testing.new()
         c:ready()
         local r = assert(c:act { topic = P .. ".math", cmd = "echo", v = math.maxinteger })
         assert.equal("9223372036854776000", r.seen.json)
@@ -793,7 +793,7 @@ describe("interop with nats-hemera 7.0.2", function()
 
     it("numbers back from Node keep their Lua types (integers stay integers)", function()
       S.run(function()
-        local c = h.new()
+        local c = testing.new()
         c:ready()
         local r = assert(c:act { topic = P .. ".math", cmd = "echo", v = 9007199254740992 })
         assert.equal(9007199254740992, r.v)
@@ -902,8 +902,8 @@ describe("interop with nats-hemera 7.0.2", function()
 
     it("numbers from Node keep their value and type in the Lua handler", function()
       S.run(function()
-        local s = h.new()
-        local got = h.future()
+        local s = testing.new()
+        local got = testing.future()
         s:add({ topic = P .. ".nums" }, function(req) got:set(req.vs); return true end)
         s:ready()
         local vs = Hemera.array { 9007199254740992, -9007199254740992, 0.1 + 0.2, 1e21, 1e-7, 3, 2.5, 0, 123456789012345 }
@@ -943,7 +943,7 @@ describe("interop with nats-hemera 7.0.2", function()
     local function lua_loop(name, opts)
       local o = { name = name }
       for k, v in pairs(opts or {}) do o[k] = v end
-      local s = h.new(o)
+      local s = testing.new(o)
       local LL = P2 .. ".lualoop"
       s:add({ topic = LL, cmd = "ping" }, function(req, ctx)
         local left = req.state.left
@@ -964,7 +964,7 @@ describe("interop with nats-hemera 7.0.2", function()
     it("Node's loop counter survives the Lua hops: Node raises MaxRecursionError, Lua relays it", function()
       S.run(function()
         local _, LL = lua_loop(LREC)
-        local c = h.new()
+        local c = testing.new()
         c:ready()
         local res, err = c:act { topic = P2 .. ".loop", cmd = "ping", peer = LL, state = { left = 100 }, timeout_ = 5000 }
         assert.is_nil(res)
@@ -985,7 +985,7 @@ describe("interop with nats-hemera 7.0.2", function()
       if not ok then pending("Hemera.new{maxRecursion = N} is not implemented: " .. tostring(why)) end
       S.run(function()
         local _, LL = lua_loop(LREC, { maxRecursion = 2 })
-        local c = h.new()
+        local c = testing.new()
         c:ready()
         local res, err = c:act { topic = P2 .. ".loop", cmd = "ping", peer = LL, state = { left = 100 }, timeout_ = 5000 }
         assert.is_nil(res)
@@ -1004,7 +1004,7 @@ describe("interop with nats-hemera 7.0.2", function()
       if not ok then pending("Hemera.new{maxRecursion = N} is not implemented: " .. tostring(why)) end
       S.run(function()
         local _, LL = lua_loop(LREC, { maxRecursion = 3 })
-        local c = h.new()
+        local c = testing.new()
         c:ready()
         local res, err, ctx = c:act { topic = P2 .. ".loop", cmd = "ping", peer = LL, state = { left = 4 }, timeout_ = 5000 }
         assert.is_nil(err)

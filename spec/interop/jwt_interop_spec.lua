@@ -3,7 +3,7 @@
 -- hemera-jwt-auth 6.0.2; the client must hear the same thing from both.
 local core = require "hemera.core"
 local jwt = require "hemera.jwt"
-local h = require "helper"
+local testing = require "hemera.testing"
 local IS = require "interop.support"
 local JS = require "interop.jwt.support"
 
@@ -18,7 +18,7 @@ after_each(IS.kill_clients)
 
 -- The Lua twin of spec/interop/jwt/service.js.
 local function lua_service(topic, opts)
-  local s = h.new { name = "interop-lua-jwt", pluginTimeout = 2000 }
+  local s = testing.new { name = "interop-lua-jwt", pluginTimeout = 2000 }
   s:use(jwt, opts)
   assert(s:ready())
   local function answer(_, ctx) return { sub = ctx.auth.sub, scope = ctx.auth.scope } end

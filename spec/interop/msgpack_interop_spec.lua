@@ -11,7 +11,7 @@
 -- are awaited through NATS, never by sleeping (interop/support.lua).
 local Hemera = require "hemera"
 local core = require "hemera.core"
-local h = require "helper"
+local testing = require "hemera.testing"
 local S = require "interop.support"
 
 local MathError = Hemera.createError("MathError")
@@ -28,7 +28,7 @@ end
 local function new(opts)
   opts = opts or {}
   opts.pluginTimeout = opts.pluginTimeout or 2000
-  local hemera = h.new(opts)
+  local hemera = testing.new(opts)
   hemera:use(require "hemera.msgpack")
   return hemera
 end

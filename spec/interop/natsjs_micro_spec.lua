@@ -10,7 +10,7 @@
 -- nats.js from spec/natsjs/package-lock.json into <build>/natsjs.
 local Hemera = require "hemera"
 local core = require "hemera.core"
-local h = require "helper"
+local testing = require "hemera.testing"
 local S = require "interop.support"
 local N = require "natsjs_support"
 local schema = require "micro_schema"
@@ -35,8 +35,8 @@ describe("nats.js 2.x service client against a Lua service", function()
   it("finds it by name and id, lists its topics, counts a known mix", function()
     N.run(function()
       local name = "lua-micro-" .. core.nuid()
-      local math_t, events_t = h.topic("math"), h.topic("events")
-      local service = h.new { name = name } -- no discovery configuration
+      local math_t, events_t = testing.topic("math"), testing.topic("events")
+      local service = testing.new { name = name } -- no discovery configuration
       service:add({ topic = math_t, cmd = "add" }, function(r) return r.a + r.b end)
       service:add({ topic = math_t, cmd = "fail" }, function()
         local e = Boom("no such luck")
@@ -45,7 +45,7 @@ describe("nats.js 2.x service client against a Lua service", function()
       end)
       service:add({ topic = events_t, cmd = "seen", ["pubsub$"] = true }, function() end)
       assert(service:ready())
-      local client = h.new { name = name .. "-client", micro = { enabled = false } }
+      local client = testing.new { name = name .. "-client", micro = { enabled = false } }
       assert(client:ready())
       for k = 1, 4 do assert.equal(k + 1, (client:act { topic = math_t, cmd = "add", a = k, b = 1 })) end
       for _ = 1, 2 do assert.is_nil((client:act { topic = math_t, cmd = "fail" })) end
@@ -108,8 +108,8 @@ describe("Node Hemera 7 (nats 1.x) against an error reply with headers", functio
 
   it("gets the bare reply: the server strips the headers", function()
     S.run(function()
-      local topic = h.topic("hdr")
-      local service = h.new { name = "lua-hdr-" .. core.nuid() }
+      local topic = testing.topic("hdr")
+      local service = testing.new { name = "lua-hdr-" .. core.nuid() }
       service:add({ topic = topic, cmd = "fail" }, function()
         local e = Boom("headers stay home")
         e.code = 409

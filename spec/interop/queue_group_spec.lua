@@ -26,7 +26,7 @@ end
 
 local Hemera = require "hemera"
 local core = require "hemera.core"
-local h = require "helper"
+local testing = require "hemera.testing"
 
 local N = 2000
 
@@ -41,7 +41,7 @@ describe("a shared queue group (topic math, private server)", function()
       for k, pre in ipairs(prefixes) do S.start_service("node-math-" .. k, pre, { "queueTopic=math" }) end
       local handled = { {}, {} }
       for k = 1, 2 do
-        local s = h.new { name = "lua-math-" .. k }
+        local s = testing.new { name = "lua-math-" .. k }
         s:add({ topic = "math", cmd = "add" }, function(req, ctx)
           local ids = handled[k]
           ids[#ids + 1] = ctx.request.id
@@ -50,10 +50,10 @@ describe("a shared queue group (topic math, private server)", function()
         s:ready()
       end
 
-      local c = h.new { name = "qg-client" }
+      local c = testing.new { name = "qg-client" }
       c:ready()
       local sent, answers, wrong, finished = {}, {}, {}, 0
-      local all = h.future()
+      local all = testing.future()
       for n = 1, N do
         Hemera.spawn(function()
           local res, err, ctx = c:act { topic = "math", cmd = "add", a = n, b = n, timeout_ = 10000 }

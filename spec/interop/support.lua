@@ -14,11 +14,11 @@
 -- scenario fails.
 local Hemera = require "hemera"
 local core = require "hemera.core"
-local h = require "helper"
+local testing = require "hemera.testing"
 
 local S = {}
 
-S.url = h.url
+S.url = testing.url()
 S.src = os.getenv("HEMERA_SRC") or "."
 S.build = assert(os.getenv("HEMERA_BUILD"), "HEMERA_BUILD is not set: run the specs through ctest (make test)")
 S.node_dir = S.src .. "/spec/interop/node"
@@ -119,46 +119,14 @@ function S.kill_clients() S.kill_all("client.js") end
 -- A test body in a Hemera coroutine, closing raw connections too
 -- ===================================================================
 
-local raw_conns = {}
-
 -- A plain NATS connection (hemera.core), closed at the end of S.run.
 function S.raw()
-  local conn = core.connect { servers = S.url, name = "interop-raw" }
-  raw_conns[#raw_conns + 1] = conn
-  assert(conn:wait_connected())
-  return conn
+  return assert(testing.raw { servers = S.url, name = "interop-raw" })
 end
 
-local function close_raw()
-  local list = raw_conns
-  raw_conns = {}
-  for _, c in ipairs(list) do
-    if not c:is_closed() then c:close() end
-  end
-end
-
--- Like helper.run: body() runs in a Hemera coroutine; the loop runs until
--- it returns and every instance and raw connection it opened is closed.
+-- testing.run with the interop scenarios' longer default limit.
 function S.run(body, limit_ms)
-  limit_ms = limit_ms or 30000
-  local done = core.future()
-  local failure
-  Hemera.spawn(function()
-    local ok, err = xpcall(body, debug.traceback)
-    done:set(ok, err)
-  end)
-  Hemera.spawn(function()
-    local ok, err = done:wait(limit_ms)
-    if ok == nil and err == "timeout" then
-      failure = "test did not finish within " .. limit_ms .. " ms"
-    elseif not ok then
-      failure = err
-    end
-    Hemera.closeAll()
-    close_raw()
-  end)
-  Hemera.run()
-  if failure then error(failure, 0) end
+  testing.run(body, limit_ms or 30000)
 end
 
 -- Subscribes `subject` on a raw connection; returns a future set with the

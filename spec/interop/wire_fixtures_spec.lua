@@ -22,7 +22,7 @@
 -- Run alone: see interop_spec.lua (ctest -R 'lua\.wire_fixtures').
 local Hemera = require "hemera"
 local core = require "hemera.core"
-local h = require "helper"
+local testing = require "hemera.testing"
 local S = require "interop.support"
 local J = require "interop.json_text"
 
@@ -238,7 +238,7 @@ local MathError = Hemera.createError("MathError")
 -- The reference service of the capture ("anchor-service"), in Lua.
 local function reference_service()
   -- errio.stack as Hemera sets it: the captures carry stacks.
-  local s = h.new { name = "anchor-service", errio = { stack = true } }
+  local s = testing.new { name = "anchor-service", errio = { stack = true } }
   local M = T "math"
   s:add({ topic = M, cmd = "add" }, function(req) return req.a + req.b end)
   s:add({ topic = M, cmd = "fail" }, function(req)
@@ -348,7 +348,7 @@ local function scenario(name, subjects, act)
     local raw = S.raw()
     local rec = recorder(raw, subjects)
     reference_service()
-    local c = h.new { name = "anchor-capture-client" }
+    local c = testing.new { name = "anchor-capture-client" }
     c:ready()
     act(c, raw)
     diffs = compare_messages(name, s.messages, rec.wait(#s.messages))

@@ -1,9 +1,8 @@
 -- Bad input by size: payloads over the server's max_payload, and 10 MB
--- strings. Private nats-servers with their own max_payload (spec/natsproc).
+-- strings. Private nats-servers with their own max_payload (hemera.testing).
 local Hemera = require "hemera"
 local core = require "hemera.core"
-local h = require "helper"
-local natsproc = require "natsproc"
+local testing = require "hemera.testing"
 
 local SMALL = 65536         -- max_payload of the small server
 local BIG = 32 * 1024 * 1024 -- max_payload of the big one
@@ -15,7 +14,7 @@ local function env(pattern_json, reply_type)
 end
 
 local function service(url, topic)
-  local lg = natsproc.logger()
+  local lg = testing.logger()
   -- The handler budget runs on the wall clock: reading 10 MB under ASan on
   -- a busy machine can take longer than its default second, and what is
   -- checked here is the error reply, not the budget (security_budget_spec).
@@ -39,16 +38,16 @@ end
 
 describe("payloads over the server's max_payload", function()
   local srv
-  setup(function() srv = natsproc.start { config = "max_payload: " .. SMALL } end)
-  teardown(function() natsproc.stop_all() end)
+  setup(function() srv = testing.start_server { config = "max_payload: " .. SMALL } end)
+  teardown(function() testing.stop_all() end)
 
   it("an act over max_payload ends once with a HemeraError naming both sizes", function()
-    natsproc.run(function()
-      local topic = h.topic("over")
+    testing.run(function()
+      local topic = testing.topic("over")
       service(srv.url, topic)
       local c = Hemera.new { servers = srv.url }
       assert(c:ready())
-      local calls, done = 0, h.future()
+      local calls, done = 0, testing.future()
       c:act({ topic = topic, cmd = "len", data = { text = ("a"):rep(SMALL * 2) } }, function(err, res)
         calls = calls + 1
         done:set(err, res)
@@ -68,8 +67,8 @@ describe("payloads over the server's max_payload", function()
   end)
 
   it("a pubsub act over max_payload returns a HemeraError", function()
-    natsproc.run(function()
-      local topic = h.topic("overpub")
+    testing.run(function()
+      local topic = testing.topic("overpub")
       local c = Hemera.new { servers = srv.url }
       assert(c:ready())
       local res, err = c:act { topic = topic, pubsub_ = true, data = { text = ("a"):rep(SMALL * 2) } }
@@ -80,25 +79,25 @@ describe("payloads over the server's max_payload", function()
   end)
 
   it("a raw publish over max_payload fails with a message naming both sizes", function()
-    natsproc.run(function()
-      local raw = natsproc.raw(srv.url)
+    testing.run(function()
+      local raw = testing.raw(srv.url)
       assert.equal(SMALL, raw:max_payload())
-      local ok, err = raw:publish(h.topic("rawover"), ("z"):rep(SMALL + 1))
+      local ok, err = raw:publish(testing.topic("rawover"), ("z"):rep(SMALL + 1))
       assert.is_nil(ok)
       assert.matches(tostring(SMALL + 1), err)
       assert.matches(tostring(SMALL), err)
       -- The connection is still usable.
       assert.is_true(raw:flush(5000))
-      assert.is_true(raw:publish(h.topic("rawover"), ("z"):rep(SMALL)))
+      assert.is_true(raw:publish(testing.topic("rawover"), ("z"):rep(SMALL)))
       assert.is_true(raw:flush(5000))
     end)
   end)
 
   it("a message of exactly max_payload bytes reaches the service and is answered", function()
-    natsproc.run(function()
-      local topic = h.topic("exact")
+    testing.run(function()
+      local topic = testing.topic("exact")
       service(srv.url, topic)
-      local raw = natsproc.raw(srv.url)
+      local raw = testing.raw(srv.url)
       -- Pad the string so that the whole message is SMALL bytes.
       local msg = env('{"topic":"' .. topic .. '","cmd":"len","s":"' .. ("p"):rep(SMALL) .. '"}')
       local pad = SMALL - (#msg - SMALL)
@@ -112,8 +111,8 @@ describe("payloads over the server's max_payload", function()
   end)
 
   it("a result over max_payload becomes an error reply naming both sizes, and is logged", function()
-    natsproc.run(function()
-      local topic = h.topic("bigres")
+    testing.run(function()
+      local topic = testing.topic("bigres")
       local s, lg = service(srv.url, topic)
       local c = Hemera.new { servers = srv.url }
       assert(c:ready())
@@ -135,13 +134,13 @@ end)
 describe("10 MB strings", function()
   local srv
   setup(function()
-    srv = natsproc.start { config = ("max_payload: %d\nmax_pending: %d"):format(BIG, 4 * BIG) }
+    srv = testing.start_server { config = ("max_payload: %d\nmax_pending: %d"):format(BIG, 4 * BIG) }
   end)
-  teardown(function() natsproc.stop_all() end)
+  teardown(function() testing.stop_all() end)
 
   it("an act carrying a 10 MB string is served, and a 10 MB result comes back intact", function()
-    natsproc.run(function()
-      local topic = h.topic("ten")
+    testing.run(function()
+      local topic = testing.topic("ten")
       local s = service(srv.url, topic)
       local c = Hemera.new { servers = srv.url, timeout = 20000 }
       assert(c:ready())
@@ -175,10 +174,10 @@ describe("10 MB strings", function()
   }
   for _, case in ipairs(RAW10) do
     it("answers " .. case[1] .. " with a clear error reply", function()
-      natsproc.run(function()
-        local topic = h.topic("ten-bad")
+      testing.run(function()
+        local topic = testing.topic("ten-bad")
         local s = service(srv.url, topic)
-        local raw = natsproc.raw(srv.url)
+        local raw = testing.raw(srv.url)
         local data, st = raw:request(topic, case[2](topic), 20000)
         assert.is_nil(st, "no reply: " .. tostring(st))
         local msg = core.decode(data)
@@ -196,10 +195,10 @@ describe("10 MB strings", function()
   end
 
   it("a 10 MB string published without a reply subject is handled, then the service serves on", function()
-    natsproc.run(function()
-      local topic = h.topic("ten-pub")
+    testing.run(function()
+      local topic = testing.topic("ten-pub")
       local s, lg = service(srv.url, topic)
-      local raw = natsproc.raw(srv.url)
+      local raw = testing.raw(srv.url)
       assert(raw:publish(topic, env('{"topic":"' .. topic .. '","cmd":"len","s":"' .. ("y"):rep(TEN_MB), "pubsub")))
       assert.is_true(raw:flush(20000))
       local c = Hemera.new { servers = srv.url }

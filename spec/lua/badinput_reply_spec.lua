@@ -3,15 +3,14 @@
 -- usable replies, with the result); nothing crashes, stalls or leaks.
 local Hemera = require "hemera"
 local core = require "hemera.core"
-local h = require "helper"
-local natsproc = require "natsproc"
+local testing = require "hemera.testing"
 
 local DEEP = 10000
 
 -- A raw responder on `topic` that answers each request with
 -- answers[pattern.case] (a string, or a list of strings sent in order).
 local function responder(topic, answers)
-  local raw = natsproc.raw(h.url)
+  local raw = testing.raw(testing.url())
   raw:subscribe(topic, nil, 0, function(_, reply, data)
     local msg = core.decode(data)
     local a = answers[msg.pattern.case]
@@ -42,12 +41,12 @@ local UNPARSABLE = {
 describe("bad replies to an act", function()
   for _, case in ipairs(UNPARSABLE) do
     it("ends the act once with a HemeraParseError when the reply is " .. case[1], function()
-      natsproc.run(function()
-        local topic = h.topic("badreply")
+      testing.run(function()
+        local topic = testing.topic("badreply")
         responder(topic, { x = case[2] })
-        local c = h.new { timeout = 5000 }
+        local c = testing.new { timeout = 5000 }
         assert(c:ready())
-        local calls, done = 0, h.future()
+        local calls, done = 0, testing.future()
         c:act({ topic = topic, case = "x" }, function(err, res)
           calls = calls + 1
           done:set(err, res)
@@ -76,10 +75,10 @@ describe("bad replies to an act", function()
   }
   for _, case in ipairs(USABLE) do
     it("returns the result of " .. case[1], function()
-      natsproc.run(function()
-        local topic = h.topic("oddreply")
+      testing.run(function()
+        local topic = testing.topic("oddreply")
         responder(topic, { x = case[2] })
-        local c = h.new { timeout = 5000 }
+        local c = testing.new { timeout = 5000 }
         assert(c:ready())
         local res, err = c:act { topic = topic, case = "x" }
         assert.is_nil(err)
@@ -102,10 +101,10 @@ describe("bad replies to an act", function()
   }
   for _, case in ipairs(ODD_ERRORS) do
     it("returns an error value when the reply's error is " .. case[1], function()
-      natsproc.run(function()
-        local topic = h.topic("odderr")
+      testing.run(function()
+        local topic = testing.topic("odderr")
         responder(topic, { x = case[2] })
-        local c = h.new { timeout = 5000 }
+        local c = testing.new { timeout = 5000 }
         assert(c:ready())
         local res, err = c:act { topic = topic, case = "x" }
         assert.is_nil(res)
@@ -122,12 +121,12 @@ describe("bad replies to an act", function()
   end
 
   it("takes the first of two replies and counts the second as late", function()
-    natsproc.run(function()
-      local topic = h.topic("dup")
+    testing.run(function()
+      local topic = testing.topic("dup")
       responder(topic, { x = { '{"result":"first"}', '{"result":"second"}' } })
-      local c = h.new { timeout = 5000 }
+      local c = testing.new { timeout = 5000 }
       assert(c:ready())
-      local calls, done = 0, h.future()
+      local calls, done = 0, testing.future()
       c:act({ topic = topic, case = "x" }, function(err, res)
         calls = calls + 1
         done:set(err, res)
@@ -137,7 +136,7 @@ describe("bad replies to an act", function()
       assert.equal("first", res)
       -- The second reply was published right after the first: one more
       -- round trip through the responder's topic and it has arrived.
-      local probe = h.new()
+      local probe = testing.new()
       probe:add({ topic = topic .. ".probe" }, function() return 1 end)
       assert(probe:ready())
       assert(c:act { topic = topic .. ".probe" })
@@ -148,12 +147,12 @@ describe("bad replies to an act", function()
   end)
 
   it("still acts normally after a run of bad replies", function()
-    natsproc.run(function()
-      local topic = h.topic("after")
+    testing.run(function()
+      local topic = testing.topic("after")
       local answers = { ok = '{"result":"fine"}' }
       for k, case in ipairs(UNPARSABLE) do answers["b" .. k] = case[2] end
       responder(topic, answers)
-      local c = h.new { timeout = 5000 }
+      local c = testing.new { timeout = 5000 }
       assert(c:ready())
       for k = 1, #UNPARSABLE do
         local _, err = c:act { topic = topic, case = "b" .. k }

@@ -4,8 +4,7 @@
 -- stalls or leaks, and the service answers a normal act afterwards.
 local Hemera = require "hemera"
 local core = require "hemera.core"
-local h = require "helper"
-local natsproc = require "natsproc"
+local testing = require "hemera.testing"
 
 -- A well-formed envelope around a raw pattern text.
 local function env(pattern_json)
@@ -46,10 +45,10 @@ local function fill(s, topic) return (s:gsub("%%TOPIC%%", topic)) end
 
 -- A service on `topic` with a capturing logger; answers {cmd = "ok"}.
 local function service(topic, opts)
-  local lg = natsproc.logger()
+  local lg = testing.logger()
   local o = { logger = lg }
   for k, v in pairs(opts or {}) do o[k] = v end
-  local s = h.new(o)
+  local s = testing.new(o)
   s:add({ topic = topic, cmd = "ok" }, function(req) return { ok = true, v = req.v } end)
   s:add({ topic = topic, cmd = "echo" }, function(req) return req.s end)
   assert(s:ready())
@@ -57,7 +56,7 @@ local function service(topic, opts)
 end
 
 local function still_serves(topic)
-  local c = h.new()
+  local c = testing.new()
   assert(c:ready())
   local res, err = c:act { topic = topic, cmd = "ok", v = 7 }
   assert.is_nil(err)
@@ -75,10 +74,10 @@ describe("bad input to a service, with a reply subject", function()
   for _, case in ipairs(BAD) do
     local name, bytes, says = case[1], case[2], case[3]
     it("answers " .. name .. " with a clear error reply", function()
-      natsproc.run(function()
-        local topic = h.topic("badreq")
+      testing.run(function()
+        local topic = testing.topic("badreq")
         local s = service(topic)
-        local raw = natsproc.raw(h.url)
+        local raw = testing.raw(testing.url())
         local data, st = raw:request(topic, fill(bytes, topic), 5000)
         assert.is_nil(st, "no reply: " .. tostring(st))
         local msg = decode_reply(data)
@@ -100,10 +99,10 @@ describe("bad input to a service, without a reply subject", function()
   for _, case in ipairs(BAD) do
     local name, bytes = case[1], case[2]
     it("logs " .. name, function()
-      natsproc.run(function()
-        local topic = h.topic("badpub")
+      testing.run(function()
+        local topic = testing.topic("badpub")
         local s, lg = service(topic)
-        local raw = natsproc.raw(h.url)
+        local raw = testing.raw(testing.url())
         assert(raw:publish(topic, fill(bytes, topic)))
         -- Once the server has it (flush), it reaches the service before the
         -- act below, and its processing ends before the act's reply: then
@@ -137,10 +136,10 @@ describe("odd but harmless envelope fields", function()
   }
   for _, case in ipairs(ODD) do
     it("serves a request with " .. case[1], function()
-      natsproc.run(function()
-        local topic = h.topic("odd")
+      testing.run(function()
+        local topic = testing.topic("odd")
         local s = service(topic)
-        local raw = natsproc.raw(h.url)
+        local raw = testing.raw(testing.url())
         local data, st = raw:request(topic, fill(case[2], topic), 5000)
         assert.is_nil(st)
         local msg = decode_reply(data)
@@ -153,10 +152,10 @@ describe("odd but harmless envelope fields", function()
   end
 
   it("answers a pattern whose topic is not a string with PatternNotFound", function()
-    natsproc.run(function()
-      local topic = h.topic("odd")
+    testing.run(function()
+      local topic = testing.topic("odd")
       service(topic)
-      local raw = natsproc.raw(h.url)
+      local raw = testing.raw(testing.url())
       local data, st = raw:request(topic, env('{"topic":5,"cmd":"ok"}'), 5000)
       assert.is_nil(st)
       local msg = decode_reply(data)
@@ -167,10 +166,10 @@ describe("odd but harmless envelope fields", function()
   end)
 
   it("turns 1e400 into Infinity and sends it back as null, as JavaScript does", function()
-    natsproc.run(function()
-      local topic = h.topic("odd")
+    testing.run(function()
+      local topic = testing.topic("odd")
       service(topic)
-      local raw = natsproc.raw(h.url)
+      local raw = testing.raw(testing.url())
       local data, st = raw:request(topic, env('{"topic":"' .. topic .. '","cmd":"ok","v":1e400}'), 5000)
       assert.is_nil(st)
       local msg = decode_reply(data)
@@ -184,10 +183,10 @@ describe("odd but harmless envelope fields", function()
   end)
 
   it("takes a lone UTF-16 surrogate escape and answers with valid JSON", function()
-    natsproc.run(function()
-      local topic = h.topic("odd")
+    testing.run(function()
+      local topic = testing.topic("odd")
       service(topic)
-      local raw = natsproc.raw(h.url)
+      local raw = testing.raw(testing.url())
       local data, st = raw:request(topic, env('{"topic":"' .. topic .. '","cmd":"echo","s":"a\\ud800b"}'), 5000)
       assert.is_nil(st)
       assert.is_truthy(utf8.len(data), "the reply is not valid UTF-8")
@@ -231,14 +230,14 @@ describe("bad values a handler returns", function()
   }
   for _, case in ipairs(RESULTS) do
     it("answers with a clear error or a JavaScript-compatible value when a handler returns " .. case[1], function()
-      natsproc.run(function()
-        local topic = h.topic("badres")
-        local lg = natsproc.logger()
-        local s = h.new { logger = lg }
+      testing.run(function()
+        local topic = testing.topic("badres")
+        local lg = testing.logger()
+        local s = testing.new { logger = lg }
         s:add({ topic = topic, cmd = "bad" }, case[2])
         s:add({ topic = topic, cmd = "ok" }, function(req) return { ok = true, v = req.v } end)
         assert(s:ready())
-        local raw = natsproc.raw(h.url)
+        local raw = testing.raw(testing.url())
         local data, st = raw:request(topic, env('{"topic":"' .. topic .. '","cmd":"bad"}'), 5000)
         assert.is_nil(st, "no reply")
         assert.is_truthy(utf8.len(data), "the reply is not valid UTF-8")

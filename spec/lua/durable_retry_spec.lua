@@ -3,7 +3,7 @@
 -- terminated, logged once and counted.
 local Hemera = require "hemera"
 local durable = require "hemera.durable"
-local natsproc = require "natsproc"
+local testing = require "hemera.testing"
 local jsproc = require "jsproc"
 
 describe("durable actions that fail", function()
@@ -12,8 +12,8 @@ describe("durable actions that fail", function()
   teardown(function() jsproc.stop_all() end)
 
   it("are delivered again after the back-off, and succeed on the 4th attempt", function()
-    natsproc.run(function()
-      local lg = natsproc.logger()
+    testing.run(function()
+      local lg = testing.logger()
       local w = Hemera.new { servers = srv.url, logger = lg }
       local seen, done = {}, Hemera.future()
       local backoff = { 100, 200, 300 }
@@ -59,8 +59,8 @@ describe("durable actions that fail", function()
   end)
 
   it("are terminated after maxDeliver attempts, with one error log and a counter", function()
-    natsproc.run(function()
-      local lg = natsproc.logger()
+    testing.run(function()
+      local lg = testing.logger()
       local w = Hemera.new { servers = srv.url, logger = lg }
       local attempts = 0
       w:add({ topic = "mail", cmd = "send",

@@ -4,7 +4,7 @@
 local Hemera = require "hemera"
 local core = require "hemera.core"
 local durable = require "hemera.durable"
-local natsproc = require "natsproc"
+local testing = require "hemera.testing"
 local jsproc = require "jsproc"
 
 describe("durable work", function()
@@ -19,7 +19,7 @@ describe("durable work", function()
   end
 
   it("refuses a stream that exists with another config, naming each difference", function()
-    natsproc.run(function()
+    testing.run(function()
       local c = Hemera.new { servers = srv.url }
       assert(c:ready())
       raw_stream(c, "CFG", { subjects = core.array { "hemera.durable.cfg" }, retention = "limits", max_msgs = -1 })
@@ -79,7 +79,7 @@ describe("durable work", function()
   end)
 
   it("stores an act once per request id, gives the handler its delivery, and still answers plain NATS", function()
-    natsproc.run(function()
+    testing.run(function()
       local w = Hemera.new { servers = srv.url }
       local got, done = {}, Hemera.future()
       w:add({ topic = "dedup", cmd = "put", ["durable$"] = { stream = "DEDUP" } }, function(req, ctx)
@@ -126,7 +126,7 @@ describe("durable work", function()
   end)
 
   it("replays from a sequence and from a time exactly the stored messages, in order", function()
-    natsproc.run(function()
+    testing.run(function()
       local c = Hemera.new { servers = srv.url }
       assert(c:ready())
       raw_stream(c, "LOG", { subjects = core.array { "hemera.durable.log.>" } })
@@ -176,7 +176,7 @@ describe("durable work", function()
   end)
 
   it("keeps state in a KV bucket: get, put, watch", function()
-    natsproc.run(function()
+    testing.run(function()
       local c = Hemera.new { servers = srv.url }
       assert(c:ready())
       local kv = c:kv("plugin-state")

@@ -10,8 +10,7 @@
 local Hemera = require "hemera"
 local core = require "hemera.core"
 local durable = require "hemera.durable"
-local h = require "helper"
-local natsproc = require "natsproc"
+local testing = require "hemera.testing"
 local jsproc = require "jsproc"
 
 local bin = assert(os.getenv("HEMERA_BIN"), "HEMERA_BIN is not set")
@@ -75,22 +74,22 @@ describe("durable work under faults", function()
   it("processes 10,000 durable acts at least once through a worker kill and a server restart", function()
     local srv = jsproc.start { name = "js-work" }
     local dir = assert(io.popen("mktemp -d \"${TMPDIR:-/tmp}/hemera-durable.XXXXXX\"")):read("l")
-    local subject = h.topic("durable.report")
+    local subject = testing.topic("durable.report")
     local script = dir .. "/worker.lua"
     local f = assert(io.open(script, "w"))
-    f:write(WORKER:format(h.url, subject))
+    f:write(WORKER:format(testing.url(), subject))
     f:close()
     local function outputs()
       return read_all(dir .. "/out1.txt") .. read_all(dir .. "/out2.txt") .. read_all(dir .. "/out3.txt")
     end
     local pids = {}
-    local ok, err = pcall(natsproc.run, function()
-      local reports = natsproc.raw(h.url)
-      local ready, all_ready = 0, h.future()
-      local runs, distinct, all_done = {}, 0, h.future()
+    local ok, err = pcall(testing.run, function()
+      local reports = testing.raw(testing.url())
+      local ready, all_ready = 0, testing.future()
+      local runs, distinct, all_done = {}, 0, testing.future()
       local unsure = {} -- stream seq -> true: an ack not confirmed, or late
       local by_pid = {}
-      local closed, both_closed = 0, h.future()
+      local closed, both_closed = 0, testing.future()
       assert(reports:subscribe(subject, nil, 0, function(_, _, data)
         local r = core.decode(data)
         if r.kind == "ready" then
@@ -125,9 +124,9 @@ describe("durable work under faults", function()
       local p = Hemera.new { servers = srv.url, nats = { reconnectWait = 100, maxReconnect = -1 } }
       assert(p:ready())
       local sent, acked, failures, app_retries, dup_acks = 0, 0, {}, 0, 0
-      local seqs, acked_all = {}, h.future()
+      local seqs, acked_all = {}, testing.future()
       local send
-      local restarted = h.future()
+      local restarted = testing.future()
       local function on_ack(k)
         return function(e, ack)
           if e then
@@ -198,7 +197,7 @@ describe("durable work under faults", function()
       p:close()
     end, 110000)
     for _, pid in ipairs(pids) do
-      if natsproc.alive(tonumber(pid)) then os.execute("kill -KILL " .. pid) end
+      if testing.alive(tonumber(pid)) then os.execute("kill -KILL " .. pid) end
     end
     jsproc.stop_all()
     os.execute("rm -rf '" .. dir .. "'")

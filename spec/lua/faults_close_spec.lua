@@ -2,14 +2,13 @@
 -- closeTimeout), their replies are sent, then the connection closes.
 local Hemera = require "hemera"
 local core = require "hemera.core"
-local h = require "helper"
-local natsproc = require "natsproc"
+local testing = require "hemera.testing"
 
 local function gate()
   local g = { open = false, waiting = {} }
   function g:wait()
     if self.open then return end
-    local f = h.future()
+    local f = testing.future()
     self.waiting[#self.waiting + 1] = f
     f:wait()
   end
@@ -33,17 +32,17 @@ end
 
 describe("faults: close() under load", function()
   local srv
-  setup(function() srv = natsproc.start() end)
-  teardown(function() natsproc.stop_all() end)
+  setup(function() srv = testing.start_server() end)
+  teardown(function() testing.stop_all() end)
   before_each(catch_uncaught)
   after_each(function() core.on_error = saved_on_error end)
 
   it("lets in-flight handlers finish, sends their replies, then closes", function()
-    h.run(function()
-      local topic = h.topic("drain")
+    testing.run(function()
+      local topic = testing.topic("drain")
       local s = Hemera.new { servers = srv.url, closeTimeout = 10000 }
       local hold = gate()
-      local M, entered, all_in = 30, 0, h.future()
+      local M, entered, all_in = 30, 0, testing.future()
       s:add({ topic = topic }, function(req)
         entered = entered + 1
         if entered == M then all_in:set() end
@@ -53,7 +52,7 @@ describe("faults: close() under load", function()
       assert(s:ready())
       local c = Hemera.new { servers = srv.url }
       assert(c:ready())
-      local results, ended, all_done = {}, 0, h.future()
+      local results, ended, all_done = {}, 0, testing.future()
       local calls = {}
       for k = 1, M do
         c:act({ topic = topic, k = k, timeout_ = 10000 }, function(err, res)
@@ -65,7 +64,7 @@ describe("faults: close() under load", function()
       end
       assert.is_nil(select(2, all_in:wait(10000)))
 
-      local closed = h.future()
+      local closed = testing.future()
       local finished_at_close
       s:close(function(err)
         finished_at_close = ended
@@ -96,14 +95,14 @@ describe("faults: close() under load", function()
   end)
 
   it("in-flight handlers may still act while the instance drains", function()
-    h.run(function()
-      local topic = h.topic("drain-nested")
+    testing.run(function()
+      local topic = testing.topic("drain-nested")
       local backend = Hemera.new { servers = srv.url }
       backend:add({ topic = topic .. ".backend" }, function(req) return req.x + 1 end)
       assert(backend:ready())
       local s = Hemera.new { servers = srv.url, closeTimeout = 10000 }
       local hold = gate()
-      local entered = h.future()
+      local entered = testing.future()
       s:add({ topic = topic }, function(req, ctx)
         entered:set()
         hold:wait()
@@ -114,10 +113,10 @@ describe("faults: close() under load", function()
       assert(s:ready())
       local c = Hemera.new { servers = srv.url }
       assert(c:ready())
-      local got = h.future()
+      local got = testing.future()
       c:act({ topic = topic, x = 4, timeout_ = 10000 }, function(err, res) got:set(err, res) end)
       entered:wait(10000)
-      local closed = h.future()
+      local closed = testing.future()
       s:close(function() closed:set(true) end)
       hold:release()
       local err, res = got:wait(10000)
@@ -129,12 +128,12 @@ describe("faults: close() under load", function()
   end)
 
   it("waits at most closeTimeout for handlers that do not finish, logs it, and their callers end once", function()
-    h.run(function()
-      local slog = natsproc.logger()
-      local topic = h.topic("stuck")
+    testing.run(function()
+      local slog = testing.logger()
+      local topic = testing.topic("stuck")
       local s = Hemera.new { servers = srv.url, closeTimeout = 200, logger = slog }
       local hold = gate()
-      local M, entered, all_in = 5, 0, h.future()
+      local M, entered, all_in = 5, 0, testing.future()
       s:add({ topic = topic }, function(req)
         entered = entered + 1
         if entered == M then all_in:set() end
@@ -144,7 +143,7 @@ describe("faults: close() under load", function()
       assert(s:ready())
       local c = Hemera.new { servers = srv.url }
       assert(c:ready())
-      local calls, ended, all_done, outcomes = {}, 0, h.future(), {}
+      local calls, ended, all_done, outcomes = {}, 0, testing.future(), {}
       for k = 1, M do
         c:act({ topic = topic, k = k, timeout_ = 1000 }, function(err, res)
           calls[k] = (calls[k] or 0) + 1
@@ -156,7 +155,7 @@ describe("faults: close() under load", function()
         end)
       end
       assert.is_nil(select(2, all_in:wait(10000)))
-      local closed = h.future()
+      local closed = testing.future()
       s:close(function() closed:set(true) end)
       assert.is_true(closed:wait(10000))
       local rec = assert(slog:find("Closing with handlers still running"), slog:text())
@@ -184,11 +183,11 @@ describe("faults: close() under load", function()
   end)
 
   it("ends the instance's own pending acts with an error, once each", function()
-    h.run(function()
-      local topic = h.topic("own")
+    testing.run(function()
+      local topic = testing.topic("own")
       local s = Hemera.new { servers = srv.url }
       local hold = gate()
-      local M, entered, all_in = 10, 0, h.future()
+      local M, entered, all_in = 10, 0, testing.future()
       s:add({ topic = topic }, function()
         entered = entered + 1
         if entered == M then all_in:set() end
@@ -198,7 +197,7 @@ describe("faults: close() under load", function()
       assert(s:ready())
       local c = Hemera.new { servers = srv.url }
       assert(c:ready())
-      local calls, errs, ended, all_done = {}, {}, 0, h.future()
+      local calls, errs, ended, all_done = {}, {}, 0, testing.future()
       for k = 1, M do
         c:act({ topic = topic, timeout_ = 60000 }, function(err)
           calls[k] = (calls[k] or 0) + 1
@@ -210,7 +209,7 @@ describe("faults: close() under load", function()
         end)
       end
       assert.is_nil(select(2, all_in:wait(10000)))
-      local closed = h.future()
+      local closed = testing.future()
       c:close(function() closed:set(true) end)
       assert.is_nil(select(2, all_done:wait(10000)))
       assert.is_true(closed:wait(10000))
@@ -226,16 +225,16 @@ describe("faults: close() under load", function()
   end)
 
   it("close() with no handler running closes at once and a second close() still calls back", function()
-    h.run(function()
+    testing.run(function()
       local s = Hemera.new { servers = srv.url, closeTimeout = 60000 }
-      s:add({ topic = h.topic("idle") }, function() return 1 end)
+      s:add({ topic = testing.topic("idle") }, function() return 1 end)
       assert(s:ready())
-      local first, second = h.future(), h.future()
+      local first, second = testing.future(), testing.future()
       s:close(function() first:set(true) end)
       s:close(function() second:set(true) end)
       assert.is_true(first:wait(10000))
       assert.is_true(second:wait(10000))
-      local third = h.future()
+      local third = testing.future()
       s:close(function() third:set(true) end)
       assert.is_true(third:wait(10000))
     end, 25000)
@@ -243,7 +242,7 @@ describe("faults: close() under load", function()
   it("the hemera interpreter drains on SIGTERM: in-flight handlers finish and reply, then it exits 0", function()
     local bin = assert(os.getenv("HEMERA_BIN"), "HEMERA_BIN is not set")
     local dir = assert(io.popen("mktemp -d \"${TMPDIR:-/tmp}/hemera-sigterm.XXXXXX\"")):read("l")
-    local topic = h.topic("sigterm")
+    local topic = testing.topic("sigterm")
     local script = dir .. "/service.lua"
     local f = assert(io.open(script, "w"))
     f:write(([[
@@ -265,9 +264,9 @@ hemera:ready()
     os.execute(("sh -c 'timeout -s KILL 60 %s --server %s %s >%s/out.txt 2>&1; echo $? >%s' &")
       :format(bin, srv.url, script, dir, status_file))
     local pid
-    local ok, err = pcall(natsproc.run, function()
+    local ok, err = pcall(testing.run, function()
       local M = 8
-      local entered, all_in = 0, h.future()
+      local entered, all_in = 0, testing.future()
       local watcher = Hemera.new { servers = srv.url }
       watcher:add({ topic = topic .. ".entered", pubsub_ = true }, function(req)
         pid = req.pid
@@ -286,7 +285,7 @@ hemera:ready()
       assert.equal(0, ready_probe, "the service script did not start:\n"
         .. (io.open(dir .. "/out.txt") and io.open(dir .. "/out.txt"):read("a") or ""))
       entered = 0
-      local results, ended, all_done = {}, 0, h.future()
+      local results, ended, all_done = {}, 0, testing.future()
       for k = 1, M do
         c:act({ topic = topic, k = k, timeout_ = 10000 }, function(err, res)
           results[k] = err or res
@@ -312,7 +311,7 @@ hemera:ready()
       if out then out:close() end
       assert.equal("0", status, text)
     end, 25000)
-    if pid and natsproc.alive(pid) then os.execute("kill -KILL " .. pid) end
+    if pid and testing.alive(pid) then os.execute("kill -KILL " .. pid) end
     os.execute("rm -rf '" .. dir .. "'")
     if not ok then error(err, 0) end
   end)

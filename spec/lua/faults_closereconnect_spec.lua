@@ -2,21 +2,21 @@
 -- refusing the credentials). The scenario runs in a child interpreter
 -- (HEMERA_BIN), so a crash shows up as its exit status instead of taking
 -- the spec run down with it.
-local natsproc = require "natsproc"
+local testing = require "hemera.testing"
 local bin = assert(os.getenv("HEMERA_BIN"), "HEMERA_BIN is not set")
 
 local SCRIPT = [=[
 local Hemera = require "hemera"
-local natsproc = require "natsproc"
+local testing = require "hemera.testing"
 local ROUNDS, INSTANCES = tonumber(arg[1]), tonumber(arg[2])
-local srv = natsproc.start { config = 'authorization { user: "u", password: "p1" }' }
+local srv = testing.start_server { config = 'authorization { user: "u", password: "p1" }' }
 -- The parent kills what a crashed child leaves behind.
 local function report_pid() io.stdout:write("NATSPID=", srv.pid, "\n"); io.stdout:flush() end
 io.stdout:write("NATSDIR=", srv.dir, "\n")
 report_pid()
 for round = 1, ROUNDS do
-  natsproc.run(function()
-    local lg = natsproc.logger()
+  testing.run(function()
+    local lg = testing.logger()
     local nats = { user = "u", password = "p1", reconnectWait = 20, maxReconnect = -1 }
     local insts = {}
     for k = 1, INSTANCES do
@@ -45,7 +45,7 @@ for round = 1, ROUNDS do
   srv:restart('authorization { user: "u", password: "p1" }')
   report_pid()
 end
-natsproc.stop_all()
+testing.stop_all()
 print("ROUNDS DONE")
 ]=]
 
@@ -57,17 +57,17 @@ describe("faults: close() while reconnecting", function()
     f:write(SCRIPT)
     f:close()
     -- `timeout` bounds the child; its status comes back through the pipe.
-    local p = assert(io.popen(("NATSPROC_MAX_S=150 timeout -s KILL 120 %s %s 10 10 2>&1; echo \"EXIT=$?\"")
+    local p = assert(io.popen(("HEMERA_TESTING_MAX_S=150 timeout -s KILL 120 %s %s 10 10 2>&1; echo \"EXIT=$?\"")
       :format(bin, path)))
     local out = p:read("a")
     p:close()
     os.execute("rm -rf '" .. dir .. "'")
     -- A crashed child could not stop its nats-server: do it here.
     for pid in out:gmatch("NATSPID=(%d+)") do
-      if natsproc.alive(tonumber(pid)) then os.execute("kill -KILL " .. pid) end
+      if testing.alive(tonumber(pid)) then os.execute("kill -KILL " .. pid) end
     end
     local ndir = out:match("NATSDIR=(%S+)")
-    if ndir and ndir:match("natsproc%.") then os.execute("rm -rf '" .. ndir .. "'") end
+    if ndir and ndir:match("hemera%-testing%.") then os.execute("rm -rf '" .. ndir .. "'") end
     local status = tonumber(out:match("EXIT=(%d+)%s*$"))
     -- A sanitizer report (sanitizer builds) is a failure of its own.
     assert.is_nil(out:find("Sanitizer", 1, true), out)

@@ -1,9 +1,8 @@
 -- Faults: a three-node nats-server cluster on loopback loses the node a
--- service (or a caller) is connected to. Real processes (spec/natsproc).
+-- service (or a caller) is connected to. Real processes (hemera.testing).
 local Hemera = require "hemera"
 local core = require "hemera.core"
-local h = require "helper"
-local natsproc = require "natsproc"
+local testing = require "hemera.testing"
 
 local RECONNECT = { reconnectWait = 50, maxReconnect = -1 }
 
@@ -27,7 +26,7 @@ end
 local function start_load(c, topic, W)
   local load = {
     phase = "before", issued = {}, ok = {}, timeouts = {}, errors = {}, extra = 0,
-    calls = {}, running = W, finished = h.future(), stopping = false, first_after = h.future(),
+    calls = {}, running = W, finished = testing.future(), stopping = false, first_after = testing.future(),
     inflight = 0, inflight_at_kill = nil,
   }
   local n = 0
@@ -38,7 +37,7 @@ local function start_load(c, topic, W)
         local id, phase = n, load.phase
         load.issued[phase] = (load.issued[phase] or 0) + 1
         load.inflight = load.inflight + 1
-        local done = h.future()
+        local done = testing.future()
         -- A timeout longer than the failover: a worker has at most one
         -- act in flight across the outage.
         c:act({ topic = topic, w = w, id = id, timeout_ = 3000 }, function(err, res)
@@ -69,7 +68,7 @@ local function start_load(c, topic, W)
   -- Returns once `n` acts started in `phase` have succeeded.
   function load:wait_ok(phase, want)
     if (self.ok[phase] or 0) >= want then return end
-    self.target = { phase = phase, n = want, future = h.future() }
+    self.target = { phase = phase, n = want, future = testing.future() }
     assert.is_nil(select(2, self.target.future:wait(15000)))
   end
   function load:stop()
@@ -85,15 +84,15 @@ end
 
 describe("faults: a three-node cluster", function()
   local cl
-  before_each(function() cl = natsproc.cluster(3) end)
-  after_each(function() natsproc.stop_all() end)
+  before_each(function() cl = testing.start_cluster(3) end)
+  after_each(function() testing.stop_all() end)
 
   it("kill the node the service is connected to: it fails over and keeps serving; "
      .. "callers see at most the in-flight failures", function()
-    h.run(function()
-      local slog = natsproc.logger()
+    testing.run(function()
+      local slog = testing.logger()
       local name = "svc-failover-" .. core.nuid()
-      local topic = h.topic("failover")
+      local topic = testing.topic("failover")
       local s = Hemera.new { servers = cl.urls, name = name, logger = slog, nats = RECONNECT }
       s:add({ topic = topic }, function(req) return req.id end)
       assert(s:ready())
@@ -136,9 +135,9 @@ describe("faults: a three-node cluster", function()
   end)
 
   it("a caller given one node's URL fails over through the URLs the cluster advertises", function()
-    h.run(function()
-      local clog = natsproc.logger()
-      local topic = h.topic("caller-failover")
+    testing.run(function()
+      local clog = testing.logger()
+      local topic = testing.topic("caller-failover")
       local cname = "cli-failover-" .. core.nuid()
       local s = Hemera.new { servers = cl.nodes[2].url, nats = RECONNECT }
       s:add({ topic = topic }, function(req) return req.id end)
@@ -170,9 +169,9 @@ describe("faults: a three-node cluster", function()
   end)
 
   it("keeps serving when a node the service is not connected to dies", function()
-    h.run(function()
+    testing.run(function()
       local name = "svc-bystander-" .. core.nuid()
-      local topic = h.topic("bystander")
+      local topic = testing.topic("bystander")
       local s = Hemera.new { servers = cl.urls, name = name, nats = RECONNECT }
       s:add({ topic = topic }, function(req) return req.id end)
       assert(s:ready())

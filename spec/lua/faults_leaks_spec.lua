@@ -1,8 +1,7 @@
 -- Faults: acts that end abnormally (timeout, cancel, send failure, closed
 -- connection) leave no pending record and no Lua registry reference behind.
 local Hemera = require "hemera"
-local h = require "helper"
-local natsproc = require "natsproc"
+local testing = require "hemera.testing"
 
 local N = 1000
 
@@ -38,16 +37,16 @@ end
 
 describe("faults: no leaks from acts that end abnormally", function()
   local srv
-  setup(function() srv = natsproc.start { config = "max_payload: 4096" } end)
-  teardown(function() natsproc.stop_all() end)
+  setup(function() srv = testing.start_server { config = "max_payload: 4096" } end)
+  teardown(function() testing.stop_all() end)
 
   it("timed-out acts", function()
-    natsproc.run(function()
+    testing.run(function()
       local c = Hemera.new { servers = srv.url }
       assert(c:ready())
-      local topic = h.topic("nobody")
+      local topic = testing.topic("nobody")
       local grown = growth(function()
-        local ended, all = 0, h.future()
+        local ended, all = 0, testing.future()
         for _ = 1, N do
           c:act({ topic = topic, timeout_ = 50 }, function()
             ended = ended + 1
@@ -62,10 +61,10 @@ describe("faults: no leaks from acts that end abnormally", function()
   end)
 
   it("acts cancelled with hemera:remove(ctx.sid)", function()
-    natsproc.run(function()
+    testing.run(function()
       local c = Hemera.new { servers = srv.url }
       assert(c:ready())
-      local topic = h.topic("cancel")
+      local topic = testing.topic("cancel")
       local called = 0
       local grown = growth(function()
         for _ = 1, N do
@@ -81,10 +80,10 @@ describe("faults: no leaks from acts that end abnormally", function()
   end)
 
   it("acts that cannot be sent (over max_payload)", function()
-    natsproc.run(function()
+    testing.run(function()
       local c = Hemera.new { servers = srv.url }
       assert(c:ready())
-      local topic = h.topic("toobig")
+      local topic = testing.topic("toobig")
       local big = ("x"):rep(8192)
       local grown = growth(function()
         for _ = 1, N do
@@ -99,12 +98,12 @@ describe("faults: no leaks from acts that end abnormally", function()
   end)
 
   it("acts ended by close()", function()
-    natsproc.run(function()
+    testing.run(function()
       local s = Hemera.new { servers = srv.url }
-      local topic = h.topic("closing")
+      local topic = testing.topic("closing")
       local hold, arrived = {}, nil
       s:add({ topic = topic }, function()
-        local f = h.future()
+        local f = testing.future()
         hold[#hold + 1] = f
         if #hold == N then arrived:set() end
         f:wait()
@@ -113,8 +112,8 @@ describe("faults: no leaks from acts that end abnormally", function()
       local grown = growth(function()
         local c = Hemera.new { servers = srv.url }
         assert(c:ready())
-        local ended, all = 0, h.future()
-        arrived = h.future()
+        local ended, all = 0, testing.future()
+        arrived = testing.future()
         for _ = 1, N do
           c:act({ topic = topic, timeout_ = 60000 }, function()
             ended = ended + 1
@@ -122,7 +121,7 @@ describe("faults: no leaks from acts that end abnormally", function()
           end)
         end
         assert.is_nil(select(2, arrived:wait(10000)))
-        local closed = h.future()
+        local closed = testing.future()
         c:close(function() closed:set(true) end)
         assert.is_nil(select(2, all:wait(10000)))
         assert.is_true(closed:wait(10000))

@@ -1,8 +1,7 @@
 -- Faults: the nats-server restarts (or goes away) while a service and its
--- callers are busy. Real nats-server processes on loopback (spec/natsproc).
+-- callers are busy. Real nats-server processes on loopback (hemera.testing).
 local Hemera = require "hemera"
-local h = require "helper"
-local natsproc = require "natsproc"
+local testing = require "hemera.testing"
 
 -- Fast reconnects so the outage is short; retry for ever.
 local RECONNECT = { reconnectWait = 50, maxReconnect = -1 }
@@ -12,7 +11,7 @@ local function gate()
   local g = { open = false, waiting = {} }
   function g:wait()
     if self.open then return end
-    local f = h.future()
+    local f = testing.future()
     self.waiting[#self.waiting + 1] = f
     f:wait()
   end
@@ -26,7 +25,7 @@ end
 
 -- Counts callbacks per act; `all` is set once `n` acts have ended.
 local function tracker(n)
-  local t = { calls = {}, failed = {}, ended = 0, ok = 0, timeouts = 0, errors = {}, extra = 0, all = h.future() }
+  local t = { calls = {}, failed = {}, ended = 0, ok = 0, timeouts = 0, errors = {}, extra = 0, all = testing.future() }
   function t:cb(k)
     return function(err, res)
       local c = (t.calls[k] or 0) + 1
@@ -49,8 +48,8 @@ end
 
 describe("faults: the nats-server restarts", function()
   local srv
-  setup(function() srv = natsproc.start() end)
-  teardown(function() natsproc.stop_all() end)
+  setup(function() srv = testing.start_server() end)
+  teardown(function() testing.stop_all() end)
   before_each(function()
     if not srv.running then srv:restart() end
   end)
@@ -58,13 +57,13 @@ describe("faults: the nats-server restarts", function()
   for _, sig in ipairs { "KILL", "TERM" } do
     it("under load (SIG" .. sig .. "): in-flight acts end exactly once, the service resubscribes, "
        .. "new acts succeed, no pending record is left", function()
-      h.run(function()
-        local slog, clog = natsproc.logger(), natsproc.logger()
-        local topic = h.topic("restart")
+      testing.run(function()
+        local slog, clog = testing.logger(), testing.logger()
+        local topic = testing.topic("restart")
         local s = Hemera.new { servers = srv.url, name = "svc-restart", logger = slog, nats = RECONNECT }
         local hold = gate()
         local N = 40
-        local entered, all_in = 0, h.future()
+        local entered, all_in = 0, testing.future()
         s:add({ topic = topic, cmd = "hold" }, function(req)
           entered = entered + 1
           if entered == N then all_in:set() end
@@ -149,9 +148,9 @@ describe("faults: the nats-server restarts", function()
   end
 
   it("an act made while the server is down ends exactly once, and the next one after the reconnect succeeds", function()
-    h.run(function()
-      local slog, clog = natsproc.logger(), natsproc.logger()
-      local topic = h.topic("down")
+    testing.run(function()
+      local slog, clog = testing.logger(), testing.logger()
+      local topic = testing.topic("down")
       local s = Hemera.new { servers = srv.url, logger = slog, nats = RECONNECT }
       s:add({ topic = topic }, function(req) return "up" end)
       assert(s:ready())
@@ -161,7 +160,7 @@ describe("faults: the nats-server restarts", function()
       assert(clog:wait("NATS disconnected!", 10000))
       -- Buffered by the client while disconnected; nobody answers it in
       -- time, so it times out, once.
-      local calls, done = 0, h.future()
+      local calls, done = 0, testing.future()
       c:act({ topic = topic, timeout_ = 300 }, function(err, res)
         calls = calls + 1
         done:set(err, res)
@@ -181,17 +180,17 @@ describe("faults: the nats-server restarts", function()
   end)
 
   it("when reconnecting gives up, pending acts end at once with a clear error and the close is logged", function()
-    h.run(function()
-      local slog, clog = natsproc.logger(), natsproc.logger()
-      local topic = h.topic("giveup")
+    testing.run(function()
+      local slog, clog = testing.logger(), testing.logger()
+      local topic = testing.topic("giveup")
       local s = Hemera.new { servers = srv.url, logger = slog }
       local hold = gate()
-      local entered = h.future()
+      local entered = testing.future()
       s:add({ topic = topic }, function() entered:set(); hold:wait(); return 1 end)
       assert(s:ready())
       local c = Hemera.new { servers = srv.url, logger = clog, nats = { maxReconnect = 2, reconnectWait = 20 } }
       assert(c:ready())
-      local calls, done = 0, h.future()
+      local calls, done = 0, testing.future()
       -- A long timeout: the act must end because the connection closed,
       -- not because its deadline passed.
       c:act({ topic = topic, timeout_ = 60000 }, function(err, res)
@@ -212,13 +211,13 @@ describe("faults: the nats-server restarts", function()
   end)
 
   it("an act on an instance whose connection is gone returns an error instead of raising", function()
-    h.run(function()
-      local clog = natsproc.logger()
+    testing.run(function()
+      local clog = testing.logger()
       local c = Hemera.new { servers = srv.url, logger = clog, nats = { reconnect = false } }
       assert(c:ready())
       srv:kill()
       assert(clog:wait("NATS connection closed", 10000))
-      local ok, res, err = pcall(c.act, c, { topic = h.topic("gone"), timeout_ = 200 })
+      local ok, res, err = pcall(c.act, c, { topic = testing.topic("gone"), timeout_ = 200 })
       assert(ok, "hemera:act after the NATS connection closed raised: " .. tostring(res))
       assert.is_nil(res)
       assert.is_table(err)

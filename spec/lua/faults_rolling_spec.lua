@@ -4,8 +4,7 @@
 -- drains its subscription (the server stops sending, what it already sent
 -- is served) before its patterns go.
 local Hemera = require "hemera"
-local h = require "helper"
-local natsproc = require "natsproc"
+local testing = require "hemera.testing"
 
 local bin = assert(os.getenv("HEMERA_BIN"), "HEMERA_BIN is not set")
 
@@ -35,18 +34,18 @@ end
 describe("a rolling restart under load", function()
   it("answers every request while one of two instances is SIGTERMed", function()
     local dir = assert(io.popen("mktemp -d \"${TMPDIR:-/tmp}/hemera-rolling.XXXXXX\"")):read("l")
-    local topic = h.topic("rolling")
+    local topic = testing.topic("rolling")
     local script = dir .. "/service.lua"
     local f = assert(io.open(script, "w"))
     f:write(SERVICE:format(topic))
     f:close()
     for k = 1, 2 do
       os.execute(("sh -c 'HEMERA_LOG=silent timeout -s KILL 90 %s --server %s %s >%s/out%d.txt 2>&1; echo $? >%s/status%d' &")
-        :format(bin, h.url, script, dir, k, dir, k))
+        :format(bin, testing.url(), script, dir, k, dir, k))
     end
     local pids = {}
-    local ok, err = pcall(natsproc.run, function()
-      local c = h.new()
+    local ok, err = pcall(testing.run, function()
+      local c = testing.new()
       assert(c:ready())
       -- Both instances are up once both have answered.
       local seen, n = {}, 0
@@ -64,7 +63,7 @@ describe("a rolling restart under load", function()
 
       local victim = pids[1]
       local results, by_pid, failures = {}, {}, {}
-      local sent, answered, all_done = 0, 0, h.future()
+      local sent, answered, all_done = 0, 0, testing.future()
       local send
       local function on_reply(k)
         return function(e, res)
@@ -102,7 +101,7 @@ describe("a rolling restart under load", function()
         .. tostring(read_all(dir .. "/out1.txt")) .. tostring(read_all(dir .. "/out2.txt")))
     end, 90000)
     for _, pid in ipairs(pids) do
-      if natsproc.alive(tonumber(pid)) then os.execute("kill -KILL " .. pid) end
+      if testing.alive(tonumber(pid)) then os.execute("kill -KILL " .. pid) end
     end
     os.execute("rm -rf '" .. dir .. "'")
     if not ok then error(err, 0) end

@@ -1,9 +1,8 @@
 -- Faults: a slow handler under a flood, with bounded pending limits
--- (nats = {maxPendingMsgs = N}). A private nats-server (spec/natsproc).
+-- (nats = {maxPendingMsgs = N}). A private nats-server (hemera.testing).
 local Hemera = require "hemera"
 local core = require "hemera.core"
-local h = require "helper"
-local natsproc = require "natsproc"
+local testing = require "hemera.testing"
 
 local N = 50        -- maxPendingMsgs of the slow side
 local FLOOD = 20000 -- messages in the flood
@@ -22,7 +21,7 @@ end
 -- run meanwhile, so it piles up in front of the service), then waits for
 -- the server to have taken all of it.
 local function flood(url, topic, count)
-  local raw = natsproc.raw(url)
+  local raw = testing.raw(url)
   for k = 1, count do assert(raw:publish(topic, envelope(topic, k))) end
   assert.is_true(raw:flush(10000))
   raw:close()
@@ -48,13 +47,13 @@ end
 
 describe("faults: a slow handler under a flood", function()
   local srv
-  setup(function() srv = natsproc.start() end)
-  teardown(function() natsproc.stop_all() end)
+  setup(function() srv = testing.start_server() end)
+  teardown(function() testing.stop_all() end)
 
   it("logs the slow consumer and recovers when the flood stops (handlers that yield)", function()
-    natsproc.run(function()
-      local slog = natsproc.logger()
-      local topic = h.topic("flood")
+    testing.run(function()
+      local slog = testing.logger()
+      local topic = testing.topic("flood")
       local s = Hemera.new { servers = srv.url, logger = slog, nats = { maxPendingMsgs = N },
                              maxConcurrency = N }
       local running, peak, handled = 0, 0, 0
@@ -90,9 +89,9 @@ describe("faults: a slow handler under a flood", function()
   end)
 
   it("logs the slow consumer and recovers when the flood stops (handlers that block the loop)", function()
-    natsproc.run(function()
-      local slog = natsproc.logger()
-      local topic = h.topic("flood-cpu")
+    testing.run(function()
+      local slog = testing.logger()
+      local topic = testing.topic("flood-cpu")
       local s = Hemera.new { servers = srv.url, logger = slog, nats = { maxPendingMsgs = N } }
       local handled = 0
       s:add({ topic = topic }, function(req)
@@ -115,9 +114,9 @@ describe("faults: a slow handler under a flood", function()
   end)
 
   it("names the slow subscription's subject in the slow-consumer log line", function()
-    natsproc.run(function()
-      local slog = natsproc.logger()
-      local topic = h.topic("flood-name")
+    testing.run(function()
+      local slog = testing.logger()
+      local topic = testing.topic("flood-name")
       local s = Hemera.new { servers = srv.url, logger = slog, nats = { maxPendingMsgs = N } }
       s:add({ topic = topic }, function() Hemera.sleep(20) end)
       assert(s:ready())
@@ -128,16 +127,16 @@ describe("faults: a slow handler under a flood", function()
   end)
 
   it("a caller whose reply inbox overflows keeps receiving replies afterwards", function()
-    natsproc.run(function()
-      local clog = natsproc.logger()
-      local topic = h.topic("reply-flood")
+    testing.run(function()
+      local clog = testing.logger()
+      local topic = testing.topic("reply-flood")
       local s = Hemera.new { servers = srv.url }
       s:add({ topic = topic }, function(req) return req.k end)
       assert(s:ready())
       -- The caller's inbox holds at most N replies between two reads.
       local c = Hemera.new { servers = srv.url, logger = clog, nats = { maxPendingMsgs = N } }
       assert(c:ready())
-      local M, ended, all = 2000, 0, h.future()
+      local M, ended, all = 2000, 0, testing.future()
       local outcome = { ok = 0, timeout = 0, other = 0, extra = 0 }
       local calls = {}
       for k = 1, M do

@@ -1,15 +1,15 @@
 -- Foundation: add/act over a real nats-server (issue 2).
 local Hemera = require "hemera"
-local h = require "helper"
+local testing = require "hemera.testing"
 
 describe("add and act", function()
   it("round-trips a request", function()
-    h.run(function()
-      local topic = h.topic("math")
-      local s = h.new { name = "svc" }
+    testing.run(function()
+      local topic = testing.topic("math")
+      local s = testing.new { name = "svc" }
       s:add({ topic = topic, cmd = "add" }, function(req) return req.a + req.b end)
       s:ready()
-      local c = h.new()
+      local c = testing.new()
       c:ready()
       local res, err, ctx = c:act { topic = topic, cmd = "add", a = 1, b = 2 }
       assert.is_nil(err)
@@ -22,15 +22,15 @@ describe("add and act", function()
   end)
 
   it("answers 1,000 concurrent acts from 1,000 coroutines, each with its own result", function()
-    h.run(function()
-      local topic = h.topic("conc")
-      local s = h.new()
+    testing.run(function()
+      local topic = testing.topic("conc")
+      local s = testing.new()
       s:add({ topic = topic, cmd = "double" }, function(req) return req.n * 2 end)
       s:ready()
-      local c = h.new()
+      local c = testing.new()
       c:ready()
       local N, finished, wrong = 1000, 0, {}
-      local all = h.future()
+      local all = testing.future()
       for n = 1, N do
         Hemera.spawn(function()
           local res, err = c:act { topic = topic, cmd = "double", n = n, timeout_ = 10000 }
@@ -46,9 +46,9 @@ describe("add and act", function()
   end)
 
   it("runs a nested chain a -> b -> c keeping the trace and meta", function()
-    h.run(function()
-      local base = h.topic("chain")
-      local s = h.new { name = "chain" }
+    testing.run(function()
+      local base = testing.topic("chain")
+      local s = testing.new { name = "chain" }
       local seen = {}
       s:add({ topic = base .. ".c" }, function(req, ctx)
         seen.c = ctx.trace
@@ -65,7 +65,7 @@ describe("add and act", function()
         return { from = "a", inner = r }
       end)
       s:ready()
-      local c = h.new()
+      local c = testing.new()
       c:ready()
       local res = assert(c:act { topic = base .. ".a", meta_ = { token = "abc" } })
       assert.same({ from = "a", inner = { from = "b", inner = { from = "c", token = "abc" } } }, res)
@@ -81,12 +81,12 @@ end)
 
 describe("pub/sub and queue groups", function()
   it("fans a pubsub act out to every plain subscriber", function()
-    h.run(function()
-      local topic = h.topic("news")
-      local got, all = {}, h.future()
+    testing.run(function()
+      local topic = testing.topic("news")
+      local got, all = {}, testing.future()
       local insts = {}
       for k = 1, 3 do
-        local s = h.new()
+        local s = testing.new()
         s:add({ topic = topic, pubsub_ = true }, function(req)
           got[#got + 1] = k
           if #got == 3 then all:set() end
@@ -94,7 +94,7 @@ describe("pub/sub and queue groups", function()
         s:ready()
         insts[k] = s
       end
-      local c = h.new()
+      local c = testing.new()
       c:ready()
       local res, err = c:act { topic = topic, pubsub_ = true, n = 1 }
       assert.is_nil(err)
@@ -108,15 +108,15 @@ describe("pub/sub and queue groups", function()
   end)
 
   it("gives a request on a queue-group topic to exactly one instance", function()
-    h.run(function()
-      local topic = h.topic("work")
+    testing.run(function()
+      local topic = testing.topic("work")
       local calls = { 0, 0, 0 }
       for k = 1, 3 do
-        local s = h.new()
+        local s = testing.new()
         s:add({ topic = topic }, function() calls[k] = calls[k] + 1; return k end)
         s:ready()
       end
-      local c = h.new()
+      local c = testing.new()
       c:ready()
       for _ = 1, 30 do assert(c:act { topic = topic }) end
       -- Every request was answered once: 30 handler calls in all.
@@ -125,14 +125,14 @@ describe("pub/sub and queue groups", function()
   end)
 
   it("acts with a callback outside a coroutine without yielding", function()
-    h.run(function()
-      local topic = h.topic("cb")
-      local s = h.new()
+    testing.run(function()
+      local topic = testing.topic("cb")
+      local s = testing.new()
       s:add({ topic = topic }, function(req) return req.x end)
       s:ready()
-      local c = h.new()
+      local c = testing.new()
       c:ready()
-      local f = h.future()
+      local f = testing.future()
       local calls = 0
       -- A plain function call chain, no coroutine involved in the act itself.
       local returned = c:act({ topic = topic, x = "y" }, function(err, res)
@@ -151,15 +151,15 @@ end)
 
 describe("errors", function()
   it("gives TimeoutError after timeout$ and nothing after it", function()
-    h.run(function()
-      local topic = h.topic("slow")
-      local s = h.new()
-      local release = h.future()
+    testing.run(function()
+      local topic = testing.topic("slow")
+      local s = testing.new()
+      local release = testing.future()
       s:add({ topic = topic }, function() release:wait(5000); return "late" end)
       s:ready()
-      local c = h.new()
+      local c = testing.new()
       c:ready()
-      local calls, first = 0, h.future()
+      local calls, first = 0, testing.future()
       c:act({ topic = topic, ["timeout$"] = 50 }, function(err, res)
         calls = calls + 1
         if calls == 1 then first:set(err, res) end
@@ -171,7 +171,7 @@ describe("errors", function()
       assert.is_false(err.isServer)
       -- Let the late reply happen, then prove it was dropped and counted.
       release:set()
-      local probe = h.new()
+      local probe = testing.new()
       s:add({ topic = topic .. ".probe" }, function() return 1 end)
       probe:ready()
       local late
@@ -186,9 +186,9 @@ describe("errors", function()
   end)
 
   it("turns a handler error into an error reply with name, message and code", function()
-    h.run(function()
-      local topic = h.topic("err")
-      local s = h.new { name = "svc-err" }
+    testing.run(function()
+      local topic = testing.topic("err")
+      local s = testing.new { name = "svc-err" }
       s:add({ topic = topic, cmd = "returned" }, function()
         return nil, { name = "Unauthorized", message = "nope", code = 401 }
       end)
@@ -198,7 +198,7 @@ describe("errors", function()
       s:add({ topic = topic, cmd = "string" }, function() error("plain failure", 0) end)
       s:add({ topic = topic, cmd = "bug" }, function() local x = nil; return x.y end)
       s:ready()
-      local c = h.new()
+      local c = testing.new()
       c:ready()
       local _, e1 = c:act { topic = topic, cmd = "returned" }
       assert.equal("Unauthorized", e1.name)
@@ -221,12 +221,12 @@ describe("errors", function()
   end)
 
   it("sends stacks and script positions only with errio.stack = true", function()
-    h.run(function()
-      local topic = h.topic("errstack")
-      local s = h.new { errio = { stack = true } }
+    testing.run(function()
+      local topic = testing.topic("errstack")
+      local s = testing.new { errio = { stack = true } }
       s:add({ topic = topic, cmd = "bug" }, function() local x = nil; return x.y end)
       s:ready()
-      local c = h.new()
+      local c = testing.new()
       c:ready()
       local _, e = c:act { topic = topic, cmd = "bug" }
       assert.matches("foundation_spec.lua:%d+: attempt to index", e.message)
@@ -235,12 +235,12 @@ describe("errors", function()
   end)
 
   it("gives PatternNotFound for an unknown pattern", function()
-    h.run(function()
-      local topic = h.topic("nf")
-      local s = h.new { name = "svc-nf" }
+    testing.run(function()
+      local topic = testing.topic("nf")
+      local s = testing.new { name = "svc-nf" }
       s:add({ topic = topic, cmd = "here" }, function() return 1 end)
       s:ready()
-      local c = h.new()
+      local c = testing.new()
       c:ready()
       local res, err = c:act { topic = topic, cmd = "nothere" }
       assert.is_nil(res)
@@ -255,12 +255,12 @@ end)
 
 describe("numbers", function()
   it("round-trips 2^53, -2^53, 0.1+0.2 and 1e300 exactly", function()
-    h.run(function()
-      local topic = h.topic("num")
-      local s = h.new()
+    testing.run(function()
+      local topic = testing.topic("num")
+      local s = testing.new()
       s:add({ topic = topic }, function(req) return req.v end)
       s:ready()
-      local c = h.new()
+      local c = testing.new()
       c:ready()
       for _, v in ipairs { 2^53, -2^53, 9007199254740992, -9007199254740992, 0.1 + 0.2, 1e300,
                            math.maxinteger, math.mininteger, 123456789012345, -0.0, 5e-324 } do
@@ -277,12 +277,12 @@ end)
 
 describe("options and lifecycle", function()
   it("accepts $ options as written on the wire and as name_", function()
-    h.run(function()
-      local topic = h.topic("opts")
-      local s = h.new()
+    testing.run(function()
+      local topic = testing.topic("opts")
+      local s = testing.new()
       s:add({ topic = topic }, function(req, ctx) return { meta = ctx.meta, delegate = ctx.delegate, req = req } end)
       s:ready()
-      local c = h.new()
+      local c = testing.new()
       c:ready()
       local r1 = assert(c:act { topic = topic, ["meta$"] = { a = 1 }, ["delegate$"] = { d = 2 } })
       local r2 = assert(c:act { topic = topic, meta_ = { a = 1 }, delegate_ = { d = 2 } })
@@ -296,9 +296,9 @@ describe("options and lifecycle", function()
   end)
 
   it("removes a topic and lists actions", function()
-    h.run(function()
-      local topic = h.topic("rm")
-      local s = h.new()
+    testing.run(function()
+      local topic = testing.topic("rm")
+      local s = testing.new()
       s:add({ topic = topic, cmd = "a" }, function() return "a" end)
       s:add({ topic = topic, cmd = "b" }, function() return "b" end)
       s:ready()
@@ -307,7 +307,7 @@ describe("options and lifecycle", function()
       assert.is_true(s:remove(topic))
       assert.is_false(s:remove(topic))
       assert.equal(0, #s:list())
-      local c = h.new()
+      local c = testing.new()
       c:ready()
       local _, err = c:act { topic = topic, cmd = "a", timeout_ = 100 }
       assert.is_true(Hemera.errors.TimeoutError:is(err))
@@ -315,12 +315,12 @@ describe("options and lifecycle", function()
   end)
 
   it("refuses act outside a coroutine without a callback, and a second ready", function()
-    local c = h.new()
+    local c = testing.new()
     assert.has_error(function() c:act { topic = "x" } end)
     local ok, err = pcall(c.add, c, { cmd = "x" }, function() end)
     assert.is_false(ok)
     assert.equal("Topic is required and must be from type string", err.message)
-    h.run(function()
+    testing.run(function()
       c:ready()
       local rok, rerr = pcall(c.ready, c)
       assert.is_false(rok)
@@ -329,7 +329,7 @@ describe("options and lifecycle", function()
   end)
 
   it("fails ready with a clear error when NATS is not there", function()
-    h.run(function()
+    testing.run(function()
       local c = Hemera.new { servers = "nats://127.0.0.1:1" }
       local ok, err = c:ready()
       assert.is_nil(ok)
@@ -349,22 +349,22 @@ describe("options and lifecycle", function()
   end)
 
   it("close lets a running handler finish and send its reply", function()
-    h.run(function()
-      local topic = h.topic("drain")
-      local s = h.new()
-      local started = h.future()
+    testing.run(function()
+      local topic = testing.topic("drain")
+      local s = testing.new()
+      local started = testing.future()
       s:add({ topic = topic }, function()
         started:set()
         Hemera.sleep(50)
         return "finished"
       end)
       s:ready()
-      local c = h.new()
+      local c = testing.new()
       c:ready()
-      local got = h.future()
+      local got = testing.future()
       c:act({ topic = topic }, function(err, res) got:set(err, res) end)
       started:wait(5000)
-      local closed = h.future()
+      local closed = testing.future()
       s:close(function() closed:set(true) end)
       local err, res = got:wait(5000)
       assert.is_nil(err)

@@ -3,7 +3,7 @@
 -- the action definition, onClose gets the instance; close(fn) gets the
 -- first onClose error.
 local Hemera = require "hemera"
-local h = require "helper"
+local testing = require "hemera.testing"
 
 -- Node's avvio never times out a plugin that completes synchronously; here
 -- the default 10 ms pluginTimeout can fire for one when the loop clock is
@@ -12,13 +12,13 @@ local h = require "helper"
 local function new(opts)
   opts = opts or {}
   if opts.pluginTimeout == nil then opts.pluginTimeout = 2000 end
-  return h.new(opts)
+  return testing.new(opts)
 end
 
 -- A test of a behaviour the library once got wrong; `symptom` records what
 -- it was, and the test now runs like any other.
 local function fixed_bug(_symptom, body)
-  return function() h.run(body) end
+  return function() testing.run(body) end
 end
 
 local function spy()
@@ -40,8 +40,8 @@ end
 
 describe("Extension onAdd", function()
   it('Should be able to listen for "onAdd" events', function()
-    h.run(function()
-      local topic = h.topic("email")
+    testing.run(function()
+      local topic = testing.topic("email")
       local s = new()
       assert(s:ready())
       local ext = spy()
@@ -54,8 +54,8 @@ describe("Extension onAdd", function()
   end)
 
   it('Should call "onAdd" extension for each add registration', function()
-    h.run(function()
-      local topic = h.topic("email")
+    testing.run(function()
+      local topic = testing.topic("email")
       local s = new()
       assert(s:ready())
       local ext = spy()
@@ -69,7 +69,7 @@ describe("Extension onAdd", function()
   end)
 
   it('Should throw when an "onAdd" handler is not a function', function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       assert(s:ready())
       local ok, err = pcall(s.ext, s, "onAdd", "")
@@ -80,8 +80,8 @@ describe("Extension onAdd", function()
   end)
 
   it('Should be able to add "onAdd" events inside plugins', function()
-    h.run(function()
-      local topic = h.topic("email")
+    testing.run(function()
+      local topic = testing.topic("email")
       local s = new()
       local ext = spy()
       s:ext("onAdd", function(def) ext(def) end)
@@ -98,8 +98,8 @@ describe("Extension onAdd", function()
   end)
 
   it('Should be able to listen for "onAdd" events inside plugins', function()
-    h.run(function()
-      local topic = h.topic("email")
+    testing.run(function()
+      local topic = testing.topic("email")
       local s = new()
       local ext = spy()
       s:use {
@@ -115,7 +115,7 @@ describe("Extension onAdd", function()
       assert.equal(1, ext.n)
       check_definition(ext.args[1][1], topic, "send")
       -- The plugin's onAdd hook stays in its scope.
-      s:add({ topic = h.topic("other"), cmd = "x" }, function() end)
+      s:add({ topic = testing.topic("other"), cmd = "x" }, function() end)
       assert.equal(1, ext.n)
     end)
   end)
@@ -123,7 +123,7 @@ describe("Extension onAdd", function()
   it("Should keep the object-valued keys of the pattern as the schema, out of the pattern", fixed_bug(
     "definition.pattern keeps object-valued keys (payload = {a = 1}); Hemera's Add.pattern is the routing pattern {topic, cmd} (init.lua Hemera:add uses pattern.clean, which only drops $ keys and functions)",
     function()
-      local topic = h.topic("math")
+      local topic = testing.topic("math")
       local s = new()
       local ext = spy()
       s:ext("onAdd", function(def) ext(def) end)
@@ -145,7 +145,7 @@ describe("onClose extension", function()
       s:ext("onClose", function(hemera) first(hemera) end)
       s:use(function(hemera) hemera:ext("onClose", function() second() end) end)
       assert(s:ready())
-      local closed = h.future()
+      local closed = testing.future()
       s:close(function(err) closed:set(err or false) end)
       assert.is_false(closed:wait(3000))
       assert.equal(1, first.n)
@@ -154,13 +154,13 @@ describe("onClose extension", function()
     end))
 
   it("Should run the root onClose handlers last added first, once", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       local order = {}
       s:ext("onClose", function() order[#order + 1] = 1 end)
       s:ext("onClose", function() order[#order + 1] = 2 end)
       assert(s:ready())
-      local closed = h.future()
+      local closed = testing.future()
       s:close(function(err) closed:set(err or false) end)
       assert.is_false(closed:wait(3000))
       assert.same({ 2, 1 }, order)
@@ -168,12 +168,12 @@ describe("onClose extension", function()
   end)
 
   it("Should run onClose handlers of an unscoped plugin", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       local ext = spy()
       s:use { scoped = false, register = function(hemera) hemera:ext("onClose", function() ext() end) end }
       assert(s:ready())
-      local closed = h.future()
+      local closed = testing.future()
       s:close(function(err) closed:set(err or false) end)
       assert.is_false(closed:wait(3000))
       assert.equal(1, ext.n)
@@ -181,12 +181,12 @@ describe("onClose extension", function()
   end)
 
   it("Should let an onClose handler yield", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       local ext = spy()
       s:ext("onClose", function() Hemera.sleep(5); ext() end)
       assert(s:ready())
-      local closed = h.future()
+      local closed = testing.future()
       s:close(function(err) closed:set(err or false) end)
       assert.is_false(closed:wait(3000))
       assert.equal(1, ext.n)
@@ -210,7 +210,7 @@ describe("onClose extension error handling", function()
       local ok, rerr = s:ready()
       assert.is_nil(rerr)
       assert.is_true(ok)
-      local closed = h.future()
+      local closed = testing.future()
       s:close(function(err) closed:set(err or false) end)
       local err = closed:wait(3000)
       assert.is_table(err)
@@ -220,7 +220,7 @@ describe("onClose extension error handling", function()
     end))
 
   it("Should pass a root onClose error to close and still run the other handlers", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       local first, second = spy(), spy()
       s:ext("onClose", function() first() end)
@@ -229,7 +229,7 @@ describe("onClose extension error handling", function()
         return nil, Hemera.errors.Error("test")
       end)
       assert(s:ready())
-      local closed = h.future()
+      local closed = testing.future()
       s:close(function(err) closed:set(err or false) end)
       local err = closed:wait(3000)
       assert.is_table(err)

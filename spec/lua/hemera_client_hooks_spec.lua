@@ -4,7 +4,7 @@
 -- next(err) is `return nil, err` (or raising), a promise is a hook that
 -- yields first.
 local Hemera = require "hemera"
-local h = require "helper"
+local testing = require "hemera.testing"
 
 local Unauthorized = Hemera.createError("Unauthorized")
 
@@ -14,9 +14,9 @@ end
 
 -- A ready instance serving {topic, cmd = "add"}; `served` counts requests.
 local function setup()
-  local s = h.new()
+  local s = testing.new()
   assert(s:ready())
-  local topic = h.topic("math")
+  local topic = testing.topic("math")
   local served = spy()
   s:add({ cmd = "add", topic = topic }, function(req) served(); return req.a + req.b end)
   return s, topic, served
@@ -24,8 +24,8 @@ end
 
 describe("Extension error", function()
   it("Invalid extension type", function()
-    h.run(function()
-      local s = h.new()
+    testing.run(function()
+      local s = testing.new()
       assert(s:ready())
       local fn = function() end
       local ok, err = pcall(s.ext, s, "test", fn)
@@ -38,8 +38,8 @@ describe("Extension error", function()
   end)
 
   it("Invalid extension handler type", function()
-    h.run(function()
-      local s = h.new()
+    testing.run(function()
+      local s = testing.new()
       assert(s:ready())
       local ok, err = pcall(s.ext, s, "preHandler", "foo")
       assert.is_false(ok)
@@ -49,8 +49,8 @@ describe("Extension error", function()
   end)
 
   it("Accepts every v7 hook name", function()
-    h.run(function()
-      local s = h.new()
+    testing.run(function()
+      local s = testing.new()
       for _, name in ipairs { "onAct", "onActFinished", "onRequest", "preHandler", "onSend",
                               "onResponse", "onError", "onAdd", "onClose" } do
         assert.equal(s, s:ext(name, function() end))
@@ -61,7 +61,7 @@ end)
 
 describe("onAct extension error handling", function()
   it("Should be able to pass a custom super error", function()
-    h.run(function()
+    testing.run(function()
       local s, topic, served = setup()
       s:ext("onAct", function() return nil, Unauthorized("test") end)
       local res, err = s:act { topic = topic, cmd = "add", a = 1, b = 2 }
@@ -74,13 +74,13 @@ describe("onAct extension error handling", function()
   end)
 
   it("Should be able to pass an error (the request is not sent)", function()
-    h.run(function()
+    testing.run(function()
       local s, topic, served = setup()
       s:ext("onAct", function(ctx)
         assert(ctx.trace.method)
         return nil, Hemera.errors.Error("test")
       end)
-      local done = h.future()
+      local done = testing.future()
       s:act({ topic = topic, cmd = "add", a = 1, b = 2 }, function(err, res) done:set(err, res) end)
       local err, res = done:wait(2000)
       assert.is_nil(res)
@@ -92,7 +92,7 @@ describe("onAct extension error handling", function()
   end)
 
   it("Should be able to pass an error from a hook that yields (rejected promise)", function()
-    h.run(function()
+    testing.run(function()
       local s, topic, served = setup()
       s:ext("onAct", function() Hemera.sleep(1); error(Hemera.errors.Error("test")) end)
       local res, err = s:act { topic = topic, cmd = "add", a = 1, b = 2 }
@@ -104,7 +104,7 @@ describe("onAct extension error handling", function()
   end)
 
   it("Should stop at the first failing onAct hook", function()
-    h.run(function()
+    testing.run(function()
       local s, topic = setup()
       local second = spy()
       s:ext("onAct", function() return nil, Hemera.errors.Error("first") end)
@@ -118,7 +118,7 @@ end)
 
 describe("onActFinished extension error handling", function()
   it("Should be able to pass a super error", function()
-    h.run(function()
+    testing.run(function()
       local s, topic, served = setup()
       s:ext("onActFinished", function() return nil, Unauthorized("test") end)
       local res, err = s:act { topic = topic, cmd = "add", a = 1, b = 2 }
@@ -131,10 +131,10 @@ describe("onActFinished extension error handling", function()
   end)
 
   it("Should be able to pass an error", function()
-    h.run(function()
+    testing.run(function()
       local s, topic = setup()
       s:ext("onActFinished", function() return nil, Hemera.errors.Error("test") end)
-      local done = h.future()
+      local done = testing.future()
       s:act({ topic = topic, cmd = "add", a = 1, b = 2 }, function(err, res) done:set(err, res) end)
       local err, res = done:wait(2000)
       assert.is_nil(res)
@@ -144,7 +144,7 @@ describe("onActFinished extension error handling", function()
   end)
 
   it("Should be able to pass an error from a hook that yields (rejected promise)", function()
-    h.run(function()
+    testing.run(function()
       local s, topic = setup()
       s:ext("onActFinished", function() Hemera.sleep(1); return nil, Hemera.errors.Error("test") end)
       local res, err = s:act { topic = topic, cmd = "add", a = 1, b = 2 }
@@ -155,7 +155,7 @@ describe("onActFinished extension error handling", function()
   end)
 
   it("Should run onActFinished with the reply in the context", function()
-    h.run(function()
+    testing.run(function()
       local s, topic = setup()
       local seen
       s:ext("onActFinished", function(ctx) seen = ctx.response end)

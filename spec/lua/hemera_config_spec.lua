@@ -3,12 +3,12 @@
 -- at Hemera.new (Node: a Joi ValidationError; here a HemeraError naming
 -- the key, the expected type and the value).
 local Hemera = require "hemera"
-local h = require "helper"
+local testing = require "hemera.testing"
 
 -- A test of a behaviour the library once got wrong; `symptom` records what
 -- it was, and the test now runs like any other.
 local function fixed_bug(_symptom, body)
-  return function() h.run(body) end
+  return function() testing.run(body) end
 end
 
 -- Hemera v7's defaults (errio apart, see below), name given.
@@ -43,8 +43,8 @@ end
 
 describe("Hemera default config", function()
   it("Should check default config", function()
-    h.run(function()
-      local s = h.new { name = "test" }
+    testing.run(function()
+      local s = testing.new { name = "test" }
       local cfg = s.config
       for k, v in pairs(DEFAULTS) do
         assert.same(v, cfg[k], "config." .. k)
@@ -61,8 +61,8 @@ describe("Hemera default config", function()
   end)
 
   it("Should default the name to hemera-<hostname>-<id>", function()
-    h.run(function()
-      local s1, s2 = h.new(), h.new()
+    testing.run(function()
+      local s1, s2 = testing.new(), testing.new()
       assert.matches("^hemera%-.+%-.+$", s1.config.name)
       assert.are_not.equal(s1.config.name, s2.config.name)
     end)
@@ -73,14 +73,14 @@ describe("Hemera default config", function()
   it("Should default errio as Hemera does, stacks off", fixed_bug(
     "config.errio defaults to {} instead of Hemera's {recursive = true, inherited = true, stack = true, private = false, exclude = [], include = []} (config.lua SCHEMA.errio)",
     function()
-      local s = h.new { name = "test" }
+      local s = testing.new { name = "test" }
       assert.same({ recursive = true, inherited = true, stack = false, private = false, exclude = {}, include = {} },
         s.config.errio)
     end))
 
   it("Should keep given values and fill nested defaults", function()
-    h.run(function()
-      local s = h.new { name = "x", timeout = 150, bloomrun = { indexing = "depth" }, load = { checkPolicy = false } }
+    testing.run(function()
+      local s = testing.new { name = "x", timeout = 150, bloomrun = { indexing = "depth" }, load = { checkPolicy = false } }
       assert.equal(150, s.config.timeout)
       assert.same({ indexing = "depth", lookupBeforeAdd = false }, s.config.bloomrun)
       assert.is_false(s.config.load.checkPolicy)
@@ -89,8 +89,8 @@ describe("Hemera default config", function()
   end)
 
   it("Should throw error because invalid config values", function()
-    h.run(function()
-      local err = new_raises { servers = h.url, logLevel = "foo" }
+    testing.run(function()
+      local err = new_raises { servers = testing.url(), logLevel = "foo" }
       assert.equal("HemeraError", err.name)
       assert.matches("logLevel", err.message, 1, true)
       assert.matches("foo", err.message, 1, true)
@@ -98,8 +98,8 @@ describe("Hemera default config", function()
   end)
 
   it("Should throw error because of a wrong type, naming the key, the type and the value", function()
-    h.run(function()
-      local err = new_raises { servers = h.url, timeout = "soon" }
+    testing.run(function()
+      local err = new_raises { servers = testing.url(), timeout = "soon" }
       assert.equal("HemeraError", err.name)
       assert.matches("timeout", err.message, 1, true)
       assert.matches("integer", err.message, 1, true)
@@ -108,24 +108,24 @@ describe("Hemera default config", function()
   end)
 
   it("Should throw error because of an unknown key", function()
-    h.run(function()
-      local err = new_raises { servers = h.url, crashOnFatal = true }
+    testing.run(function()
+      local err = new_raises { servers = testing.url(), crashOnFatal = true }
       assert.equal("HemeraError", err.name)
       assert.matches("crashOnFatal", err.message, 1, true)
     end)
   end)
 
   it("Should throw error because of an invalid nested value", function()
-    h.run(function()
-      local err = new_raises { servers = h.url, bloomrun = { indexing = "inserting" } }
+    testing.run(function()
+      local err = new_raises { servers = testing.url(), bloomrun = { indexing = "inserting" } }
       assert.equal("HemeraError", err.name)
       assert.matches("bloomrun.indexing", err.message, 1, true)
     end)
   end)
 
   it("Should require a sample interval when a load policy limit is set", function()
-    h.run(function()
-      local err = new_raises { servers = h.url, load = { policy = { maxRssBytes = 1 } } }
+    testing.run(function()
+      local err = new_raises { servers = testing.url(), load = { policy = { maxRssBytes = 1 } } }
       assert.equal("HemeraError", err.name)
       assert.matches("Load sample interval must be set to enable load limits", err.message, 1, true)
     end)

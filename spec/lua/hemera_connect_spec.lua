@@ -5,8 +5,7 @@
 -- (closed loopback ports: refused at once).
 local Hemera = require "hemera"
 local core = require "hemera.core"
-local h = require "helper"
-local natsproc = require "natsproc"
+local testing = require "hemera.testing"
 
 local DEAD1, DEAD2 = "nats://127.0.0.1:1", "nats://127.0.0.1:2"
 
@@ -16,23 +15,23 @@ local run = require("shell").run
 
 -- A service answering { topic, cmd = "echo" } with req.n, and a client.
 local function service_and_client()
-  local topic = h.topic("connect")
-  local s = h.new()
+  local topic = testing.topic("connect")
+  local s = testing.new()
   s:add({ topic = topic, cmd = "echo" }, function(req) return req.n end)
   assert(s:ready())
-  local c = h.new()
+  local c = testing.new()
   assert(c:ready())
   return s, c, topic
 end
 
 describe("connecting without holding the loop", function()
   it("serves sequential requests while another instance's ready waits for an unreachable server", function()
-    h.run(function()
+    testing.run(function()
       local _, c, topic = service_and_client()
       -- Retrying for ever: a connect that held the loop would never give
       -- it back, and no act below could complete.
       local dead = Hemera.new { servers = DEAD1, nats = { retryOnFailedConnect = true, maxReconnect = -1, reconnectWait = 5 } }
-      local outcome, answered_then = h.future(), nil
+      local outcome, answered_then = testing.future(), nil
       local answered = 0
       dead:ready(function(err)
         answered_then = answered
@@ -56,12 +55,12 @@ describe("connecting without holding the loop", function()
   end)
 
   it("fails ready with CONN_ERR naming every URL tried, after the configured attempts, while the others serve", function()
-    h.run(function()
+    testing.run(function()
       local _, c, topic = service_and_client()
-      local lg = natsproc.logger()
+      local lg = testing.logger()
       local dead = Hemera.new { servers = { DEAD1, DEAD2 }, logger = lg,
                                 nats = { retryOnFailedConnect = true, maxReconnect = 2, reconnectWait = 20 } }
-      local outcome = h.future()
+      local outcome = testing.future()
       dead:ready(function(err) outcome:set(err) end)
       local n = 0
       while not outcome:is_set() do
@@ -77,7 +76,7 @@ describe("connecting without holding the loop", function()
       assert.truthy(err.message:find("(3 attempts, 20 ms apart)", 1, true), err.message)
       assert(lg:wait("Could not connect to NATS!", 5000))
       -- The failed instance closed itself (as Node Hemera's does).
-      local closed = h.future()
+      local closed = testing.future()
       dead:close(function() closed:set(true) end)
       assert.is_true(closed:wait(5000))
       -- One pass by default: two dead URLs fail at once, both named.
@@ -114,18 +113,18 @@ describe("connecting without holding the loop", function()
   it("readies instances in the order ready was called, so a client acts on a service readied before it", function()
     -- Outside a coroutine, as a script does it: nothing waits between the
     -- two ready calls.
-    local topic = h.topic("order")
-    local s = h.new()
+    local topic = testing.topic("order")
+    local s = testing.new()
     s:add({ topic = topic }, function() return "served" end)
     s:ready()
-    local c = h.new()
-    local got = h.future()
+    local c = testing.new()
+    local got = testing.future()
     c:ready(function(err)
       assert.is_nil(err)
       local r, aerr = c:act { topic = topic, timeout_ = 5000 }
       got:set(r, aerr)
     end)
-    h.run(function()
+    testing.run(function()
       local r, err = got:wait(10000)
       assert.is_nil(err)
       assert.equal("served", r)
@@ -135,21 +134,21 @@ end)
 
 describe("a comma-separated server list", function()
   it("connects to the live server of the list (option and raw core.connect)", function()
-    natsproc.run(function()
+    testing.run(function()
       local _, _, topic = service_and_client()
-      local c = Hemera.new { servers = DEAD1 .. " , " .. h.url }
+      local c = Hemera.new { servers = DEAD1 .. " , " .. testing.url() }
       assert(c:ready())
       local r, err = c:act { topic = topic, cmd = "echo", n = 7 }
       assert.is_nil(err)
       assert.equal(7, r)
-      local raw = assert(natsproc.raw(DEAD1 .. "," .. h.url))
+      local raw = assert(testing.raw(DEAD1 .. "," .. testing.url()))
       assert.is_true(raw:flush())
     end)
   end)
 
   it("is taken from --server (HEMERA_NATS_URL) by the interpreter", function()
     local ok, code, text = run(("HEMERA_LOG=silent %s --server %s -e %s"):format(os.getenv("HEMERA_BIN"),
-      shell_quote(DEAD1 .. "," .. h.url),
+      shell_quote(DEAD1 .. "," .. testing.url()),
       shell_quote("local H = require 'hemera'; local a = H.new(); a:ready(function(err) " ..
         "print(err == nil and 'connected' or tostring(err)); a:close() end)")))
     assert.is_true(ok, text)
@@ -162,14 +161,14 @@ describe("a comma-separated server list", function()
     assert.is_false(ok)
     assert.truthy(err.message:find("Invalid option 'servers'", 1, true), err.message)
     assert.truthy(err.message:find('URL 2: invalid NATS server URL "nats//x:1"', 1, true), err.message)
-    ok, err = pcall(Hemera.new, { servers = { h.url, "nats://user:secret@host:port" } })
+    ok, err = pcall(Hemera.new, { servers = { testing.url(), "nats://user:secret@host:port" } })
     assert.is_false(ok)
     assert.truthy(err.message:find('"nats://***@host:port": has the port \'port\'', 1, true), err.message)
     assert.is_nil(err.message:find("secret", 1, true))
-    ok, err = pcall(Hemera.new, { servers = h.url .. "," })
+    ok, err = pcall(Hemera.new, { servers = testing.url() .. "," })
     assert.is_false(ok)
     assert.truthy(err.message:find('URL 2: invalid NATS server URL "": is empty', 1, true), err.message)
-    ok, err = pcall(Hemera.new, { servers = { h.url, 4222 } })
+    ok, err = pcall(Hemera.new, { servers = { testing.url(), 4222 } })
     assert.is_false(ok)
     assert.truthy(err.message:find("servers[2] must be a URL string, got number", 1, true), err.message)
     -- core.servers: the same rules, as values.
@@ -183,7 +182,7 @@ describe("a comma-separated server list", function()
 
   it("refuses a malformed HEMERA_NATS_URL (via --server) naming the entry and the variable", function()
     local ok, code, text = run(("%s --server %s -e %s"):format(os.getenv("HEMERA_BIN"),
-      shell_quote(h.url .. ",nats://h:99999"), shell_quote("require('hemera').new():ready()")))
+      shell_quote(testing.url() .. ",nats://h:99999"), shell_quote("require('hemera').new():ready()")))
     assert.is_falsy(ok)
     assert.equal(1, code)
     assert.truthy(text:find('HEMERA_NATS_URL: URL 2: invalid NATS server URL "nats://h:99999": has the port 99999', 1, true), text)
@@ -204,8 +203,8 @@ end)
 
 describe("Conn methods: value | nil, message, code; misuse raises", function()
   it("before its first connect is over, a Conn refuses use (raises) and answers queries", function()
-    h.run(function()
-      local conn = core.connect { servers = h.url }
+    testing.run(function()
+      local conn = core.connect { servers = testing.url() }
       assert.is_false(conn:is_closed())
       assert.equal(0, conn:stats().requests)
       assert.has_error(function() conn:publish("a", "b") end,
@@ -218,7 +217,7 @@ describe("Conn methods: value | nil, message, code; misuse raises", function()
   end)
 
   it("a failed first connect: nil, message naming the URLs, HM_CONNECT, as often as asked", function()
-    h.run(function()
+    testing.run(function()
       local conn = core.connect { servers = { DEAD1, "nats://user:pw@127.0.0.1:2" } }
       for _ = 1, 2 do
         local ok, msg, code = conn:wait_connected()
@@ -235,8 +234,8 @@ describe("Conn methods: value | nil, message, code; misuse raises", function()
   it("one waiter at a time, and only in a Hemera coroutine", function()
     local conn = core.connect { servers = DEAD1, retryOnFailedConnect = true, maxReconnect = -1, reconnectWait = 5 }
     assert.has_error(function() conn:wait_connected() end)
-    h.run(function()
-      local first = h.future()
+    testing.run(function()
+      local first = testing.future()
       Hemera.spawn(function() first:set(conn:wait_connected()) end)
       Hemera.sleep(1)
       local ok, err = pcall(conn.wait_connected, conn)
@@ -251,13 +250,13 @@ describe("Conn methods: value | nil, message, code; misuse raises", function()
   end)
 
   it("once closed, every operation returns nil, 'closed', 'HM_CLOSED' and queries answer", function()
-    natsproc.run(function()
-      local conn = assert(natsproc.raw(h.url))
+    testing.run(function()
+      local conn = assert(testing.raw(testing.url()))
       assert.is_true(conn:credits(10))
       assert(conn:request("spec.connect.nobody", "x", 5000, 1, function() end))
       local sub = assert(conn:subscribe("spec.connect.sub", nil, 0, function() end))
       assert.is_true(conn:flush())
-      local closed = h.future()
+      local closed = testing.future()
       assert.is_true(conn:close(function() closed:set(true) end))
       assert.is_true(closed:wait(5000))
       local CLOSED = { nil, "closed", "HM_CLOSED" }
@@ -279,7 +278,7 @@ describe("Conn methods: value | nil, message, code; misuse raises", function()
       assert.equal(1, st.requests)
       assert.equal(0, st.pending)
       -- close again: the callback still runs, once
-      local again = h.future()
+      local again = testing.future()
       assert.is_true(conn:close(function() again:set(true) end))
       assert.is_true(again:wait(5000))
       -- misuse still raises
@@ -289,15 +288,15 @@ describe("Conn methods: value | nil, message, code; misuse raises", function()
   end)
 
   it("success values: flush true, request data, publish true", function()
-    natsproc.run(function()
-      local svc = assert(natsproc.raw(h.url))
-      local topic = h.topic("conv")
+    testing.run(function()
+      local svc = assert(testing.raw(testing.url()))
+      local topic = testing.topic("conv")
       assert(svc:subscribe(topic, nil, 0, function(_, reply, data) svc:publish(reply, data .. "!") end))
       assert.is_true(svc:flush())
-      local conn = assert(natsproc.raw(h.url))
+      local conn = assert(testing.raw(testing.url()))
       assert.equal("hi!", conn:request(topic, "hi", 5000, 1))
       assert.same({ nil, "timeout", "HM_TIMEOUT" }, { conn:request(topic .. ".none", "hi", 20, 1) })
-      local done = h.future()
+      local done = testing.future()
       assert.is_true(conn:flush(5000, function(err) done:set(err == nil) end))
       assert.is_true(done:wait(5000))
       assert.is_true(conn:max_payload() > 0)
@@ -307,10 +306,10 @@ end)
 
 describe("after close", function()
   it("act says the instance is closed (CONN_CLOSED), not 'before the reply'; stats() gives the last counters", function()
-    h.run(function()
+    testing.run(function()
       local _, c, topic = service_and_client()
       assert.equal(1, c:act { topic = topic, cmd = "echo", n = 1 })
-      local closed = h.future()
+      local closed = testing.future()
       c:close(function() closed:set(true) end)
       assert.is_true(closed:wait(5000))
       local r, err = c:act { topic = topic, cmd = "echo", n = 2 }
@@ -319,7 +318,7 @@ describe("after close", function()
       assert.equal("CONN_CLOSED", err.code)
       assert.equal("Hemera is closed: act after close()", err.message)
       -- with a callback, the same error reaches it
-      local cb = h.future()
+      local cb = testing.future()
       c:act({ topic = topic, cmd = "echo", n = 3 }, function(e) cb:set(e) end)
       local e = cb:wait(5000)
       assert.equal("CONN_CLOSED", e.code)
@@ -335,9 +334,9 @@ describe("after close", function()
   end)
 
   it("stats() is nil before ready, counters from ready on", function()
-    local c = h.new()
+    local c = testing.new()
     assert.is_nil(c:stats())
-    h.run(function()
+    testing.run(function()
       assert(c:ready())
       assert.equal(0, c:stats().requests)
     end)

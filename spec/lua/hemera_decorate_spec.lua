@@ -1,7 +1,7 @@
 -- Hemera v7 decorate / expose (test/hemera/decorator.spec.js and
 -- expose.spec.js): decorate puts a member on the root instance, visible to
 -- every scope; expose puts it on the current scope and its children only.
-local h = require "helper"
+local testing = require "hemera.testing"
 
 -- Node's avvio never times out a plugin that completes synchronously; here
 -- the default 10 ms pluginTimeout can fire for one when the loop clock is
@@ -10,7 +10,7 @@ local h = require "helper"
 local function new(opts)
   opts = opts or {}
   if opts.pluginTimeout == nil then opts.pluginTimeout = 2000 end
-  return h.new(opts)
+  return testing.new(opts)
 end
 
 local function check_raises(fn, name, message)
@@ -24,7 +24,7 @@ end
 
 describe("Root Decorator", function()
   it("Should be able add a decorator", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       assert(s:ready())
       s:decorate("d", function() return true end)
@@ -34,7 +34,7 @@ describe("Root Decorator", function()
   end)
 
   it("Should be able to access decorator inside plugins", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       s:decorate("test", 1)
       local seen
@@ -47,7 +47,7 @@ describe("Root Decorator", function()
   end)
 
   it("Should throw error because could not resolve all decorate deps", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       assert(s:ready())
       check_raises(function() s:decorate("b", 1, { "a" }) end, "HemeraError", "Missing member dependency 'a'")
@@ -56,7 +56,7 @@ describe("Root Decorator", function()
   end)
 
   it("Should satisfy all decorate deps", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       assert(s:ready())
       s:decorate("a", 2)
@@ -67,7 +67,7 @@ describe("Root Decorator", function()
   end)
 
   it("Should not be possible to override a decoration", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       assert(s:ready())
       s:decorate("d", 1)
@@ -77,7 +77,7 @@ describe("Root Decorator", function()
   end)
 
   it("Should not be possible to override a built-in member", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       check_raises(function() s:decorate("act", 1) end, "HemeraError", "Decoration has been already added")
       assert.is_function(s.act)
@@ -85,7 +85,7 @@ describe("Root Decorator", function()
   end)
 
   it("Should be able to check if a decorator exists", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       assert(s:ready())
       s:decorate("d", function() return true end)
@@ -95,7 +95,7 @@ describe("Root Decorator", function()
   end)
 
   it("Should not extend the prototype", function()
-    h.run(function()
+    testing.run(function()
       local s1 = new()
       s1:decorate("fooBar", 1)
       local s2 = new()
@@ -107,7 +107,7 @@ end)
 
 describe("Expose", function()
   it("Should be able add a exposition", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       assert(s:ready())
       s:expose("d", function() return true end)
@@ -116,7 +116,7 @@ describe("Expose", function()
   end)
 
   it("Should be able to access expositions inside plugins", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       s:expose("test", 1)
       local seen
@@ -129,7 +129,7 @@ describe("Expose", function()
   end)
 
   it("Expositions are encapsulated inside plugins", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       local seen = {}
       s:use {
@@ -153,7 +153,7 @@ describe("Expose", function()
   end)
 
   it("Should satisfy all expose deps", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       assert(s:ready())
       s:expose("a", 2)
@@ -164,7 +164,7 @@ describe("Expose", function()
   end)
 
   it("Should not be possible to override an exposition", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       assert(s:ready())
       s:expose("d", 1)
@@ -173,7 +173,7 @@ describe("Expose", function()
   end)
 
   it("Should throw error because could not resolve all expose deps", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       assert(s:ready())
       check_raises(function() s:expose("b", 1, { "a" }) end, "HemeraError", "Missing member dependency 'a'")

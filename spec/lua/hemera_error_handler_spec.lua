@@ -3,7 +3,7 @@
 -- scope owns, before onError; it may yield (Node: return a promise), and
 -- its own failure is only logged.
 local Hemera = require "hemera"
-local h = require "helper"
+local testing = require "hemera.testing"
 
 -- Node's avvio never times out a plugin that completes synchronously; here
 -- the default 10 ms pluginTimeout can fire for one when the loop clock is
@@ -12,7 +12,7 @@ local h = require "helper"
 local function new(opts)
   opts = opts or {}
   if opts.pluginTimeout == nil then opts.pluginTimeout = 2000 end
-  return h.new(opts)
+  return testing.new(opts)
 end
 
 local Error = Hemera.errors.Error
@@ -35,15 +35,15 @@ end
 
 describe("Error handler", function()
   it("Should be possible to define an errorHandler", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       local root = spy()
       s:setErrorHandler(function(ctx, err, reply) root(ctx, err, reply) end)
       assert(s:ready())
-      local user = h.topic("user")
+      local user = testing.topic("user")
       s:add({ topic = user, cmd = "get" }, function() return nil, Error("root") end)
       -- A client timeout is not a server error: the handler is not called.
-      local _, terr = s:act { topic = h.topic("math"), cmd = "add", timeout_ = 200 }
+      local _, terr = s:act { topic = testing.topic("math"), cmd = "add", timeout_ = 200 }
       assert.equal("TimeoutError", terr.name)
       assert.equal(0, root.n)
       local res, err = s:act { topic = user, cmd = "get" }
@@ -59,7 +59,7 @@ describe("Error handler", function()
   end)
 
   it("Should handle fullfilled promise in errorHandler (a handler that yields)", function()
-    h.run(function()
+    testing.run(function()
       local stream, records = log_stream()
       local s = new { logger = stream, logLevel = "error" }
       local root = spy()
@@ -68,7 +68,7 @@ describe("Error handler", function()
         Hemera.sleep(200)
       end)
       assert(s:ready())
-      local topic = h.topic("user")
+      local topic = testing.topic("user")
       s:add({ topic = topic, cmd = "get" }, function() return nil, Error("root") end)
       local _, err = s:act { topic = topic, cmd = "get" }
       assert.equal("root", err.message)
@@ -78,7 +78,7 @@ describe("Error handler", function()
   end)
 
   it("Should handle rejected promise in errorHandler (a handler that yields, then fails)", function()
-    h.run(function()
+    testing.run(function()
       local stream, records = log_stream()
       local s = new { logger = stream, logLevel = "error" }
       local root = spy()
@@ -88,7 +88,7 @@ describe("Error handler", function()
         return nil, Error("error handler")
       end)
       assert(s:ready())
-      local topic = h.topic("user")
+      local topic = testing.topic("user")
       s:add({ topic = topic, cmd = "get" }, function() return nil, Error("root") end)
       local _, err = s:act { topic = topic, cmd = "get", timeout_ = 200 }
       -- The handler's failure is logged; the reply keeps the original error.
@@ -105,10 +105,10 @@ describe("Error handler", function()
   end)
 
   it("Should be able to define a custom errorHandler in plugins", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       local root, plugin = spy(), spy()
-      local math_topic, user_topic = h.topic("math"), h.topic("user")
+      local math_topic, user_topic = testing.topic("math"), testing.topic("user")
       s:setErrorHandler(function(_, err) root(err) end)
       s:use {
         name = "myPlugin",
@@ -132,10 +132,10 @@ describe("Error handler", function()
   end)
 
   it("Should not be able to define an error handler for a topic which is hosted by a plugin", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       local root, plugin = spy(), spy()
-      local topic = h.topic("math")
+      local topic = testing.topic("math")
       -- Never called: the plugin subscribed the topic first, so it owns it.
       s:setErrorHandler(function(_, err) root(err) end)
       s:use {
@@ -158,10 +158,10 @@ describe("Error handler", function()
   end)
 
   it("Should be possible to define a global errorHandler", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       local root = spy()
-      local math_topic, user_topic = h.topic("math"), h.topic("user")
+      local math_topic, user_topic = testing.topic("math"), testing.topic("user")
       s:setErrorHandler(function(_, err) root(err) end)
       s:use {
         name = "myPlugin",
@@ -181,7 +181,7 @@ describe("Error handler", function()
   end)
 
   it("ErrorHandler must be from type function", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       local ok, err = pcall(s.setErrorHandler, s, nil)
       assert.is_false(ok)

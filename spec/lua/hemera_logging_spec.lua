@@ -3,12 +3,12 @@
 -- stream (a table with :write), as pino's destination in Node; records are
 -- JSON lines.
 local Hemera = require "hemera"
-local h = require "helper"
+local testing = require "hemera.testing"
 
 -- A test of a behaviour the library once got wrong; `symptom` records what
 -- it was, and the test now runs like any other.
 local function fixed_bug(_symptom, body)
-  return function() h.run(body) end
+  return function() testing.run(body) end
 end
 
 -- A stream that keeps the decoded records.
@@ -53,12 +53,12 @@ end
 -- Serves {topic, cmd = "add"} and acts it once with a callback; returns
 -- the callback's context once it has run.
 local function add_and_act(s)
-  local topic = h.topic("math")
+  local topic = testing.topic("math")
   s:add({ topic = topic, cmd = "add" }, function(req)
     Hemera.sleep(1)
     return req.a + req.b
   end)
-  local done = h.future()
+  local done = testing.future()
   s:act({ topic = topic, cmd = "add", a = 1, b = 2 }, function(err, res, ctx) done:set(err or false, res, ctx) end)
   local err, res, ctx = done:wait(2000)
   assert.is_false(err)
@@ -68,26 +68,26 @@ end
 
 describe("Logging interface", function()
   it("Should be able to use custom logger", function()
-    h.run(function()
+    testing.run(function()
       local calls = {}
       local Logger = {}
       for _, level in ipairs { "info", "debug", "error", "warn", "fatal", "trace" } do
         Logger[level] = function(_, msg) calls[#calls + 1] = { level, msg } end
       end
-      local s = h.new { logger = Logger }
+      local s = testing.new { logger = Logger }
       s.log:info("test")
       assert.same({ "info", "test" }, calls[#calls])
       assert(s:ready())
-      local closed = h.future()
+      local closed = testing.future()
       s:close(function(err) closed:set(err or false) end)
       assert.is_false(closed:wait(3000))
     end)
   end)
 
   it("Should be able to log with default logger", function()
-    h.run(function()
+    testing.run(function()
       local stream, records = log_stream()
-      local s = h.new { logLevel = "info", logger = stream }
+      local s = testing.new { logLevel = "info", logger = stream }
       assert(s:ready())
       assert.is_true(#records >= 1)
       assert.equal("Connected!", records[1].msg)
@@ -96,9 +96,9 @@ describe("Logging interface", function()
   end)
 
   it("Should be able to log with none pretty logger", function()
-    h.run(function()
+    testing.run(function()
       local stream, records = log_stream()
-      local s = h.new { logLevel = "silent", prettyLog = false, logger = stream }
+      local s = testing.new { logLevel = "silent", prettyLog = false, logger = stream }
       local called = 0
       local info = s.log.info
       s.log.info = function(...) called = called + 1; return info(...) end
@@ -110,9 +110,9 @@ describe("Logging interface", function()
   end)
 
   it("Should write one JSON object per line when prettyLog is false", function()
-    h.run(function()
+    testing.run(function()
       local lines = {}
-      local s = h.new { logLevel = "info", prettyLog = false,
+      local s = testing.new { logLevel = "info", prettyLog = false,
                         logger = { write = function(_, l) lines[#lines + 1] = l end } }
       s.log:info("test", { foo = "bar" })
       assert.equal(1, #lines)
@@ -124,8 +124,8 @@ describe("Logging interface", function()
   end)
 
   it("Should validate custom logger", function()
-    h.run(function()
-      local ok, err = pcall(Hemera.new, { servers = h.url, logger = 42 })
+    testing.run(function()
+      local ok, err = pcall(Hemera.new, { servers = testing.url(), logger = 42 })
       assert.is_false(ok)
       assert.is_table(err)
       assert.equal("HemeraError", err.name)
@@ -137,7 +137,7 @@ describe("Logging interface", function()
     "the act context's log carries no trace context with traceLog: ctx.log:info in an act callback has no requestId/traceId/spanId (client.lua prepare: actx.log is the instance logger)",
     function()
       local stream, records = log_stream()
-      local s = h.new { logLevel = "debug", logger = stream, traceLog = true }
+      local s = testing.new { logLevel = "debug", logger = stream, traceLog = true }
       assert(s:ready())
       local ctx = add_and_act(s)
       ctx.log:info("test", { foo = "bar" })
@@ -157,7 +157,7 @@ describe("Tracing logs", function()
     "request logs lack Hemera's requestId and pattern fields: \"Request started\" has no requestId, \"Request received\"/\"Request responded\"/\"Request completed\" have neither (client.lua act/finish_reply, server.lua process/deliver)",
     function()
       local stream, records = log_stream()
-      local s = h.new { logLevel = "debug", logger = stream }
+      local s = testing.new { logLevel = "debug", logger = stream }
       assert(s:ready())
       add_and_act(s)
       check_request_logs(records, { requestId = true, pattern = true })
@@ -167,16 +167,16 @@ describe("Tracing logs", function()
     "with traceLog, \"Request started\" and \"Request completed\" carry no requestId/traceId/spanId/tag (client side has no trace child logger) and the server logs carry no pattern",
     function()
       local stream, records = log_stream()
-      local s = h.new { logLevel = "debug", logger = stream, traceLog = true, tag = "tag" }
+      local s = testing.new { logLevel = "debug", logger = stream, traceLog = true, tag = "tag" }
       assert(s:ready())
       add_and_act(s)
       check_request_logs(records, { requestId = true, pattern = true, traceId = true, spanId = true, tag = "tag" })
     end))
 
   it("Should log the four request messages in order", function()
-    h.run(function()
+    testing.run(function()
       local stream, records = log_stream()
-      local s = h.new { logLevel = "debug", logger = stream }
+      local s = testing.new { logLevel = "debug", logger = stream }
       assert(s:ready())
       add_and_act(s)
       check_request_logs(records, {})
@@ -184,9 +184,9 @@ describe("Tracing logs", function()
   end)
 
   it("Should carry the trace context on the server's request logs with traceLog", function()
-    h.run(function()
+    testing.run(function()
       local stream, records = log_stream()
-      local s = h.new { logLevel = "debug", logger = stream, traceLog = true, tag = "tag" }
+      local s = testing.new { logLevel = "debug", logger = stream, traceLog = true, tag = "tag" }
       assert(s:ready())
       local ctx = add_and_act(s)
       local n = 0

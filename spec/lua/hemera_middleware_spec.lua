@@ -3,7 +3,7 @@
 -- fn(req, reply, ctx): returning normally is Node's next(), `return nil, err`
 -- (or raising) is next(err), and reply:send answers at once.
 local Hemera = require "hemera"
-local h = require "helper"
+local testing = require "hemera.testing"
 
 local Unauthorized = Hemera.createError("Unauthorized")
 
@@ -13,9 +13,9 @@ end
 
 -- A ready instance and a unique topic.
 local function setup()
-  local s = h.new()
+  local s = testing.new()
   assert(s:ready())
-  return s, h.topic("math")
+  return s, testing.topic("math")
 end
 
 local function act_add(s, topic)
@@ -24,7 +24,7 @@ end
 
 describe("Middleware", function()
   it("Should be able to define server method with chaining syntax", function()
-    h.run(function()
+    testing.run(function()
       local s, topic = setup()
       local def = s:add { topic = topic, cmd = "add" }
       local r1 = def:use(function() end)
@@ -38,7 +38,7 @@ describe("Middleware", function()
   end)
 
   it("Should be able to return promise (middleware and handler that yield)", function()
-    h.run(function()
+    testing.run(function()
       local s, topic = setup()
       s:add({ topic = topic, cmd = "add" })
         :use(function() Hemera.sleep(1); return "test" end)
@@ -50,7 +50,7 @@ describe("Middleware", function()
   end)
 
   it("Should be able to define middleware for a server method with chaining syntax", function()
-    h.run(function()
+    testing.run(function()
       local s, topic = setup()
       local callback = spy()
       local order = {}
@@ -67,7 +67,7 @@ describe("Middleware", function()
   end)
 
   it("Should be able to pass an array of middleware function for a server method", function()
-    h.run(function()
+    testing.run(function()
       local s, topic = setup()
       local callback = spy()
       s:add({ topic = topic, cmd = "add" })
@@ -81,7 +81,7 @@ describe("Middleware", function()
   end)
 
   it("Should give middleware the request, the reply and the context", function()
-    h.run(function()
+    testing.run(function()
       local s, topic = setup()
       local seen = {}
       s:add({ topic = topic, cmd = "add" })
@@ -100,7 +100,7 @@ describe("Middleware", function()
   end)
 
   it("Should be able to reply in middleware", function()
-    h.run(function()
+    testing.run(function()
       local s, topic = setup()
       local handler = spy()
       s:add({ topic = topic, cmd = "add" })
@@ -114,7 +114,7 @@ describe("Middleware", function()
   end)
 
   it("Should not call action when the reply was sent in a middleware", function()
-    h.run(function()
+    testing.run(function()
       local s, topic = setup()
       local second, handler = spy(), spy()
       s:add({ topic = topic, cmd = "add" })
@@ -130,7 +130,7 @@ describe("Middleware", function()
   end)
 
   it("Should be able to reply an error in middleware", function()
-    h.run(function()
+    testing.run(function()
       local s, topic = setup()
       s:add({ topic = topic, cmd = "add" })
         :use(function(_, reply) reply:send(Hemera.errors.Error("test")) end)
@@ -143,7 +143,7 @@ describe("Middleware", function()
   end)
 
   it("Should be able to handle an middleware error of a server method", function()
-    h.run(function()
+    testing.run(function()
       local s, topic = setup()
       s:add({ topic = topic, cmd = "add" })
         :use(function() return nil, Hemera.errors.Error("test") end)
@@ -156,7 +156,7 @@ describe("Middleware", function()
   end)
 
   it("Should be able to handle a middleware that raises", function()
-    h.run(function()
+    testing.run(function()
       local s, topic = setup()
       s:add({ topic = topic, cmd = "add" })
         :use(function() Hemera.sleep(1); error(Hemera.errors.Error("test")) end)
@@ -169,7 +169,7 @@ describe("Middleware", function()
   end)
 
   it("Should be able to pass a custom super error to the middleware handler", function()
-    h.run(function()
+    testing.run(function()
       local s, topic = setup()
       s:add({ topic = topic, cmd = "add" })
         :use(function() return nil, Unauthorized("test") end)
@@ -183,7 +183,7 @@ describe("Middleware", function()
   end)
 
   it("A middleware error should abort the response with the error", function()
-    h.run(function()
+    testing.run(function()
       local s, topic = setup()
       local callback = spy()
       s:add({ topic = topic, cmd = "add" })
@@ -199,7 +199,7 @@ describe("Middleware", function()
   end)
 
   it("Should refuse middleware that is not a function", function()
-    h.run(function()
+    testing.run(function()
       local s, topic = setup()
       local def = s:add { topic = topic, cmd = "add" }
       local ok, err = pcall(def.use, def, "nope")

@@ -4,7 +4,7 @@
 -- decorators, scoped}; hemera-plugin's Hp(fn, meta) is the table form.
 -- Node's `done(err)` / rejected promise is `return nil, err` from register.
 local Hemera = require "hemera"
-local h = require "helper"
+local testing = require "hemera.testing"
 local core = require "hemera.core"
 
 -- Node's avvio never times out a plugin that completes synchronously; here
@@ -14,13 +14,13 @@ local core = require "hemera.core"
 local function new(opts)
   opts = opts or {}
   if opts.pluginTimeout == nil then opts.pluginTimeout = 2000 end
-  return h.new(opts)
+  return testing.new(opts)
 end
 
 -- A test of a behaviour the library once got wrong; `symptom` records what
 -- it was, and the test now runs like any other.
 local function fixed_bug(_symptom, body)
-  return function() h.run(body) end
+  return function() testing.run(body) end
 end
 
 -- Counts calls (and keeps their arguments).
@@ -48,8 +48,8 @@ end
 
 describe("Plugin interface", function()
   it("Should be able to use a plugin", function()
-    h.run(function()
-      local topic = h.topic("math")
+    testing.run(function()
+      local topic = testing.topic("math")
       local s = new()
       s:use {
         name = "myPlugin",
@@ -64,8 +64,8 @@ describe("Plugin interface", function()
   end)
 
   it("Should pass plugin options", function()
-    h.run(function()
-      local topic = h.topic("math")
+    testing.run(function()
+      local topic = testing.topic("math")
       local s = new()
       local got
       s:use {
@@ -85,8 +85,8 @@ describe("Plugin interface", function()
   end)
 
   it("Should merge plugin options and respect reference values", function()
-    h.run(function()
-      local topic = h.topic("math")
+    testing.run(function()
+      local topic = testing.topic("math")
       local s = new()
       local ref = { b = 2 }
       local got
@@ -108,8 +108,8 @@ describe("Plugin interface", function()
   end)
 
   it("Should merge default plugin options / 2 (shallow: use() options win per key)", function()
-    h.run(function()
-      local topic = h.topic("math")
+    testing.run(function()
+      local topic = testing.topic("math")
       local s = new()
       local defaults = {
         port = 3000,
@@ -137,7 +137,7 @@ describe("Plugin interface", function()
   end)
 
   it("Should load plugins only on ready", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       local loaded = spy()
       s:use(function() loaded() end)
@@ -148,8 +148,8 @@ describe("Plugin interface", function()
   end)
 
   it("Should be able to register extensions globally inside plugin when scoped is skipped", function()
-    h.run(function()
-      local topic = h.topic("math")
+    testing.run(function()
+      local topic = testing.topic("math")
       local s = new()
       local ext1, ext2 = spy(), spy()
       s:use {
@@ -175,8 +175,8 @@ describe("Plugin interface", function()
   end)
 
   it("Should not be able to add extensions for parent scope inside plugins", function()
-    h.run(function()
-      local topic = h.topic("math")
+    testing.run(function()
+      local topic = testing.topic("math")
       local s = new()
       local ext1, ext2 = spy(), spy()
       add_math(s, topic)
@@ -192,8 +192,8 @@ describe("Plugin interface", function()
   end)
 
   it("Should not be able to add extensions and influence other independent scopes", function()
-    h.run(function()
-      local topic = h.topic("math")
+    testing.run(function()
+      local topic = testing.topic("math")
       local s = new()
       local ext1, ext2, ext3 = spy(), spy(), spy()
       s:use(function(hemera)
@@ -214,8 +214,8 @@ describe("Plugin interface", function()
   end)
 
   it("Should be able to pass extensions from upper scope to lower scope", function()
-    h.run(function()
-      local topic = h.topic("math")
+    testing.run(function()
+      local topic = testing.topic("math")
       local s = new()
       local ext1, ext2, ext3, ext4 = spy(), spy(), spy(), spy()
       s:ext("preHandler", function() ext1() end)
@@ -237,7 +237,7 @@ describe("Plugin interface", function()
   end)
 
   it("Should be able to use after", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       local after = spy()
       local ret = s:use(function() end):after(function(scope) after(scope) end)
@@ -251,12 +251,12 @@ describe("Plugin interface", function()
   end)
 
   it("Should be able to use after on root", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       local order = {}
       s:use(function() order[#order + 1] = "plugin" end)
       s:after(function() order[#order + 1] = "after" end)
-      local done = h.future()
+      local done = testing.future()
       s:ready(function(err) done:set(err or false) end)
       assert.is_false(done:wait(2000))
       assert.same({ "plugin", "after" }, order)
@@ -331,7 +331,7 @@ describe("Plugin interface", function()
     end))
 
   it("Plugin which is not encapsulated should be registered with name as well", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       s:use { scoped = false, name = "parent", register = function() end }
       assert(s:ready())
@@ -364,10 +364,10 @@ describe("Plugin interface", function()
     end))
 
   it("Should be able to pass a callback after plugins was initialized", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       local registered = spy()
-      local after = h.future()
+      local after = testing.future()
       s:use({ name = "myPlugin", register = function() registered() end }):after(function()
         after:set(registered.n)
       end)
@@ -379,7 +379,7 @@ describe("Plugin interface", function()
   end)
 
   it("Should be able to list all plugins", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       s:use { name = "myPlugin", register = function() end }
       assert(s:ready())
@@ -388,11 +388,11 @@ describe("Plugin interface", function()
   end)
 
   it("Should throw when plugin dependency could not be found (ready callback)", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       local registered = spy()
       s:use { dependencies = { "hemera-joi" }, register = function() registered() end }
-      local done = h.future()
+      local done = testing.future()
       s:ready(function(err) done:set(err) end)
       local err = done:wait(2000)
       assert.is_table(err)
@@ -402,7 +402,7 @@ describe("Plugin interface", function()
   end)
 
   it("Should reject when plugin dependency could not be found (ready in a coroutine)", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       s:use { dependencies = { "hemera-joi" }, register = function() end }
       local ok, err = s:ready()
@@ -412,7 +412,7 @@ describe("Plugin interface", function()
   end)
 
   it("Should satisfy plugin dependencies registered before", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       s:use { name = "hemera-joi", register = function() end }
       s:use { name = "other", dependencies = { "hemera-joi" }, register = function() end }
@@ -423,7 +423,7 @@ describe("Plugin interface", function()
   end)
 
   it("Should throw error because could not resolve all decorator deps", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       local caught
       s:use(function(hemera)
@@ -438,10 +438,10 @@ describe("Plugin interface", function()
   end)
 
   it("Should throw error when plugin decorators was not registered before (ready callback)", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       s:use { decorators = { "test" }, register = function() end }
-      local done = h.future()
+      local done = testing.future()
       s:ready(function(err) done:set(err) end)
       local err = done:wait(2000)
       assert.is_table(err)
@@ -450,7 +450,7 @@ describe("Plugin interface", function()
   end)
 
   it("Should reject error when plugin decorators was not registered before (ready in a coroutine)", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       s:use { decorators = { "test" }, register = function() end }
       local ok, err = s:ready()
@@ -460,7 +460,7 @@ describe("Plugin interface", function()
   end)
 
   it("Should satisfy plugin decorators registered before", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       s:decorate("test", 1)
       s:use { decorators = { "test" }, register = function() end }
@@ -471,7 +471,7 @@ describe("Plugin interface", function()
   end)
 
   it("Should satisfy all decorate deps", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       s:use(function(hemera)
         hemera:decorate("a", 2)
@@ -486,8 +486,8 @@ describe("Plugin interface", function()
   end)
 
   it("Should be able to compare plugin hemera errors with instanceof", function()
-    h.run(function()
-      local topic = h.topic("math")
+    testing.run(function()
+      local topic = testing.topic("math")
       local s = new()
       s:use {
         name = "myPlugin",
@@ -509,7 +509,7 @@ describe("Plugin interface", function()
   end)
 
   it("Should throw an error when we trying to overwrite an existing prototype property", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       local caught
       s:use {
@@ -528,7 +528,7 @@ describe("Plugin interface", function()
   end)
 
   it("Should throw an error when we trying to overwrite an existing prototype property / 2", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       local caught
       s:use(function(hemera)
@@ -545,7 +545,7 @@ describe("Plugin interface", function()
   end)
 
   it("Should be able to decorate the root instance", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       s:use(function(hemera) hemera:decorate("test", 1) end)
       assert(s:ready())
@@ -555,7 +555,7 @@ describe("Plugin interface", function()
   end)
 
   it("Should be able to decorate root instance / 2", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       s:use(function(hemera)
         hemera:use(function(inner) inner:decorate("test", 1) end)
@@ -566,7 +566,7 @@ describe("Plugin interface", function()
   end)
 
   it("Should be able to access the decorated prototype propertys inside nested plugins", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       local seen = {}
       s:use(function(hemera)
@@ -582,7 +582,7 @@ describe("Plugin interface", function()
   end)
 
   it("Should thrown plugin error during initialization", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       s:use(function() return nil, Hemera.errors.Error("test") end)
       local ok, err = s:ready()
@@ -593,10 +593,10 @@ describe("Plugin interface", function()
   end)
 
   it("Should thrown plugin error during initialization (raised)", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       s:use(function() error(Hemera.errors.Error("test")) end)
-      local done = h.future()
+      local done = testing.future()
       s:ready(function(err) done:set(err) end)
       local err = done:wait(2000)
       assert.is_table(err)
@@ -606,7 +606,7 @@ describe("Plugin interface", function()
   end)
 
   it("Should thrown super plugin error during initialization", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       s:use(function() return nil, Unauthorized("test") end)
       local ok, err = s:ready()
@@ -618,7 +618,7 @@ describe("Plugin interface", function()
   end)
 
   it("Should not decorate the root prototype chain", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       s:use(function(hemera) hemera:decorate("test", 1) end)
       assert(s:ready())
@@ -630,7 +630,7 @@ describe("Plugin interface", function()
   end)
 
   it("Should be able to use child logger", function()
-    h.run(function()
+    testing.run(function()
       local lines = {}
       local stream = { write = function(_, line) lines[#lines + 1] = line end }
       local s = new { childLogger = true, logLevel = "info", logger = stream }
@@ -654,13 +654,13 @@ end)
 
 describe("Plugin timeout", function()
   it("Should produce an error when plugin could not be load within timeout", function()
-    h.run(function()
-      local s = h.new { pluginTimeout = 100 }
+    testing.run(function()
+      local s = testing.new { pluginTimeout = 100 }
       s:use {
         name = "myPlugin",
         options = { a = 1 },
         -- Never finishes within the timeout (Node: done() is never called).
-        register = function() h.future():wait(400) end,
+        register = function() testing.future():wait(400) end,
       }
       local ok, err = s:ready()
       assert.is_nil(ok)
@@ -669,15 +669,15 @@ describe("Plugin timeout", function()
   end)
 
   it("Should be able to get the name of the plugin which produce the timeout", function()
-    h.run(function()
-      local s = h.new { pluginTimeout = 100 }
+    testing.run(function()
+      local s = testing.new { pluginTimeout = 100 }
       local plugin = {
         name = "myPlugin",
         options = { a = 1 },
-        register = function() h.future():wait(400) end,
+        register = function() testing.future():wait(400) end,
       }
       s:use(plugin)
-      local done = h.future()
+      local done = testing.future()
       s:ready(function(err) done:set(err) end)
       local err = done:wait(2000)
       assert.is_table(err)
@@ -690,8 +690,8 @@ describe("Plugin timeout", function()
   end)
 
   it("Should not produce an error when timeout is zero", function()
-    h.run(function()
-      local s = h.new { pluginTimeout = 0 }
+    testing.run(function()
+      local s = testing.new { pluginTimeout = 0 }
       s:use { name = "myPlugin", options = { a = 1 }, register = function() Hemera.sleep(30) end }
       local ok, err = s:ready()
       assert.is_nil(err)
@@ -702,7 +702,7 @@ describe("Plugin timeout", function()
   it("Should never time out a plugin that finishes without yielding (default pluginTimeout)", fixed_bug(
     "ready() fails with ERR_AVVIO_PLUGIN_TIMEOUT for a plugin whose register returns at once, when the coroutine calling ready() ran >= pluginTimeout ms without yielding (as ready()'s own connect can): the timeout is measured from a stale loop clock, and it makes the first plugin test of a spec file flaky (init.lua load_plugin: spawn + done:wait(limit))",
     function()
-      local s = h.new()
+      local s = testing.new()
       assert.equal(10, s.config.pluginTimeout)
       local loaded = spy()
       s:use { name = "quick", register = function() loaded() end }
@@ -716,8 +716,8 @@ describe("Plugin timeout", function()
     end))
 
   it("Should load a slow plugin within a larger timeout", function()
-    h.run(function()
-      local s = h.new { pluginTimeout = 500 }
+    testing.run(function()
+      local s = testing.new { pluginTimeout = 500 }
       local loaded = spy()
       s:use(function() Hemera.sleep(30); loaded() end)
       local ok, err = s:ready()

@@ -6,7 +6,7 @@
 -- value, `{error}` is `return nil, err`, a promise is a validator that
 -- yields.
 local Hemera = require "hemera"
-local h = require "helper"
+local testing = require "hemera.testing"
 
 -- Node's avvio never times out a plugin that completes synchronously; here
 -- the default 10 ms pluginTimeout can fire for one when the loop clock is
@@ -15,7 +15,7 @@ local h = require "helper"
 local function new(opts)
   opts = opts or {}
   if opts.pluginTimeout == nil then opts.pluginTimeout = 2000 end
-  return h.new(opts)
+  return testing.new(opts)
 end
 
 local Error = Hemera.errors.Error
@@ -32,7 +32,7 @@ end
 -- A ready instance with `compiler` set by `setter`, serving {topic, cmd =
 -- "add", a = <schema>} with an adder returning {result = a + b}.
 local function setup(setter, compiler, schema, opts)
-  local topic = h.topic("math")
+  local topic = testing.topic("math")
   local s = new(opts)
   s[setter](s, compiler)
   assert(s:ready())
@@ -46,7 +46,7 @@ end
 
 describe("Schema Compiler", function()
   it("Should be able to use a schema compiler function", function()
-    h.run(function()
+    testing.run(function()
       local compiled, validated = spy(), spy()
       local s, topic = setup("setSchemaCompiler", function(schema, def)
         compiled(schema, def)
@@ -68,7 +68,7 @@ describe("Schema Compiler", function()
   end)
 
   it("Should compile the schema once per action", function()
-    h.run(function()
+    testing.run(function()
       local compiled, validated = spy(), spy()
       local s, topic = setup("setSchemaCompiler", function(schema)
         compiled(schema)
@@ -85,10 +85,10 @@ describe("Schema Compiler", function()
   end)
 
   it("Should be able to return an error from schema compiler function", function()
-    h.run(function()
+    testing.run(function()
       local compiled = spy()
       local handler = spy()
-      local topic = h.topic("math")
+      local topic = testing.topic("math")
       local s = new()
       s:setSchemaCompiler(function(schema)
         compiled(schema)
@@ -105,7 +105,7 @@ describe("Schema Compiler", function()
   end)
 
   it("Should be able to raise an error from a validator", function()
-    h.run(function()
+    testing.run(function()
       local s, topic = setup("setSchemaCompiler", function()
         return function() error(Error("test")) end
       end, {})
@@ -117,7 +117,7 @@ describe("Schema Compiler", function()
   end)
 
   it("SchemaCompiler must be from type function", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       assert(s:ready())
       local ok, err = pcall(s.setSchemaCompiler, s, nil)
@@ -128,7 +128,7 @@ describe("Schema Compiler", function()
   end)
 
   it("ResponseSchemaCompiler must be from type function", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       assert(s:ready())
       local ok, err = pcall(s.setResponseSchemaCompiler, s, nil)
@@ -141,7 +141,7 @@ end)
 
 describe("Async Schema Compiler", function()
   it("Should be able to modify request pattern with fulfilled promise value", function()
-    h.run(function()
+    testing.run(function()
       local validated = spy()
       local s, topic = setup("setSchemaCompiler", function()
         return function(pattern)
@@ -158,7 +158,7 @@ describe("Async Schema Compiler", function()
   end)
 
   it("Should be able to rejecte the request with reject promise", function()
-    h.run(function()
+    testing.run(function()
       local s, topic = setup("setSchemaCompiler", function()
         return function()
           Hemera.sleep(1)
@@ -172,7 +172,7 @@ describe("Async Schema Compiler", function()
   end)
 
   it("Should return a timeout error when schema compiler takes too long", function()
-    h.run(function()
+    testing.run(function()
       local s, topic = setup("setSchemaCompiler", function()
         return function() Hemera.sleep(200) end
       end, {}, { timeout = 150 })
@@ -183,8 +183,8 @@ describe("Async Schema Compiler", function()
   end)
 
   it("Should not be able to define a seperator schema compiler for a topic which is hosted by a plugin", function()
-    h.run(function()
-      local topic = h.topic("math")
+    testing.run(function()
+      local topic = testing.topic("math")
       local s = new()
       local root, plugin = spy(), spy()
       s:setSchemaCompiler(function()
@@ -212,7 +212,7 @@ end)
 
 describe("Response Schema Compiler", function()
   it("Should be able to use a schema compiler function", function()
-    h.run(function()
+    testing.run(function()
       local compiled, validated = spy(), spy()
       local s, topic = setup("setResponseSchemaCompiler", function(schema)
         compiled(schema)
@@ -230,7 +230,7 @@ describe("Response Schema Compiler", function()
   end)
 
   it("Should be able to return an error from schema compiler function", function()
-    h.run(function()
+    testing.run(function()
       local validated = spy()
       local s, topic = setup("setResponseSchemaCompiler", function(schema)
         assert.same({ a = { foo = "bar" } }, schema)
@@ -247,9 +247,9 @@ describe("Response Schema Compiler", function()
   end)
 
   it("Should not validate an error reply", function()
-    h.run(function()
+    testing.run(function()
       local validated = spy()
-      local topic = h.topic("math")
+      local topic = testing.topic("math")
       local s = new()
       s:setResponseSchemaCompiler(function() return function() validated() end end)
       assert(s:ready())
@@ -263,7 +263,7 @@ end)
 
 describe("Async Response Schema Compiler", function()
   it("Should be able to use a schema compiler function", function()
-    h.run(function()
+    testing.run(function()
       local validated = spy()
       local s, topic = setup("setResponseSchemaCompiler", function()
         return function(payload)
@@ -280,7 +280,7 @@ describe("Async Response Schema Compiler", function()
   end)
 
   it("Should be able to return an error from schema compiler function", function()
-    h.run(function()
+    testing.run(function()
       local s, topic = setup("setResponseSchemaCompiler", function()
         return function()
           Hemera.sleep(1)
@@ -294,8 +294,8 @@ describe("Async Response Schema Compiler", function()
   end)
 
   it("Should not be able to define a seperator schema compiler for a topic which is hosted by a plugin", function()
-    h.run(function()
-      local topic = h.topic("math")
+    testing.run(function()
+      local topic = testing.topic("math")
       local s = new()
       local root, plugin = spy(), spy()
       s:setResponseSchemaCompiler(function()

@@ -3,8 +3,7 @@
 -- only printed with --keep-serving), a failing plugin is loud whatever the
 -- log level, close abandons what never finishes and the process exits, a
 -- second signal exits at once; and the small promises of the docs.
-local natsproc = require "natsproc"
-local h = require "helper"
+local testing = require "hemera.testing"
 local Hemera = require "hemera"
 
 local bin = assert(os.getenv("HEMERA_BIN"), "HEMERA_BIN is not set")
@@ -48,8 +47,8 @@ end
 local function has(text, s) return text:find(s, 1, true) ~= nil end
 
 describe("the hemera interpreter exits", function()
-  setup(function() srv = natsproc.start() end)
-  teardown(function() natsproc.stop_all() end)
+  setup(function() srv = testing.start_server() end)
+  teardown(function() testing.stop_all() end)
 
   it("with status 1 when examples/math_client.lua finds no service: its assert fails in the ready callback", function()
     local status, out = run(nil, { file = "examples/math_client.lua" })
@@ -201,22 +200,22 @@ describe("the hemera interpreter and the docs", function()
   end)
 
   it("ready(fn) passes nil on success and the plugin's error on failure, not the instance", function()
-    h.run(function()
-      local ok_arg = h.future()
-      local a = h.new()
+    testing.run(function()
+      local ok_arg = testing.future()
+      local a = testing.new()
       a:ready(function(...) ok_arg:set(select("#", ...), ...) end)
       local n, v = ok_arg:wait(5000)
       assert.equal(1, n)
       assert.is_nil(v)
-      local failed = h.future()
-      local b = h.new()
+      local failed = testing.future()
+      local b = testing.new()
       b:use(function() error("plugin failed") end)
       b:ready(function(err) failed:set(err) end)
       local err = failed:wait(5000)
       assert.is_true(Hemera.errors.Error:is(err))
       assert.matches("plugin failed", tostring(err))
       -- hemera.topics is a field, a list of the subscribed topics.
-      a:add({ topic = h.topic("field") }, function() end)
+      a:add({ topic = testing.topic("field") }, function() end)
       assert.equal("table", type(a.topics))
       assert.equal(1, #a.topics)
       Hemera.closeAll()

@@ -6,8 +6,7 @@
 -- as JSON null.
 local Hemera = require "hemera"
 local core = require "hemera.core"
-local h = require "helper"
-local natsproc = require "natsproc"
+local testing = require "hemera.testing"
 
 local null = Hemera.null
 
@@ -39,7 +38,7 @@ local EXPECT = {
 }
 
 local function echo_service(topic, lg)
-  local s = h.new { logger = lg }
+  local s = testing.new { logger = lg }
   s:add({ topic = topic, cmd = "echo" }, function(req) return req.v end)
   s:add({ topic = topic, cmd = "drop" }, function(req)
     req.v.b = nil -- a handler drops a member by setting it to nil
@@ -57,10 +56,10 @@ end
 
 describe("a Lua echo, from a Lua client", function()
   it("gives back null members at any depth, empty tables, unicode keys and numbers", function()
-    natsproc.run(function()
-      local topic = h.topic("fid")
-      local s = echo_service(topic, natsproc.logger())
-      local c = h.new()
+    testing.run(function()
+      local topic = testing.topic("fid")
+      local s = echo_service(topic, testing.logger())
+      local c = testing.new()
       assert(c:ready())
       for _, text in ipairs(TEXTS) do
         local v = assert(core.decode(text))
@@ -75,10 +74,10 @@ describe("a Lua echo, from a Lua client", function()
   end)
 
   it("tests null with ==, and drops a member set to nil", function()
-    natsproc.run(function()
-      local topic = h.topic("fid")
-      local s = echo_service(topic, natsproc.logger())
-      local c = h.new()
+    testing.run(function()
+      local topic = testing.topic("fid")
+      local s = echo_service(topic, testing.logger())
+      local c = testing.new()
       assert(c:ready())
       local res = assert(c:act { topic = topic, cmd = "isnull", b = null })
       assert.same({ null = true, truthy = true, absent = true }, res)
@@ -90,10 +89,10 @@ describe("a Lua echo, from a Lua client", function()
   end)
 
   it("a null result comes back as Hemera.null, with no error", function()
-    natsproc.run(function()
-      local topic = h.topic("fid")
-      local s = echo_service(topic, natsproc.logger())
-      local c = h.new()
+    testing.run(function()
+      local topic = testing.topic("fid")
+      local s = echo_service(topic, testing.logger())
+      local c = testing.new()
       assert(c:ready())
       local res, err = c:act { topic = topic, cmd = "nullresult" }
       assert.is_nil(err)
@@ -104,11 +103,11 @@ describe("a Lua echo, from a Lua client", function()
   end)
 
   it("leaves functions out of a result, with one warning per action naming the paths", function()
-    natsproc.run(function()
-      local topic = h.topic("fid")
-      local lg = natsproc.logger()
+    testing.run(function()
+      local topic = testing.topic("fid")
+      local lg = testing.logger()
       local s = echo_service(topic, lg)
-      local c = h.new()
+      local c = testing.new()
       assert(c:ready())
       for _ = 1, 3 do
         local res, err = c:act { topic = topic, cmd = "fn" }
@@ -137,10 +136,10 @@ end
 
 describe("null in an envelope", function()
   it("means none for meta, trace, request and delegate", function()
-    natsproc.run(function()
-      local topic = h.topic("fid")
-      local s = echo_service(topic, natsproc.logger())
-      local raw = natsproc.raw(h.url)
+    testing.run(function()
+      local topic = testing.topic("fid")
+      local s = echo_service(topic, testing.logger())
+      local raw = testing.raw(testing.url())
       local data, st = raw:request(topic, envelope(topic,
         ',"meta":null,"trace":null,"request":null,"delegate":null'), 5000)
       assert.is_nil(st)
@@ -154,10 +153,10 @@ describe("null in an envelope", function()
   end)
 
   it("a null pattern is a clear error", function()
-    natsproc.run(function()
-      local topic = h.topic("fid")
-      local s = echo_service(topic, natsproc.logger())
-      local raw = natsproc.raw(h.url)
+    testing.run(function()
+      local topic = testing.topic("fid")
+      local s = echo_service(topic, testing.logger())
+      local raw = testing.raw(testing.url())
       local data, st = raw:request(topic, '{"pattern":null,"meta":{}}', 5000)
       assert.is_nil(st)
       local msg = assert(core.decode(data))
@@ -169,9 +168,9 @@ describe("null in an envelope", function()
   end)
 
   it("on the client: error null or false is success, result null a null result, null trace ids none", function()
-    natsproc.run(function()
-      local topic = h.topic("fidraw")
-      local raw = natsproc.raw(h.url)
+    testing.run(function()
+      local topic = testing.topic("fidraw")
+      local raw = testing.raw(testing.url())
       local replies = {
         '{"meta":null,"trace":null,"request":null,"result":null,"error":null}',
         '{"meta":{},"trace":{"traceId":null,"spanId":null},"request":{},"result":5,"error":false}',
@@ -186,7 +185,7 @@ describe("null in an envelope", function()
         raw:publish(reply, replies[n])
       end)
       assert.is_true(raw:flush(5000))
-      local c = h.new()
+      local c = testing.new()
       assert(c:ready())
       local res, err = c:act { topic = topic, cmd = "x" }
       assert.is_nil(err)
@@ -244,9 +243,9 @@ describe("string patterns and the router with null", function()
   end)
 
   it("a request with a null value reaches a service over NATS", function()
-    natsproc.run(function()
-      local topic = h.topic("fid")
-      local s = h.new()
+    testing.run(function()
+      local topic = testing.topic("fid")
+      local s = testing.new()
       -- As Hemera's cleanPattern: a null in an added pattern is no
       -- condition at all, so this is {topic, cmd = "n"}.
       s:add("topic:" .. topic .. ",cmd:n,d:null", function(req) return req.d == nil and "absent" or req.d end)
@@ -254,7 +253,7 @@ describe("string patterns and the router with null", function()
       s:add({ topic = topic, cmd = "b" }, function(req) return req.d == null end)
       assert(s:ready())
       assert.same({ { topic = topic, cmd = "n" } }, s:list({ topic = topic, cmd = "n" }, { patterns = true }))
-      local c = h.new()
+      local c = testing.new()
       assert(c:ready())
       assert.equal("absent", (c:act { topic = topic, cmd = "n" }))
       assert.equal("x", (c:act { topic = topic, cmd = "n", d = "x" }))

@@ -6,7 +6,7 @@ local Hemera = require "hemera"
 local core = require "hemera.core"
 local errors = require "hemera.errors"
 local jwt = require "hemera.jwt"
-local h = require "helper"
+local testing = require "hemera.testing"
 local S = require "interop.jwt.support"
 
 local F = S.fixtures()
@@ -292,7 +292,7 @@ end)
 -- A service with the plugin and actions of each kind on topic; returns it
 -- and a client.
 local function service(topic, opts)
-  local s = h.new { pluginTimeout = 2000 }
+  local s = testing.new { pluginTimeout = 2000 }
   s:use(jwt, opts or { secret = F.secret })
   assert(s:ready())
   local function answer(_, ctx) return { sub = ctx.auth.sub, scope = ctx.auth.scope } end
@@ -309,7 +309,7 @@ local function service(topic, opts)
     if err then return nil, err end
     return r
   end)
-  local c = h.new()
+  local c = testing.new()
   assert(c:ready())
   return s, c
 end
@@ -320,8 +320,8 @@ end
 
 describe("hemera.jwt plugin", function()
   it("lets a valid token through and gives the handler its claims as ctx.auth", function()
-    h.run(function()
-      local topic = h.topic("jwt")
+    testing.run(function()
+      local topic = testing.topic("jwt")
       local s, c = service(topic)
       local r, err = act(c, topic, "scoped", T.live)
       assert.is_nil(err)
@@ -335,8 +335,8 @@ describe("hemera.jwt plugin", function()
   end)
 
   it("answers each failure with hemera-jwt-auth's error", function()
-    h.run(function()
-      local topic = h.topic("jwt")
+    testing.run(function()
+      local topic = testing.topic("jwt")
       local _, c = service(topic)
       local _, e = act(c, topic, "scoped", nil)
       assert.equal("JsonWebTokenError", e.name)
@@ -368,8 +368,8 @@ describe("hemera.jwt plugin", function()
   end)
 
   it("checks only actions with auth$ when enforceAuth is false", function()
-    h.run(function()
-      local topic = h.topic("jwt")
+    testing.run(function()
+      local topic = testing.topic("jwt")
       local _, c = service(topic, { secret = F.secret, enforceAuth = false })
       local r, err = act(c, topic, "plain", nil)
       assert.is_nil(err)
@@ -381,13 +381,13 @@ describe("hemera.jwt plugin", function()
   end)
 
   it("verifies RS256 and ES256 through a JWKS file, with scope as a space-separated string", function()
-    h.run(function()
-      local topic = h.topic("jwt")
+    testing.run(function()
+      local topic = testing.topic("jwt")
       local _, c = service(topic, { jwks = F.files["jwks.json"], issuer = "issuer-1", audience = "svc" })
       assert.same({ "math", "a" }, (act(c, topic, "scoped", T.live_rs256)).scope)
       local _, e = act(c, topic, "scoped", T.live)
       assert.equal("invalid algorithm", e.message)
-      local topic2 = h.topic("jwt")
+      local topic2 = testing.topic("jwt")
       local _, c2 = service(topic2, { secret = F.secret, clockTimestamp = F.t0 })
       assert.equal("math a", (act(c2, topic2, "scoped", T.scope_string)).scope)
       local _, e2 = act(c2, topic2, "scoped", T.scope_math)
@@ -398,8 +398,8 @@ describe("hemera.jwt plugin", function()
   end)
 
   it("fails ready with the option a bad configuration names", function()
-    h.run(function()
-      local s = h.new { pluginTimeout = 2000 }
+    testing.run(function()
+      local s = testing.new { pluginTimeout = 2000 }
       s:use(jwt, { secret = F.secret, enforceAuth = "yes" })
       local ok, err = s:ready()
       assert.is_falsy(ok)

@@ -3,7 +3,7 @@
 -- gives its waiter and a later wait the same values, as many as set got.
 local Hemera = require "hemera"
 local core = require "hemera.core"
-local h = require "helper"
+local testing = require "hemera.testing"
 
 local function count(t)
   local n = 0
@@ -30,7 +30,7 @@ end
 describe("lifecycle: futures", function()
   it("a future nobody can set is collected with its waiting coroutine", function()
     local weak = setmetatable({}, { __mode = "k" })
-    h.run(function()
+    testing.run(function()
       park_forgotten(100, weak)
       assert.equal(100, count(weak))
       collectgarbage()
@@ -41,7 +41,7 @@ describe("lifecycle: futures", function()
 
   it("a future still reachable keeps its waiter, and wakes it", function()
     local weak = setmetatable({}, { __mode = "k" })
-    h.run(function()
+    testing.run(function()
       local f = core.future()
       local got = core.future()
       Hemera.spawn(function()
@@ -62,7 +62,7 @@ describe("lifecycle: futures", function()
   end)
 
   it("a waiter with a timeout is held until the timeout, then gets nil, 'timeout'", function()
-    h.run(function()
+    testing.run(function()
       local f = core.future()
       collectgarbage()
       local v, err = f:wait(1)
@@ -82,7 +82,7 @@ describe("lifecycle: futures", function()
     local name, values = case[1], case[2]
     local n = values.n or #values
     it("set(" .. name .. ") gives " .. n .. " values to its waiter and to a later wait", function()
-      h.run(function()
+      testing.run(function()
         local f = core.future()
         local woke = core.future()
         Hemera.spawn(function() woke:set(table.pack(f:wait(5000))) end)
@@ -103,7 +103,7 @@ describe("lifecycle: futures", function()
   end
 
   it("set from a plain (non-Hemera) coroutine wakes the waiter", function()
-    h.run(function()
+    testing.run(function()
       local f = core.future()
       local got = core.future()
       Hemera.spawn(function() got:set(f:wait(5000)) end)

@@ -1,12 +1,11 @@
 -- hemera.metrics inside one process: the cardinality cap, user metrics,
 -- the exposition text and the errors for bad input (the scrape by a real
 -- Prometheus is metrics_prometheus_spec).
-local helper = require "helper"
-local natsproc = require "natsproc"
+local testing = require "hemera.testing"
 local metrics = require "hemera.metrics"
 
 local function capture()
-  local lg = natsproc.logger()
+  local lg = testing.logger()
   return lg
 end
 
@@ -20,10 +19,10 @@ end
 
 describe("hemera.metrics", function()
   it("caps label sets at maxSeries: the rest go to one 'other' set, with one warning", function()
-    helper.run(function()
+    testing.run(function()
       local lg = capture()
-      local topic = helper.topic("mcap")
-      local s = helper.new { logger = lg }
+      local topic = testing.topic("mcap")
+      local s = testing.new { logger = lg }
       s:use(metrics, { listen = "127.0.0.1:0", maxSeries = 2 })
       for k = 1, 4 do s:add({ topic = topic, n = k }, function() return k end) end
       s:ready()
@@ -54,9 +53,9 @@ describe("hemera.metrics", function()
   end)
 
   it("gives handlers counters, gauges and histograms, with clear errors", function()
-    helper.run(function()
-      local topic = helper.topic("muser")
-      local s = helper.new {}
+    testing.run(function()
+      local topic = testing.topic("muser")
+      local s = testing.new {}
       s:use(metrics, { listen = "127.0.0.1:0" })
       local seen
       s:add({ topic = topic, cmd = "x" }, function(req, ctx)
@@ -105,14 +104,14 @@ describe("hemera.metrics", function()
   end)
 
   it("refuses bad options naming them", function()
-    helper.run(function()
-      local s = helper.new {}
+    testing.run(function()
+      local s = testing.new {}
       s:use(metrics, { listen = "localhost" })
       local ok, err = s:ready()
       assert.is_nil(ok)
       assert.is_truthy(err.message:find("Invalid option 'listen' of hemera.metrics", 1, true), err.message)
       s:close()
-      local s2 = helper.new {}
+      local s2 = testing.new {}
       s2:use(metrics, { listen = "127.0.0.1:0", maxSeries = 0 })
       ok, err = s2:ready()
       assert.is_nil(ok)

@@ -3,7 +3,7 @@
 -- promtool lints the text, and a real Prometheus (Debian's, installed by
 -- tools/metrics-setup.sh when missing) scrapes the service and answers a
 -- query with the counts a known mix of calls produced.
-local helper = require "helper"
+local testing = require "hemera.testing"
 local Hemera = require "hemera"
 local core = require "hemera.core"
 
@@ -66,13 +66,13 @@ describe("hemera.metrics scraped by Prometheus", function()
 
   it("counts a known mix of calls, lints clean, and reports health", function()
     local dir = mkdtemp()
-    local topic = helper.topic("metrics")
+    local topic = testing.topic("metrics")
     -- The service, in its own process; its exit status lands in svc.rc.
     os.execute(("(HEMERA_NATS_URL=%s sh -c 'echo $$ >%s; exec \"$@\"' sh %s %s %s >%s 2>%s; echo $? >%s) &"):format(
-      sh_quote(helper.url), dir .. "/svc.pid", sh_quote(bin), sh_quote(src .. "/spec/fixtures/metrics_service.lua"),
+      sh_quote(testing.url()), dir .. "/svc.pid", sh_quote(bin), sh_quote(src .. "/spec/fixtures/metrics_service.lua"),
       sh_quote(topic), sh_quote(dir .. "/svc.out"), sh_quote(dir .. "/svc.err"), sh_quote(dir .. "/svc.rc")))
     local prom_pid
-    local ok, err = pcall(helper.run, function()
+    local ok, err = pcall(testing.run, function()
       local port = await("the service's port", 150, function()
         local out = read_file(dir .. "/svc.out")
         return out and tonumber(out:match("port (%d+)"))
@@ -82,7 +82,7 @@ describe("hemera.metrics scraped by Prometheus", function()
       assert.are.equal(200, code)
       assert.are.equal("ok\n", body)
 
-      local c = helper.new { timeout = 3000 }
+      local c = testing.new { timeout = 3000 }
       c:ready()
       for k = 1, 5 do
         local r, e = c:act { topic = topic, cmd = "add", a = k, b = 1 }

@@ -5,7 +5,7 @@
 -- exit; services are awaited by the "ready" line they print.
 local Hemera = require "hemera"
 local core = require "hemera.core"
-local natsproc = require "natsproc"
+local testing = require "hemera.testing"
 local N = require "natsjs_support"
 
 local BIN = assert(os.getenv("HEMERA_BIN"), "HEMERA_BIN is not set: run the specs through ctest")
@@ -53,7 +53,7 @@ describe("the hemera CLI", function()
 
   setup(function()
     N.setup()
-    srv = natsproc.start {}
+    srv = testing.start_server {}
     url = srv.url
     cli = function(args) return sh(("%s %s --server %s"):format(shq(BIN), args, shq(url))) end
     local svc = ("env HEMERA_NATS_URL=%s %s %s"):format(shq(url), shq(BIN), shq(SRC .. "/spec/fixtures/micro_service.lua"))
@@ -65,7 +65,7 @@ describe("the hemera CLI", function()
 
   teardown(function()
     stop_all()
-    natsproc.stop_all()
+    testing.stop_all()
   end)
 
   it("ls --json lists the two Lua instances and the nats.js service", function()

@@ -5,7 +5,7 @@
 -- own name (unique per test) or by name and id, never $SRV.PING alone.
 local Hemera = require "hemera"
 local core = require "hemera.core"
-local h = require "helper"
+local testing = require "hemera.testing"
 local schema = require "micro_schema"
 
 local function uname(base) return (base or "micro") .. "-" .. core.nuid() end
@@ -28,10 +28,10 @@ local Boom = Hemera.createError("Boom")
 
 describe("hemera.micro: the Service API", function()
   it("answers PING, INFO and STATS by name and by name and id", function()
-    h.run(function()
+    testing.run(function()
       local name = uname()
-      local hemera = h.new { name = name }
-      hemera:add({ topic = h.topic("m"), cmd = "x" }, function() return 1 end)
+      local hemera = testing.new { name = name }
+      hemera:add({ topic = testing.topic("m"), cmd = "x" }, function() return 1 end)
       assert(hemera:ready())
       local ping = valid("ping", assert(ask(hemera, "$SRV.PING." .. name)))
       assert.equal(name, ping.name)
@@ -45,7 +45,7 @@ describe("hemera.micro: the Service API", function()
       -- Another id under the same name: nobody answers.
       assert.same({ nil, "timeout" }, { ask(hemera, "$SRV.PING." .. name .. "." .. core.nuid(), 200) })
       -- The id is new for each instance.
-      local other = h.new { name = name }
+      local other = testing.new { name = name }
       assert(other:ready())
       assert.are_not.equal(ping.id, other:service().id)
       hemera:close()
@@ -54,10 +54,10 @@ describe("hemera.micro: the Service API", function()
   end)
 
   it("lists each topic as an endpoint with its queue group and patterns", function()
-    h.run(function()
+    testing.run(function()
       local name = uname()
-      local plain, pub, queued = h.topic("plain"), h.topic("pub"), h.topic("queued")
-      local hemera = h.new { name = name }
+      local plain, pub, queued = testing.topic("plain"), testing.topic("pub"), testing.topic("queued")
+      local hemera = testing.new { name = name }
       hemera:add({ topic = plain, cmd = "a" }, function() end)
       hemera:add({ topic = plain, cmd = "b", n = 1 }, function() end)
       hemera:add({ topic = pub, cmd = "e", ["pubsub$"] = true }, function() end)
@@ -75,7 +75,7 @@ describe("hemera.micro: the Service API", function()
       table.sort(pats, function(x, y) return x.cmd < y.cmd end)
       assert.same({ { topic = plain, cmd = "a" }, { topic = plain, cmd = "b", n = 1 } }, pats)
       -- Topics added after ready show up; removed ones go.
-      local later = h.topic("later")
+      local later = testing.topic("later")
       hemera:add({ topic = later, cmd = "z" }, function() end)
       hemera:remove(pub)
       assert(hemera:flush())
@@ -91,10 +91,10 @@ describe("hemera.micro: the Service API", function()
   end)
 
   it("counts requests, errors and their time exactly, and resets", function()
-    h.run(function()
+    testing.run(function()
       local name = uname()
-      local topic = h.topic("count")
-      local hemera = h.new { name = name }
+      local topic = testing.topic("count")
+      local hemera = testing.new { name = name }
       hemera:add({ topic = topic, cmd = "ok" }, function() return true end)
       hemera:add({ topic = topic, cmd = "fail" }, function()
         local e = Boom("went\r\nwrong")
@@ -138,11 +138,11 @@ describe("hemera.micro: the Service API", function()
   end)
 
   it("counts a pubsub message as a request, and a streamed request once", function()
-    h.run(function()
+    testing.run(function()
       local name = uname()
-      local pub, stream = h.topic("pub"), h.topic("stream")
-      local got = h.future()
-      local hemera = h.new { name = name }
+      local pub, stream = testing.topic("pub"), testing.topic("stream")
+      local got = testing.future()
+      local hemera = testing.new { name = name }
       hemera:add({ topic = pub, ["pubsub$"] = true }, function() got:set(true) end)
       hemera:add({ topic = stream }, function(_, ctx)
         ctx.reply:next(1)
@@ -165,10 +165,10 @@ describe("hemera.micro: the Service API", function()
   end)
 
   it("counts replies sent through a custom server encoder too", function()
-    h.run(function()
+    testing.run(function()
       local name = uname()
-      local topic = h.topic("enc")
-      local hemera = h.new { name = name }
+      local topic = testing.topic("enc")
+      local hemera = testing.new { name = name }
       hemera:setServerEncoder(function(v) return Hemera.encode(v) end)
       hemera:add({ topic = topic, cmd = "ok" }, function() return 1 end)
       hemera:add({ topic = topic, cmd = "fail" }, function() return nil, Boom("custom") end)
@@ -183,9 +183,9 @@ describe("hemera.micro: the Service API", function()
   end)
 
   it("maps the name, takes version, description, metadata and prefix", function()
-    h.run(function()
+    testing.run(function()
       local id = core.nuid()
-      local hemera = h.new {
+      local hemera = testing.new {
         name = "math.v2 ü-" .. id,
         micro = { version = "2.1.0-rc.1+b7", description = "Math", metadata = { team = "core" }, prefix = "$ALT" },
       }
@@ -203,16 +203,16 @@ describe("hemera.micro: the Service API", function()
   end)
 
   it("stays silent when turned off, and once closing", function()
-    h.run(function()
+    testing.run(function()
       local name = uname()
-      local off = h.new { name = name, micro = { enabled = false } }
+      local off = testing.new { name = name, micro = { enabled = false } }
       assert(off:ready())
       assert.is_nil(off:service())
       assert.same({ nil, "timeout" }, { ask(off, "$SRV.PING." .. name, 200) })
-      local on = h.new { name = name .. "-on" }
+      local on = testing.new { name = name .. "-on" }
       assert(on:ready())
       assert(ask(off, "$SRV.PING." .. name .. "-on"))
-      local closed = h.future()
+      local closed = testing.future()
       on:close(function() closed:set(true) end)
       assert.same({ nil, "timeout" }, { ask(off, "$SRV.PING." .. name .. "-on", 200) })
       assert(closed:wait(3000))

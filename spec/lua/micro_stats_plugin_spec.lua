@@ -3,7 +3,7 @@
 -- names. On a private nats-server: the topic is hemera-stats' fixed
 -- "stats", which another spec file's instances must not answer.
 local Hemera = require "hemera"
-local natsproc = require "natsproc"
+local testing = require "hemera.testing"
 -- Not use(require "hemera.stats"): require returns a second value.
 local stats = require "hemera.stats"
 
@@ -13,11 +13,11 @@ end
 
 describe("hemera.stats (hemera-stats' actions)", function()
   local srv
-  setup(function() srv = natsproc.start {} end)
-  teardown(function() natsproc.stop_all() end)
+  setup(function() srv = testing.start_server {} end)
+  teardown(function() testing.stop_all() end)
 
   it("answers processInfo from every instance with hemera-stats' fields", function()
-    natsproc.run(function()
+    testing.run(function()
       local a = instance(srv, "stats-a")
       local b = instance(srv, "stats-b")
       a:use(stats)
@@ -59,7 +59,7 @@ describe("hemera.stats (hemera-stats' actions)", function()
   end)
 
   it("lists the registered actions with their plugin", function()
-    natsproc.run(function()
+    testing.run(function()
       local a = instance(srv, "stats-actions")
       a:add({ topic = "math", cmd = "add" }, function(r) return r.a + r.b end)
       a:use { name = "calc", register = function(p)
@@ -81,7 +81,7 @@ describe("hemera.stats (hemera-stats' actions)", function()
   end)
 
   it("refuses a bad topic option, naming it", function()
-    natsproc.run(function()
+    testing.run(function()
       local a = instance(srv, "stats-bad")
       a:use(stats, { topic = 5 })
       local ok, err = a:ready()

@@ -5,7 +5,7 @@
 -- msgpack5 itself).
 local Hemera = require "hemera"
 local core = require "hemera.core"
-local h = require "helper"
+local testing = require "hemera.testing"
 local msgpack = require "hemera.msgpack"
 
 local E, D = core.msgpack_encode, core.msgpack_decode
@@ -271,7 +271,7 @@ describe("hemera.msgpack plugin", function()
   local function new(opts)
     opts = opts or {}
     opts.pluginTimeout = opts.pluginTimeout or 2000
-    return h.new(opts)
+    return testing.new(opts)
   end
 
   it("is hemera-msgpack's plugin: named, not scoped, the codec beside it", function()
@@ -282,7 +282,7 @@ describe("hemera.msgpack plugin", function()
   end)
 
   it("sets the four codecs of the scope that uses it", function()
-    h.run(function()
+    testing.run(function()
       local s = new()
       -- As written in the docs: a first require also returns the file
       -- name, which use() must not take for options.
@@ -297,8 +297,8 @@ describe("hemera.msgpack plugin", function()
   end)
 
   it("carries requests and replies as MessagePack, values intact", function()
-    h.run(function()
-      local topic = h.topic("mp")
+    testing.run(function()
+      local topic = testing.topic("mp")
       local s = new { name = "mp-service" }
       s:use(msgpack)
       local seen
@@ -332,13 +332,13 @@ describe("hemera.msgpack plugin", function()
   end)
 
   it("puts MessagePack on the wire, both ways", function()
-    h.run(function()
-      local topic = h.topic("mp")
+    testing.run(function()
+      local topic = testing.topic("mp")
       local s = new()
       s:use(msgpack)
       s:add({ topic = topic, cmd = "add" }, function(req) return req.a + req.b end)
       assert(s:ready())
-      local conn = assert(core.connect { servers = h.url })
+      local conn = assert(core.connect { servers = testing.url() })
       assert(conn:wait_connected())
       local request = E {
         pattern = { topic = topic, cmd = "add", a = 1, b = 2 }, meta = {}, delegate = {},
@@ -355,13 +355,13 @@ describe("hemera.msgpack plugin", function()
   end)
 
   it("answers a request it cannot read with the decoder's message", function()
-    h.run(function()
-      local topic = h.topic("mp")
+    testing.run(function()
+      local topic = testing.topic("mp")
       local s = new()
       s:use(msgpack)
       s:add({ topic = topic, cmd = "add" }, function() return 1 end)
       assert(s:ready())
-      local conn = assert(core.connect { servers = h.url })
+      local conn = assert(core.connect { servers = testing.url() })
       assert(conn:wait_connected())
       local data, st = conn:request(topic, "\x81\xa1p\xc1", 5000)
       conn:close()
@@ -374,11 +374,11 @@ describe("hemera.msgpack plugin", function()
   end)
 
   it("gives the client the encoder's message for a value it cannot send", function()
-    h.run(function()
+    testing.run(function()
       local c = new()
       c:use(msgpack)
       assert(c:ready())
-      local res, err = c:act { topic = h.topic("mp"), cmd = "x", ["meta$"] = { cb = print } }
+      local res, err = c:act { topic = testing.topic("mp"), cmd = "x", ["meta$"] = { cb = print } }
       assert.is_nil(res)
       assert.equal("HemeraParseError", err.name)
       assert.equal("Client payload encoding: cannot encode a function at meta.cb", err.message)
@@ -386,8 +386,8 @@ describe("hemera.msgpack plugin", function()
   end)
 
   it("carries a handler's error to a MessagePack client", function()
-    h.run(function()
-      local topic = h.topic("mp")
+    testing.run(function()
+      local topic = testing.topic("mp")
       local MathError = Hemera.createError("MathError")
       local s = new()
       s:use(msgpack)

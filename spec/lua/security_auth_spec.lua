@@ -1,10 +1,9 @@
 -- Security: user/password and token authentication against private
--- nats-servers (spec/natsproc). A refused login fails with a clear error,
+-- nats-servers (hemera.testing). A refused login fails with a clear error,
 -- and credentials never appear in errors or logs (captured both through a
 -- custom logger table and through the built-in logger's stream at trace).
 local Hemera = require "hemera"
-local h = require "helper"
-local natsproc = require "natsproc"
+local testing = require "hemera.testing"
 
 local USER, PASSWORD = "svc-user", "pw-S3cr3t-7f9a2c"
 local WRONG_PASSWORD = "pw-Wr0ng-41d8e0"
@@ -13,7 +12,7 @@ local SECRETS = { PASSWORD, WRONG_PASSWORD, TOKEN, WRONG_TOKEN }
 
 -- Two instances' worth of log capture: a custom logger and a stream.
 local function capture()
-  return { logger = natsproc.logger(), stream = natsproc.stream() }
+  return { logger = testing.logger(), stream = testing.stream() }
 end
 
 local function leaked(text)
@@ -50,14 +49,14 @@ end
 describe("security: authentication", function()
   local up, tok
   setup(function()
-    up = natsproc.start { config = ('authorization { user: "%s", password: "%s" }'):format(USER, PASSWORD) }
-    tok = natsproc.start { config = ('authorization { token: "%s" }'):format(TOKEN) }
+    up = testing.start_server { config = ('authorization { user: "%s", password: "%s" }'):format(USER, PASSWORD) }
+    tok = testing.start_server { config = ('authorization { token: "%s" }'):format(TOKEN) }
   end)
-  teardown(function() natsproc.stop_all() end)
+  teardown(function() testing.stop_all() end)
 
   it("user/password: the right credentials connect and serve, and nothing logs them (trace)", function()
-    natsproc.run(function()
-      local topic = h.topic("auth")
+    testing.run(function()
+      local topic = testing.topic("auth")
       local inst, err, text = connect(up.url, { user = USER, password = PASSWORD })
       assert.is_nil(err)
       inst[1]:add({ topic = topic }, function(req) return req.x end)
@@ -70,7 +69,7 @@ describe("security: authentication", function()
   end)
 
   it("user/password: a wrong password or none is refused with a clear error that holds no secret", function()
-    natsproc.run(function()
+    testing.run(function()
       for _, nats in ipairs {
         { user = USER, password = WRONG_PASSWORD },
         { user = USER },
@@ -79,16 +78,16 @@ describe("security: authentication", function()
       } do
         local err, text, err2 = assert_refused(up.url, nats)
         assert.is_nil(leaked(tostring(err.message)))
-        assert.is_nil(leaked(natsproc.dump(err)))
-        assert.is_nil(leaked(natsproc.dump(err2)))
+        assert.is_nil(leaked(testing.dump(err)))
+        assert.is_nil(leaked(testing.dump(err2)))
         assert.is_nil(leaked(text), text)
       end
     end)
   end)
 
   it("token: the right token connects and serves, a wrong one is refused without leaking", function()
-    natsproc.run(function()
-      local topic = h.topic("tok")
+    testing.run(function()
+      local topic = testing.topic("tok")
       local inst, err, text = connect(tok.url, { token = TOKEN })
       assert.is_nil(err)
       inst[1]:add({ topic = topic }, function() return "tok ok" end)
@@ -97,14 +96,14 @@ describe("security: authentication", function()
       assert.is_nil(leaked(text))
       for _, nats in ipairs { { token = WRONG_TOKEN }, {}, { user = USER, password = PASSWORD } } do
         local rerr, rtext = assert_refused(tok.url, nats)
-        assert.is_nil(leaked(natsproc.dump(rerr)))
+        assert.is_nil(leaked(testing.dump(rerr)))
         assert.is_nil(leaked(rtext), rtext)
       end
     end)
   end)
 
   it("credentials in the URL: the right ones connect without being logged", function()
-    natsproc.run(function()
+    testing.run(function()
       local inst, err, text = connect(("nats://%s:%s@%s"):format(USER, PASSWORD, up.host_port), {})
       assert.is_nil(err)
       assert.equal(2, #inst)
@@ -117,14 +116,14 @@ describe("security: authentication", function()
   end)
 
   it("credentials in the URL: a refusal neither returns nor logs them", function()
-    natsproc.run(function()
+    testing.run(function()
       local found = {}
       for _, case in ipairs {
         { "nats://user:<password>@host:port", ("nats://%s:%s@%s"):format(USER, WRONG_PASSWORD, up.host_port) },
         { "nats://<token>@host:port", ("nats://%s@%s"):format(WRONG_TOKEN, tok.host_port) },
       } do
         local err, text = assert_refused(case[2], {})
-        local in_err, in_log = leaked(natsproc.dump(err)), leaked(text)
+        local in_err, in_log = leaked(testing.dump(err)), leaked(text)
         if in_err or in_log then
           found[#found + 1] = ("%s (secret in the error: %s; in the log: %s)")
             :format(case[1], tostring(in_err ~= nil), tostring(in_log ~= nil))
@@ -136,8 +135,8 @@ describe("security: authentication", function()
 
   it("credentials rotated on the server: reconnects are refused, logged clearly and without secrets", function()
     -- Its own server, so the others keep their credentials.
-    local srv = natsproc.start { config = ('authorization { user: "%s", password: "%s" }'):format(USER, PASSWORD) }
-    natsproc.run(function()
+    local srv = testing.start_server { config = ('authorization { user: "%s", password: "%s" }'):format(USER, PASSWORD) }
+    testing.run(function()
       local cap = capture()
       -- Retry for ever: attempts made while the server is still down are
       -- refused by TCP, not by authentication.

@@ -3,7 +3,7 @@
 -- that keep nothing of their last job.
 local Hemera = require "hemera"
 local core = require "hemera.core"
-local h = require "helper"
+local testing = require "hemera.testing"
 
 local bin = assert(os.getenv("HEMERA_BIN"), "HEMERA_BIN is not set")
 
@@ -25,8 +25,8 @@ end
 
 describe("core.budget_call", function()
   it("returns the budget error for a loop that never ends, and the pooled coroutine serves the next job", function()
-    h.run(function()
-      local first, second = h.future(), h.future()
+    testing.run(function()
+      local first, second = testing.future(), testing.future()
       core.spawn(function()
         local ok, err = core.budget_call(50, spin)
         first:set(coroutine.running(), ok, err, debug.gethook())
@@ -53,7 +53,7 @@ describe("core.budget_call", function()
   end)
 
   it("cannot be swallowed by a pcall, an xpcall or a user coroutine inside", function()
-    h.run(function()
+    testing.run(function()
       local rounds = 0
       local ok, err = core.budget_call(30, function()
         while true do
@@ -90,7 +90,7 @@ describe("core.budget_call", function()
   end)
 
   it("charges only the time the coroutine runs, across sleeps and acts", function()
-    h.run(function()
+    testing.run(function()
       local ok, a, b = core.budget_call(100, function()
         Hemera.sleep(300)
         return "slept", 1
@@ -112,8 +112,8 @@ describe("core.budget_call", function()
       is_budget_error(err, 100)
       assert.is_true(rounds >= 4 and rounds < 20, "rounds " .. rounds)
       -- An act suspends through the budget_call as well.
-      local topic = h.topic("budget")
-      local hemera = h.new()
+      local topic = testing.topic("budget")
+      local hemera = testing.new()
       hemera:add({ topic = topic }, function(req)
         local rok, r = core.budget_call(100, function()
           Hemera.sleep(200)
@@ -133,7 +133,7 @@ describe("core.budget_call", function()
   end)
 
   it("without a budget is a yieldable pcall and leaves no hook behind", function()
-    h.run(function()
+    testing.run(function()
       local inside
       local ok, v = core.budget_call(nil, function()
         inside = debug.gethook()
@@ -155,7 +155,7 @@ describe("core.budget_call", function()
   end)
 
   it("nests: an inner budget fails alone, an outer one fails through the inner call", function()
-    h.run(function()
+    testing.run(function()
       local ok, r1, r2 = core.budget_call(500, function()
         return core.budget_call(20, spin)
       end)
@@ -176,7 +176,7 @@ describe("core.budget_call", function()
   end)
 
   it("in strict mode: the same, and a hook a user coroutine inherited removes itself once no budget runs", function()
-    h.run(function()
+    testing.run(function()
       core.budget_strict(true)
       local ok, err = core.budget_call(50, spin)
       assert.is_false(ok)
@@ -209,7 +209,7 @@ describe("core.budget_call", function()
   end)
 
   it("by default runs no hook while the budget has time left", function()
-    h.run(function()
+    testing.run(function()
       assert.is_false(core.budget_strict())
       local hook
       assert.is_true(core.budget_call(1000, function() hook = debug.gethook() end))
@@ -230,7 +230,7 @@ end)
 describe("pooled coroutines", function()
   local function jobs_hold_nothing(n)
     local weak = setmetatable({}, { __mode = "v" })
-    local gate, left, all_done = h.future(), n, h.future()
+    local gate, left, all_done = testing.future(), n, testing.future()
     for k = 1, n do
       -- The table is reachable only through the job's arguments.
       core.spawn(function(t, kk)
@@ -250,7 +250,7 @@ describe("pooled coroutines", function()
   end
 
   it("keep nothing of their last job, fresh or reused", function()
-    h.run(function()
+    testing.run(function()
       -- The first round makes fresh coroutines, the second reuses them.
       assert.is_nil(jobs_hold_nothing(20))
       assert.is_nil(jobs_hold_nothing(20))
@@ -258,8 +258,8 @@ describe("pooled coroutines", function()
   end)
 
   it("do not keep a big request payload alive", function()
-    h.run(function()
-      local done = h.future()
+    testing.run(function()
+      local done = testing.future()
       collectgarbage()
       collectgarbage()
       local before = collectgarbage("count")
@@ -295,7 +295,7 @@ local function spinning()
 end
 ]], source)
   f:close()
-  local server = private and "" or "--server " .. shell_quote(h.url)
+  local server = private and "" or "--server " .. shell_quote(testing.url())
   -- The shared server's state in our own directory, and no probe of 4222.
   local env = private and ("env -u HEMERA_NATS_URL HEMERA_PROBE=none HEMERA_SERVER_GRACE=0 HEMERA_STATE_DIR="
     .. shell_quote(dir) .. " ") or ""
@@ -342,7 +342,7 @@ end)
   end)
 
   it("closes gracefully on SIGTERM while a handler spins: the instance closes, the process exits", function()
-    local topic = h.topic("spin")
+    local topic = testing.topic("spin")
     local status, out = run_spinner(([[
 local Hemera = require "hemera"
 local hemera = Hemera.new { closeTimeout = 200, handlerBudget = 0 } -- no budget: it spins

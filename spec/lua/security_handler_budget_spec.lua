@@ -3,30 +3,29 @@
 -- pattern, and the instance goes on serving.
 local Hemera = require "hemera"
 local core = require "hemera.core"
-local h = require "helper"
-local natsproc = require "natsproc"
+local testing = require "hemera.testing"
 
 local function service(opts, setup)
-  local topic = h.topic("budget")
-  local lg = natsproc.logger()
+  local topic = testing.topic("budget")
+  local lg = testing.logger()
   local o = { logger = lg, handlerBudget = 100 }
   for k, v in pairs(opts or {}) do o[k] = v end
-  local s = h.new(o)
+  local s = testing.new(o)
   s:add({ topic = topic, cmd = "ok" }, function() return "fine" end)
   setup(s, topic)
   assert(s:ready())
-  local c = h.new()
+  local c = testing.new()
   assert(c:ready())
   return s, c, topic, lg
 end
 
 describe("handlerBudget", function()
   it("stops a spinning handler with a HandlerBudgetError naming the pattern; the next request is served", function()
-    natsproc.run(function()
+    testing.run(function()
       local s, c, topic, lg = service(nil, function(s, topic)
         s:add({ topic = topic, cmd = "spin" }, function() while true do end end)
       end)
-      local spin, ok = h.future(), h.future()
+      local spin, ok = testing.future(), testing.future()
       c:act({ topic = topic, cmd = "spin", timeout_ = 10000 }, function(err, res) spin:set(err, res) end)
       c:act({ topic = topic, cmd = "ok", timeout_ = 10000 }, function(err, res) ok:set(err, res) end)
       local err = spin:wait(10000)
@@ -44,7 +43,7 @@ describe("handlerBudget", function()
   end)
 
   it("cannot be swallowed by a pcall in the handler", function()
-    natsproc.run(function()
+    testing.run(function()
       local _, c, topic = service(nil, function(s, topic)
         s:add({ topic = topic, cmd = "spin" }, function()
           for _ = 1, 1000 do pcall(function() while true do end end) end
@@ -58,7 +57,7 @@ describe("handlerBudget", function()
   end)
 
   it("covers the hooks too: a spinning onRequest hook is stopped", function()
-    natsproc.run(function()
+    testing.run(function()
       local _, c, topic = service(nil, function(s, topic)
         s:ext("onRequest", function(ctx, req)
           if req.cmd == "hook" then while true do end end
@@ -72,7 +71,7 @@ describe("handlerBudget", function()
   end)
 
   it("charges running time only: a handler that waits longer than its budget is not stopped", function()
-    natsproc.run(function()
+    testing.run(function()
       local _, c, topic = service(nil, function(s, topic)
         s:add({ topic = topic, cmd = "slow" }, function(_, ctx)
           Hemera.sleep(250)
@@ -85,7 +84,7 @@ describe("handlerBudget", function()
   end)
 
   it("handlerBudget = 0 sets no limit", function()
-    natsproc.run(function()
+    testing.run(function()
       local _, c, topic = service({ handlerBudget = 0 }, function(s, topic)
         s:add({ topic = topic, cmd = "busy" }, function()
           local t = core.hrtime()
@@ -98,7 +97,7 @@ describe("handlerBudget", function()
   end)
 
   it("stops a spinning pubsub handler and logs it", function()
-    natsproc.run(function()
+    testing.run(function()
       local topic2
       local _, c, topic, lg = service(nil, function(s, topic)
         topic2 = topic .. ".events"

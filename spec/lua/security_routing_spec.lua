@@ -3,8 +3,7 @@
 -- and what an error reply tells a remote caller.
 local Hemera = require "hemera"
 local core = require "hemera.core"
-local h = require "helper"
-local natsproc = require "natsproc"
+local testing = require "hemera.testing"
 
 local function env(pattern_json)
   return '{"pattern":' .. pattern_json
@@ -14,10 +13,10 @@ end
 -- A service with an "admin" topic and a "pub" topic under one prefix;
 -- calls[name] counts the handler runs.
 local function two_topics()
-  local base = h.topic("sec")
+  local base = testing.topic("sec")
   local admin, pub = base .. ".admin", base .. ".pub"
   local calls = { wipe = 0, hi = 0 }
-  local s = h.new()
+  local s = testing.new()
   s:add({ topic = admin, cmd = "wipe" }, function() calls.wipe = calls.wipe + 1; return "wiped" end)
   s:add({ topic = pub, cmd = "hi" }, function() calls.hi = calls.hi + 1; return "hello" end)
   assert(s:ready())
@@ -46,9 +45,9 @@ describe("routing", function()
   end)
 
   it("answers {pattern:{}} on a topic with PatternNotFound, not with the first handler", function()
-    natsproc.run(function()
+    testing.run(function()
       local _, _, pub, calls = two_topics()
-      local raw = natsproc.raw(h.url)
+      local raw = testing.raw(testing.url())
       for _, p in ipairs { "{}", '{"args":{}}', '{"a":[1],"b":{"c":2}}' } do
         local e = error_reply(raw, pub, env(p))
         assert.equal("PatternNotFound", e.name, p)
@@ -59,15 +58,15 @@ describe("routing", function()
   end)
 
   it("routes only among the patterns of the subscription that delivered the message", function()
-    natsproc.run(function()
+    testing.run(function()
       local _, admin, pub, calls = two_topics()
-      local raw = natsproc.raw(h.url)
+      local raw = testing.raw(testing.url())
       -- Delivered on pub, naming admin's pattern: Hemera would run wipe.
       local e = error_reply(raw, pub, env(('{"topic":"%s","cmd":"wipe"}'):format(admin)))
       assert.equal("PatternNotFound", e.name)
       assert.equal(0, calls.wipe)
       -- The legitimate messages still reach their handlers.
-      local c = h.new()
+      local c = testing.new()
       assert(c:ready())
       assert.equal("hello", (c:act { topic = pub, cmd = "hi" }))
       assert.equal("wiped", (c:act { topic = admin, cmd = "wipe" }))
@@ -77,14 +76,14 @@ describe("routing", function()
   end)
 
   it("a wildcard subscription routes among its own patterns", function()
-    natsproc.run(function()
-      local base = h.topic("secw")
-      local s = h.new()
+    testing.run(function()
+      local base = testing.topic("secw")
+      local s = testing.new()
       local ran = {}
       s:add({ topic = base .. ".*", cmd = "x" }, function() ran[#ran + 1] = "wild"; return "wild" end)
       s:add({ topic = base .. ".other", cmd = "x" }, function() ran[#ran + 1] = "other"; return "other" end)
       assert(s:ready())
-      local raw = natsproc.raw(h.url)
+      local raw = testing.raw(testing.url())
       -- Delivered on base.a (only the wildcard subscription hears it), its
       -- pattern naming base.other: the wildcard's pattern does not match.
       local e = error_reply(raw, base .. ".a", env(('{"topic":"%s.zzz.q","cmd":"x"}'):format(base)))
@@ -104,9 +103,9 @@ describe("topics", function()
   -- The churn's time is a line in `make bench`; here: that the list stays
   -- exact through 10,000 adds and removes over a real connection.
   it("adds and removes 10,000 topics, and hemera.topics stays exact", function()
-    natsproc.run(function()
-      local base = h.topic("churn")
-      local s = h.new()
+    testing.run(function()
+      local base = testing.topic("churn")
+      local s = testing.new()
       assert(s:ready())
       local N = 10000
       for k = 1, N do s:add({ topic = base .. "." .. k, cmd = "x" }, function() return k end) end
@@ -123,7 +122,7 @@ describe("topics", function()
       for k = 1, N do assert.equal(k % 2 == 0, left[base .. "." .. k] == true, "topic " .. k) end
       assert.equal(N / 2, s.router:count())
       -- The survivors still serve.
-      local c = h.new()
+      local c = testing.new()
       assert(c:ready())
       assert(s:flush())
       assert.equal(N, (c:act { topic = base .. "." .. N, cmd = "x" }))
@@ -149,14 +148,14 @@ describe("replies that must come back", function()
   }
   for _, case in ipairs(SPOIL) do
     it("answers the caller with an error when the handler leaves " .. case[1], function()
-      natsproc.run(function()
-        local topic = h.topic("spoil")
-        local lg = natsproc.logger()
-        local s = h.new { logger = lg }
+      testing.run(function()
+        local topic = testing.topic("spoil")
+        local lg = testing.logger()
+        local s = testing.new { logger = lg }
         s:add({ topic = topic, cmd = "spoil" }, case[2])
         s:add({ topic = topic, cmd = "ok" }, function() return "fine" end)
         assert(s:ready())
-        local c = h.new()
+        local c = testing.new()
         assert(c:ready())
         local res, err = c:act { topic = topic, cmd = "spoil", timeout_ = 5000 }
         if case[3] ~= nil then
@@ -178,14 +177,14 @@ end)
 
 describe("what an error reply tells a remote caller", function()
   it("no stack and no script position by default; both are logged locally", function()
-    natsproc.run(function()
-      local topic = h.topic("stack")
-      local lg = natsproc.logger()
-      local s = h.new { logger = lg, logLevel = "error" }
+    testing.run(function()
+      local topic = testing.topic("stack")
+      local lg = testing.logger()
+      local s = testing.new { logger = lg, logLevel = "error" }
       s:add({ topic = topic, cmd = "raise" }, function() error("boom") end)
       s:add({ topic = topic, cmd = "index" }, function() local t; return t.x end) -- luacheck: ignore 221 (indexes nil on purpose)
       assert(s:ready())
-      local raw = natsproc.raw(h.url)
+      local raw = testing.raw(testing.url())
       local e = error_reply(raw, topic, env(('{"topic":"%s","cmd":"raise"}'):format(topic)))
       assert.equal("boom", e.message)
       assert.is_nil(e.stack)
@@ -198,12 +197,12 @@ describe("what an error reply tells a remote caller", function()
   end)
 
   it("a raised string that merely looks like a position keeps its text", function()
-    natsproc.run(function()
-      local topic = h.topic("stack2")
-      local s = h.new()
+    testing.run(function()
+      local topic = testing.topic("stack2")
+      local s = testing.new()
       s:add({ topic = topic, cmd = "raise" }, function() error("code:400: denied", 0) end)
       assert(s:ready())
-      local c = h.new()
+      local c = testing.new()
       assert(c:ready())
       local _, err = c:act { topic = topic, cmd = "raise" }
       -- error(msg, 0) adds no position; only the raiser's own is removed.
@@ -236,7 +235,7 @@ describe("a handler that runs out of memory", function()
     f:write(script)
     f:close()
     local ok = os.execute(("ulimit -v 1500000; HEMERA_LOG=silent %s --server '%s' %s.lua >%s 2>&1")
-      :format(bin, h.url, out, out))
+      :format(bin, testing.url(), out, out))
     f = assert(io.open(out))
     local text = f:read("a")
     f:close()

@@ -5,8 +5,7 @@
 -- sub:drain (finding 5) and maxPendingBytes (finding 7), through
 -- hemera.core directly against the test run's nats-server.
 local core = require "hemera.core"
-local h = require "helper"
-local natsproc = require "natsproc"
+local testing = require "hemera.testing"
 
 local KB10 = ("x"):rep(10240)
 
@@ -48,8 +47,8 @@ end
 -- An echo service on its own connection, so the connection under test
 -- proves itself with a request through the server.
 local function echo_service()
-  local svc = assert(natsproc.raw(h.url))
-  local topic = h.topic("echo")
+  local svc = assert(testing.raw(testing.url()))
+  local topic = testing.topic("echo")
   assert(svc:subscribe(topic, nil, 0, function(_, reply, data)
     if reply then svc:publish(reply, data) end
   end))
@@ -66,9 +65,9 @@ end
 
 describe("security: subjects are checked before they reach NATS", function()
   it("refuses each bad publish subject with a clear message and stays connected", function()
-    natsproc.run(function()
+    testing.run(function()
       local _, echo = echo_service()
-      local conn = assert(natsproc.raw(h.url))
+      local conn = assert(testing.raw(testing.url()))
       for _, case in ipairs(BAD_PUBLISH) do
         local name, subject, says = case[1], case[2], case[3]
         local ok, err, code = conn:publish(subject, "payload")
@@ -95,11 +94,11 @@ describe("security: subjects are checked before they reach NATS", function()
   end)
 
   it("refuses a bad reply subject", function()
-    natsproc.run(function()
+    testing.run(function()
       local _, echo = echo_service()
-      local conn = assert(natsproc.raw(h.url))
+      local conn = assert(testing.raw(testing.url()))
       for _, reply in ipairs { "r\r\nPUB x 1\r\n", "r s", "r\0s", "r.*", "r..s", KB10 } do
-        local ok, err, code = conn:publish(h.topic("reply"), "x", reply)
+        local ok, err, code = conn:publish(testing.topic("reply"), "x", reply)
         assert.is_nil(ok)
         assert.equal("HM_SUBJECT", code)
         assert.is_true(find(err, "invalid reply subject"), err)
@@ -109,9 +108,9 @@ describe("security: subjects are checked before they reach NATS", function()
   end)
 
   it("refuses each bad subscribe subject and queue group and stays connected", function()
-    natsproc.run(function()
+    testing.run(function()
       local _, echo = echo_service()
-      local conn = assert(natsproc.raw(h.url))
+      local conn = assert(testing.raw(testing.url()))
       local function never() error("a refused subscription delivered") end
       for _, case in ipairs(BAD_SUBSCRIBE) do
         local name, subject, says = case[1], case[2], case[3]
@@ -122,7 +121,7 @@ describe("security: subjects are checked before they reach NATS", function()
         assert_up(conn, echo)
       end
       for _, queue in ipairs { "q 1", "q\t1", "q\r\nSUB x 1", "q\0b", "", KB10 } do
-        local sub, err, code = conn:subscribe(h.topic("q"), queue, 0, never)
+        local sub, err, code = conn:subscribe(testing.topic("q"), queue, 0, never)
         assert.is_nil(sub, queue)
         assert.equal("HM_SUBJECT", code)
         assert.is_true(find(err, "invalid queue group"), err)
@@ -136,23 +135,23 @@ describe("security: subjects are checked before they reach NATS", function()
       assert.equal("HM_SUBJECT", code)
       assert.is_true(find(err, "with its queue group (2100 bytes) that is 4200, over the limit of 4032"), err)
       -- Wildcards are fine in a subscription.
-      local ok = assert(conn:subscribe(h.topic("wild") .. ".*.>", nil, 0, never))
+      local ok = assert(conn:subscribe(testing.topic("wild") .. ".*.>", nil, 0, never))
       ok:unsubscribe()
       assert_up(conn, echo)
     end)
   end)
 
   it("lets no injected command reach a subscriber of the injected subject", function()
-    natsproc.run(function()
-      local target = h.topic("admin")
-      local watcher = assert(natsproc.raw(h.url))
-      local got, good = {}, h.future()
+    testing.run(function()
+      local target = testing.topic("admin")
+      local watcher = assert(testing.raw(testing.url()))
+      local got, good = {}, testing.future()
       local wsub = assert(watcher:subscribe(target, nil, 0, function(_, _, data)
         got[#got + 1] = data
         if data == "good" then good:set(true) end
       end))
       assert.is_true(watcher:flush())
-      local conn = assert(natsproc.raw(h.url))
+      local conn = assert(testing.raw(testing.url()))
       for _, subject in ipairs {
         "a 0\r\n\r\nPUB " .. target .. " 6\r\ninject",
         "a\r\nPUB " .. target .. " 6\r\ninject\r\n",
@@ -197,10 +196,10 @@ end)
 
 describe("sub:drain", function()
   it("delivers every message waiting behind one credit before its callback", function()
-    natsproc.run(function()
-      local conn = assert(natsproc.raw(h.url))
+    testing.run(function()
+      local conn = assert(testing.raw(testing.url()))
       conn:credits(1)
-      local topic = h.topic("drain")
+      local topic = testing.topic("drain")
       local N = 40
       local got, after, drained = 0, 0, false
       local sub = assert(conn:subscribe(topic, nil, 0, function()
@@ -211,7 +210,7 @@ describe("sub:drain", function()
       end))
       assert.is_true(conn:flush())
       for k = 1, N do assert(conn:publish(topic, "m" .. k)) end
-      local fin = h.future()
+      local fin = testing.future()
       local got_at_done
       assert.is_true(sub:drain(function(err)
         drained = true
@@ -244,10 +243,10 @@ describe("sub:drain", function()
   end)
 
   it("delivers what another connection's flood had sent before the drain", function()
-    natsproc.run(function()
-      local conn = assert(natsproc.raw(h.url))
-      local pub = assert(natsproc.raw(h.url))
-      local topic = h.topic("drainflood")
+    testing.run(function()
+      local conn = assert(testing.raw(testing.url()))
+      local pub = assert(testing.raw(testing.url()))
+      local topic = testing.topic("drainflood")
       local N = 3000
       local got, after, drained = 0, 0, false
       local sub = assert(conn:subscribe(topic, nil, 0, function()
@@ -257,7 +256,7 @@ describe("sub:drain", function()
       assert.is_true(conn:flush())
       for k = 1, N do assert(pub:publish(topic, "m" .. k)) end
       assert.is_true(pub:flush()) -- the server routed all of them to conn
-      local fin = h.future()
+      local fin = testing.future()
       assert(sub:drain(function(err) drained = true; fin:set(err or "ok", got) end, 5000))
       local st, at_done = fin:wait(10000)
       assert.equal("ok", st)
@@ -272,15 +271,15 @@ describe("sub:drain", function()
   end)
 
   it("tells the callback 'closed' when the connection closes first", function()
-    natsproc.run(function()
-      local conn = assert(natsproc.raw(h.url))
+    testing.run(function()
+      local conn = assert(testing.raw(testing.url()))
       conn:credits(1)
-      local topic = h.topic("drainclose")
+      local topic = testing.topic("drainclose")
       local sub = assert(conn:subscribe(topic, nil, 0, function() end)) -- never gives its credit back
       assert.is_true(conn:flush())
       for k = 1, 5 do assert(conn:publish(topic, "m" .. k)) end
       assert.is_true(conn:flush())
-      local fin = h.future()
+      local fin = testing.future()
       assert(sub:drain(function(err) fin:set(err) end))
       conn:close()
       assert.equal("closed", fin:wait(5000))
@@ -290,11 +289,11 @@ end)
 
 describe("maxPendingBytes", function()
   it("drops a flood of large messages over the bound as a slow consumer, and the connection stays up", function()
-    natsproc.run(function()
+    testing.run(function()
       local svc, echo = echo_service()
-      local conn = assert(natsproc.raw { servers = h.url, maxPendingBytes = 64 * 1024 })
+      local conn = assert(testing.raw { servers = testing.url(), maxPendingBytes = 64 * 1024 })
       conn:credits(1)
-      local topic = h.topic("bytes")
+      local topic = testing.topic("bytes")
       local held = 0
       assert(conn:subscribe(topic, nil, 0, function() held = held + 1 end)) -- keeps its credit
       assert.is_true(conn:flush())
@@ -312,8 +311,8 @@ describe("maxPendingBytes", function()
   end)
 
   it("refuses a value out of range", function()
-    assert.has_error(function() core.connect { servers = h.url, maxPendingBytes = -2 } end)
-    assert.has_error(function() core.connect { servers = h.url, maxPendingBytes = 2 ^ 31 } end)
-    assert.has_error(function() core.connect { servers = h.url, maxPendingBytes = "1MB" } end)
+    assert.has_error(function() core.connect { servers = testing.url(), maxPendingBytes = -2 } end)
+    assert.has_error(function() core.connect { servers = testing.url(), maxPendingBytes = 2 ^ 31 } end)
+    assert.has_error(function() core.connect { servers = testing.url(), maxPendingBytes = "1MB" } end)
   end)
 end)

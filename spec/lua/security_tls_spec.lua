@@ -1,9 +1,8 @@
 -- Security: TLS to nats-server with certificates the test makes itself
 -- (tools/make-test-certs.sh): server verification, hostname checks, mutual
--- TLS, and bad certificate files. Private servers (spec/natsproc).
+-- TLS, and bad certificate files. Private servers (hemera.testing).
 local Hemera = require "hemera"
-local h = require "helper"
-local natsproc = require "natsproc"
+local testing = require "hemera.testing"
 
 local SRC = os.getenv("HEMERA_SRC") or "."
 
@@ -25,7 +24,7 @@ local function try_connect(url, nats, logger)
 end
 
 local function refused(url, nats)
-  local lg = natsproc.logger()
+  local lg = testing.logger()
   local s, err = try_connect(url, nats, lg)
   assert.is_nil(s, "connected although it should have been refused")
   assert.is_true(Hemera.errors.HemeraError:is(err), tostring(err))
@@ -34,7 +33,7 @@ local function refused(url, nats)
 end
 
 local function round_trip(url, nats)
-  local topic = h.topic("tls")
+  local topic = testing.topic("tls")
   local s = assert(try_connect(url, nats))
   s:add({ topic = topic }, function(req) return req.a + 1 end)
   assert(s:flush())
@@ -50,20 +49,20 @@ describe("security: TLS", function()
 
   setup(function()
     dir = make_certs()
-    tls = natsproc.start { config = ('tls { cert_file: "%s", key_file: "%s" }'):format(f("server.pem"), f("server-key.pem")) }
-    mtls = natsproc.start { config = ('tls { cert_file: "%s", key_file: "%s", ca_file: "%s", verify: true }')
+    tls = testing.start_server { config = ('tls { cert_file: "%s", key_file: "%s" }'):format(f("server.pem"), f("server-key.pem")) }
+    mtls = testing.start_server { config = ('tls { cert_file: "%s", key_file: "%s", ca_file: "%s", verify: true }')
       :format(f("server.pem"), f("server-key.pem"), f("ca.pem")) }
-    wronghost = natsproc.start { config = ('tls { cert_file: "%s", key_file: "%s" }')
+    wronghost = testing.start_server { config = ('tls { cert_file: "%s", key_file: "%s" }')
       :format(f("wronghost.pem"), f("wronghost-key.pem")) }
-    plain = natsproc.start()
+    plain = testing.start_server()
   end)
   teardown(function()
-    natsproc.stop_all()
+    testing.stop_all()
     if dir then os.execute("rm -rf '" .. dir .. "'") end
   end)
 
   it("round-trips over TLS with the test CA (nats:// and tls:// URLs, 127.0.0.1 and localhost)", function()
-    natsproc.run(function()
+    testing.run(function()
       round_trip(tls.url, { tls = { ca = f("ca.pem") } })
       round_trip("tls://" .. tls.host_port, { tls = { ca = f("ca.pem") } })
       round_trip("nats://localhost:" .. tls.port, { tls = { ca = f("ca.pem") } })
@@ -71,7 +70,7 @@ describe("security: TLS", function()
   end)
 
   it("verifies the server by default: without the CA the handshake is refused with a clear error", function()
-    natsproc.run(function()
+    testing.run(function()
       for _, nats in ipairs { {}, { tls = {} } } do
         local err = refused(tls.url, nats)
         assert.matches("SSL", err.message)
@@ -81,14 +80,14 @@ describe("security: TLS", function()
   end)
 
   it("refuses a server signed by another CA", function()
-    natsproc.run(function()
+    testing.run(function()
       local err = refused(tls.url, { tls = { ca = f("other-ca.pem") } })
       assert.matches("certificate", err.message)
     end)
   end)
 
   it("refuses a server whose certificate is for another host", function()
-    natsproc.run(function()
+    testing.run(function()
       local err = refused(wronghost.url, { tls = { ca = f("ca.pem") } })
       assert.matches("mismatch", err.message)
       err = refused("nats://localhost:" .. wronghost.port, { tls = { ca = f("ca.pem") } })
@@ -97,26 +96,26 @@ describe("security: TLS", function()
   end)
 
   it("connects without verification only when asked to (verify = false)", function()
-    natsproc.run(function()
+    testing.run(function()
       round_trip(tls.url, { tls = { verify = false } })
     end)
   end)
 
   it("refuses TLS to a server that does not offer it", function()
-    natsproc.run(function()
+    testing.run(function()
       local err = refused(plain.url, { tls = { ca = f("ca.pem") } })
       assert.matches("Secure Connection not available", err.message)
     end)
   end)
 
   it("mutual TLS: a client certificate from the CA is accepted", function()
-    natsproc.run(function()
+    testing.run(function()
       round_trip(mtls.url, { tls = { ca = f("ca.pem"), cert = f("client.pem"), key = f("client-key.pem") } })
     end)
   end)
 
   it("mutual TLS: no client certificate, or one from another CA, is refused with a clear error", function()
-    natsproc.run(function()
+    testing.run(function()
       local errs = {
         refused(mtls.url, { tls = { ca = f("ca.pem") } }),
         refused(mtls.url, { tls = { ca = f("ca.pem"), cert = f("other-client.pem"), key = f("other-client-key.pem") } }),
@@ -133,7 +132,7 @@ describe("security: TLS", function()
   end)
 
   it("bad certificate files fail with an error naming the file, and no key material is logged", function()
-    natsproc.run(function()
+    testing.run(function()
       local cases = {
         { { ca = f("missing.pem") }, "missing.pem" },
         { { ca = "/etc/hostname" }, "/etc/hostname" },
@@ -153,14 +152,14 @@ describe("security: TLS", function()
   end)
 
   it("reconnects over TLS after the server restarts", function()
-    natsproc.run(function()
-      local topic = h.topic("tls-restart")
-      local slog = natsproc.logger()
+    testing.run(function()
+      local topic = testing.topic("tls-restart")
+      local slog = testing.logger()
       local nats = { tls = { ca = f("ca.pem") }, reconnectWait = 50, maxReconnect = -1 }
       local s = Hemera.new { servers = tls.url, nats = nats, logger = slog }
       s:add({ topic = topic }, function() return "tls ok" end)
       assert(s:ready())
-      local clog = natsproc.logger()
+      local clog = testing.logger()
       local c = Hemera.new { servers = tls.url, nats = nats, logger = clog }
       assert(c:ready())
       tls:restart()

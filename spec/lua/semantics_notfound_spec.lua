@@ -1,18 +1,18 @@
 -- Hemera v7 behaviour, ported from nats-hemera's test/hemera/not-found-action.spec.js.
 -- A plugin is function(scope, opts); it runs in ready() like Hemera's avvio
 -- plugins (its `done` is the function returning).
-local h = require "helper"
+local testing = require "hemera.testing"
 
 -- Hemera's default pluginTimeout (10 ms) is too tight for a loaded test
 -- machine; plugin loading itself is not under test here.
-local function new() return h.new { pluginTimeout = 2000 } end
+local function new() return testing.new { pluginTimeout = 2000 } end
 
 -- Seen in every plugin case below (the routing itself works: checked with
 -- rawget(scope, "_notFoundPattern") in place of the getter).
 describe("not-found-action.spec.js", function()
   it("defines a notFound action", function()
-    h.run(function()
-      local topic = h.topic("math")
+    testing.run(function()
+      local topic = testing.topic("math")
       local hemera = new()
       hemera:ready()
       hemera:setNotFoundPattern { topic = topic, cmd = "notFound" }
@@ -24,8 +24,8 @@ describe("not-found-action.spec.js", function()
   end)
 
   it("accepts the notFound pattern as a string", function()
-    h.run(function()
-      local topic = h.topic("math")
+    testing.run(function()
+      local topic = testing.topic("math")
       local hemera = new()
       hemera:ready()
       hemera:setNotFoundPattern("topic:" .. topic .. ",cmd:notFound")
@@ -43,8 +43,8 @@ describe("not-found-action.spec.js", function()
   end)
 
   it("is encapsulated in a plugin", function()
-    h.run(function()
-      local topic = h.topic("math")
+    testing.run(function()
+      local topic = testing.topic("math")
       local hemera = new()
       local inside
       hemera:use(function(scope)
@@ -58,10 +58,10 @@ describe("not-found-action.spec.js", function()
   end)
 
   it("is encapsulated in a plugin from the root / 2", function()
-    h.run(function()
-      local A, B = h.topic("A"), h.topic("B")
+    testing.run(function()
+      local A, B = testing.topic("A"), testing.topic("B")
       local hemera = new()
-      local inside, plugin_act = nil, h.future()
+      local inside, plugin_act = nil, testing.future()
       hemera:use(function(scope)
         scope:setNotFoundPattern { topic = A, cmd = "notFound" }
         inside = scope.notFoundPattern
@@ -80,8 +80,8 @@ describe("not-found-action.spec.js", function()
   end)
 
   it("is encapsulated in a plugin from the root / 3", function()
-    h.run(function()
-      local A, B = h.topic("A"), h.topic("B")
+    testing.run(function()
+      local A, B = testing.topic("A"), testing.topic("B")
       local hemera = new()
       local inside
       hemera:use(function(scope)
@@ -104,8 +104,8 @@ describe("not-found-action.spec.js", function()
   end)
 
   it("is encapsulated in a nested plugin from the root / 4", function()
-    h.run(function()
-      local A, B, C = h.topic("A"), h.topic("B"), h.topic("C")
+    testing.run(function()
+      local A, B, C = testing.topic("A"), testing.topic("B"), testing.topic("C")
       local hemera = new()
       local seen = {}
       hemera:use(function(scope)
@@ -133,8 +133,8 @@ describe("not-found-action.spec.js", function()
   end)
 
   it("is inherited by a nested plugin", function()
-    h.run(function()
-      local A = h.topic("A")
+    testing.run(function()
+      local A = testing.topic("A")
       local hemera = new()
       local seen = {}
       hemera:use(function(scope)
@@ -150,8 +150,8 @@ describe("not-found-action.spec.js", function()
   end)
 
   it("can be reset inside a nested plugin", function()
-    h.run(function()
-      local A = h.topic("A")
+    testing.run(function()
+      local A = testing.topic("A")
       local hemera = new()
       local seen = { inner = "unset" }
       hemera:use(function(scope)
@@ -169,8 +169,8 @@ describe("not-found-action.spec.js", function()
   end)
 
   it("does not run the outer notFound action for a topic of a plugin that reset it", function()
-    h.run(function()
-      local A, N = h.topic("A"), h.topic("N")
+    testing.run(function()
+      local A, N = testing.topic("A"), testing.topic("N")
       local hemera = new()
       hemera:use(function(scope)
         scope:setNotFoundPattern { topic = A, cmd = "notFound" }
@@ -187,9 +187,9 @@ describe("not-found-action.spec.js", function()
   end)
 
   it("reads nil after a reset on the root", function()
-    h.run(function()
+    testing.run(function()
       local hemera = new()
-      hemera:setNotFoundPattern { topic = h.topic("A"), cmd = "notFound" }
+      hemera:setNotFoundPattern { topic = testing.topic("A"), cmd = "notFound" }
       assert.is_table(hemera.notFoundPattern)
       hemera:setNotFoundPattern(nil)
       assert.is_nil(hemera.notFoundPattern)

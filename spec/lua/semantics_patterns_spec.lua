@@ -5,7 +5,7 @@
 local Hemera = require "hemera"
 local core = require "hemera.core"
 local pattern = require "hemera.pattern"
-local h = require "helper"
+local testing = require "hemera.testing"
 
 local function raises(fn)
   local ok, err = pcall(fn)
@@ -22,9 +22,9 @@ end
 
 describe("pattern-matching.spec.js", function()
   it("throws when the pattern is already defined (lookupBeforeAdd)", function()
-    h.run(function()
-      local topic = h.topic("TOPIC")
-      local hemera = h.new { bloomrun = { lookupBeforeAdd = true } }
+    testing.run(function()
+      local topic = testing.topic("TOPIC")
+      local hemera = testing.new { bloomrun = { lookupBeforeAdd = true } }
       hemera:ready()
       local err = raises(function() add_three(hemera, topic) end)
       assert.equal("HemeraError", err.name)
@@ -35,9 +35,9 @@ describe("pattern-matching.spec.js", function()
   end)
 
   it("does not throw when a pattern is a subset of another", function()
-    h.run(function()
-      local topic = h.topic("TOPIC")
-      local hemera = h.new()
+    testing.run(function()
+      local topic = testing.topic("TOPIC")
+      local hemera = testing.new()
       hemera:ready()
       add_three(hemera, topic)
       assert.equal(3, #hemera:list())
@@ -45,9 +45,9 @@ describe("pattern-matching.spec.js", function()
   end)
 
   it("matches in insertion order", function()
-    h.run(function()
-      local topic = h.topic("TOPIC")
-      local hemera = h.new { bloomrun = { indexing = "insertion" } }
+    testing.run(function()
+      local topic = testing.topic("TOPIC")
+      local hemera = testing.new { bloomrun = { indexing = "insertion" } }
       hemera:ready()
       add_three(hemera, topic)
       local a = hemera.router:lookup { topic = topic, cmd = "CMD", type = "TYPE2" }
@@ -56,9 +56,9 @@ describe("pattern-matching.spec.js", function()
   end)
 
   it("does not send the $ options", function()
-    h.run(function()
-      local topic = h.topic("TOPIC")
-      local hemera = h.new()
+    testing.run(function()
+      local topic = testing.topic("TOPIC")
+      local hemera = testing.new()
       hemera:ready()
       local seen
       hemera:add({ topic = topic, cmd = "CMD" }, function(req) seen = req end)
@@ -69,9 +69,9 @@ describe("pattern-matching.spec.js", function()
   end)
 
   it("matches in depth order", function()
-    h.run(function()
-      local topic = h.topic("TOPIC")
-      local hemera = h.new { bloomrun = { lookupBeforeAdd = false, indexing = "depth" } }
+    testing.run(function()
+      local topic = testing.topic("TOPIC")
+      local hemera = testing.new { bloomrun = { lookupBeforeAdd = false, indexing = "depth" } }
       hemera:ready()
       add_three(hemera, topic)
       local a = hemera.router:lookup { topic = topic, cmd = "CMD", type = "TYPE2" }
@@ -80,10 +80,10 @@ describe("pattern-matching.spec.js", function()
   end)
 
   it("routes the act to the pattern the order picks (insertion and depth, over the wire)", function()
-    h.run(function()
+    testing.run(function()
       for _, indexing in ipairs { "insertion", "depth" } do
-        local topic = h.topic("TOPIC")
-        local hemera = h.new { bloomrun = { indexing = indexing } }
+        local topic = testing.topic("TOPIC")
+        local hemera = testing.new { bloomrun = { indexing = indexing } }
         hemera:add({ topic = topic, cmd = "a" }, function() return "short" end)
         hemera:add({ topic = topic, cmd = "a", foo = "bar" }, function() return "long" end)
         hemera:ready()
@@ -110,10 +110,10 @@ describe("unit/util.spec.js", function()
   end)
 
   it("cleans an add pattern to its routing pattern (no $ keys, no objects, no functions; regexes kept)", function()
-    h.run(function()
-      local hemera = h.new()
+    testing.run(function()
+      local hemera = testing.new()
       local re = Hemera.regex(".")
-      local def = hemera:add({ topic = h.topic("foo"), ["test$"] = "a", regex = re, a = { b = 1 } }, function() end)
+      local def = hemera:add({ topic = testing.topic("foo"), ["test$"] = "a", regex = re, a = { b = 1 } }, function() end)
       assert.same({ topic = def.transport.topic, regex = re }, def.pattern)
       assert.same({ a = { b = 1 } }, def.schema)
     end)

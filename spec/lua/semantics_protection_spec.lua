@@ -1,19 +1,19 @@
 -- Hemera v7 behaviour, ported from nats-hemera's test/hemera/message-loops.spec.js,
 -- load-policy.spec.js and process-stats.spec.js.
 local Hemera = require "hemera"
-local h = require "helper"
+local testing = require "hemera.testing"
 
 local MaxRecursionError = Hemera.errors.MaxRecursionError
 
 describe("message-loops.spec.js", function()
   it("does not return a MaxRecursionError under the limit", function()
-    h.run(function()
-      local topic = h.topic("a")
-      local hemera = h.new { maxRecursion = 3 }
+    testing.run(function()
+      local topic = testing.topic("a")
+      local hemera = testing.new { maxRecursion = 3 }
       hemera:ready()
       local n, max = 0, 2
       local errors, calls = {}, 0
-      local finished = h.future()
+      local finished = testing.future()
       -- 1 + 2 outbounds, 1 + 2 inbounds
       hemera:add({ topic = topic, cmd = "a" }, function(req, ctx)
         calls = calls + 1
@@ -33,12 +33,12 @@ describe("message-loops.spec.js", function()
   end)
 
   it("returns a MaxRecursionError", function()
-    h.run(function()
-      local topic = h.topic("a")
-      local hemera = h.new { maxRecursion = 2 }
+    testing.run(function()
+      local topic = testing.topic("a")
+      local hemera = testing.new { maxRecursion = 2 }
       hemera:ready()
       local n, max = 0, 2
-      local got = h.future()
+      local got = testing.future()
       hemera:add({ topic = topic, cmd = "a" }, function(req, ctx)
         if n < max then
           local _, err = ctx:act { topic = topic, cmd = "a" }
@@ -56,15 +56,15 @@ describe("message-loops.spec.js", function()
   end)
 
   it("returns a MaxRecursionError even on different instances", function()
-    h.run(function()
-      local topic = h.topic("a")
+    testing.run(function()
+      local topic = testing.topic("a")
       local maxRecursion = 10
       local n, max = 0, 25
       local spy, spy_error = { 0, 0 }, { 0, 0 }
       local recursionError
       local insts = {}
       for k = 1, 2 do
-        local hemera = h.new { maxRecursion = maxRecursion }
+        local hemera = testing.new { maxRecursion = maxRecursion }
         hemera:add({ topic = topic, cmd = "a" }, function(req, ctx)
           if n < max then
             local _, err = ctx:act { topic = topic, cmd = "a" }
@@ -89,15 +89,15 @@ describe("message-loops.spec.js", function()
   end)
 
   it("returns a MaxRecursionError even on different instances, with error propagation", function()
-    h.run(function()
-      local topic = h.topic("a")
+    testing.run(function()
+      local topic = testing.topic("a")
       local maxRecursion = 10
       local n, max = 0, 11
       local spy, spy_error = { 0, 0 }, { 0, 0 }
       local recursionError
       local insts = {}
       for k = 1, 2 do
-        local hemera = h.new { maxRecursion = maxRecursion }
+        local hemera = testing.new { maxRecursion = maxRecursion }
         hemera:add({ topic = topic, cmd = "a" }, function(req, ctx)
           if n < max then
             local _, err = ctx:act { topic = topic, cmd = "a" }
@@ -126,12 +126,12 @@ describe("message-loops.spec.js", function()
   end)
 
   it("can act again after a MaxRecursionError", function()
-    h.run(function()
-      local topic = h.topic("a")
-      local hemera = h.new { maxRecursion = 2 }
+    testing.run(function()
+      local topic = testing.topic("a")
+      local hemera = testing.new { maxRecursion = 2 }
       hemera:ready()
       local n, max = 0, 2
-      local out = h.future()
+      local out = testing.future()
       hemera:add({ topic = topic, cmd = "a" }, function(req, ctx)
         if req.a then
           return true
@@ -158,9 +158,9 @@ end)
 
 describe("load-policy.spec.js", function()
   it("replies a ProcessLoadError (Server under heavy load) without calling the handler or crashing", function()
-    h.run(function()
-      local topic = h.topic("a")
-      local hemera = h.new {
+    testing.run(function()
+      local topic = testing.topic("a")
+      local hemera = testing.new {
         load = { checkPolicy = true, process = { sampleInterval = 1 }, policy = { maxRssBytes = 5 } },
       }
       hemera:ready()
@@ -181,9 +181,9 @@ describe("load-policy.spec.js", function()
   end)
 
   it("serves normally with checkPolicy false", function()
-    h.run(function()
-      local topic = h.topic("a")
-      local hemera = h.new {
+    testing.run(function()
+      local topic = testing.topic("a")
+      local hemera = testing.new {
         load = { checkPolicy = false, process = { sampleInterval = 1 }, policy = { maxRssBytes = 5 } },
       }
       hemera:ready()
@@ -195,7 +195,7 @@ describe("load-policy.spec.js", function()
   end)
 
   it("needs a sample interval to enable load limits", function()
-    local ok, err = pcall(h.new, { load = { policy = { maxRssBytes = 5 } } })
+    local ok, err = pcall(testing.new, { load = { policy = { maxRssBytes = 5 } } })
     assert.is_false(ok)
     assert.equal("HemeraError", err.name)
     assert.truthy(err.message:find("Load sample interval must be set to enable load limits", 1, true))
@@ -204,8 +204,8 @@ end)
 
 describe("process-stats.spec.js", function()
   it("returns information about the current load of the running process", function()
-    h.run(function()
-      local hemera = h.new { load = { process = { sampleInterval = 1 } } }
+    testing.run(function()
+      local hemera = testing.new { load = { process = { sampleInterval = 1 } } }
       hemera:ready()
       local load = hemera.load
       assert.is_number(load.eventLoopDelay)

@@ -4,7 +4,7 @@
 -- TimeoutError), and hemera:stream{...} iterates over the replies.
 -- Times are scaled down from Hemera's (250/100/150 ms) to keep the file fast.
 local Hemera = require "hemera"
-local h = require "helper"
+local testing = require "hemera.testing"
 
 local function ten_replies(req, ctx)
   for i = 0, 9 do ctx.reply:next(i) end
@@ -12,7 +12,7 @@ end
 
 -- Collects the callbacks of an act: results, errors and their order.
 local function collector(expected)
-  local c = { results = {}, errors = {}, all = {}, done = h.future() }
+  local c = { results = {}, errors = {}, all = {}, done = testing.future() }
   c.cb = function(err, res, ctx)
     c.ctx = ctx
     if res == nil then res = "nil" end -- keep the count of replies without result
@@ -25,9 +25,9 @@ end
 
 describe("streaming.spec.js", function()
   it("receives lots of messages from the INBOX (maxMessages$ 10)", function()
-    h.run(function()
-      local topic = h.topic("math")
-      local hemera = h.new()
+    testing.run(function()
+      local topic = testing.topic("math")
+      local hemera = testing.new()
       hemera:ready()
       hemera:add({ topic = topic, cmd = "add" }, ten_replies)
       local c = collector(10)
@@ -42,9 +42,9 @@ describe("streaming.spec.js", function()
   end)
 
   it("receives an unlimited count of messages with maxMessages$ -1 until the sid is removed", function()
-    h.run(function()
-      local topic = h.topic("math")
-      local hemera = h.new()
+    testing.run(function()
+      local topic = testing.topic("math")
+      local hemera = testing.new()
       hemera:ready()
       hemera:add({ topic = topic, cmd = "add" }, ten_replies)
       local c = collector(10)
@@ -63,9 +63,9 @@ describe("streaming.spec.js", function()
   end)
 
   it("responds multiple errors with reply:next", function()
-    h.run(function()
-      local topic = h.topic("math")
-      local hemera = h.new()
+    testing.run(function()
+      local topic = testing.topic("math")
+      local hemera = testing.new()
       hemera:ready()
       hemera:add({ topic = topic, cmd = "add" }, function(req, ctx)
         for _ = 1, 10 do ctx.reply:next(Hemera.errors.Error("test")) end
@@ -83,9 +83,9 @@ describe("streaming.spec.js", function()
   end)
 
   it("ends a maxMessages$ -1 stream with one TimeoutError when replies stop (our decision)", function()
-    h.run(function()
-      local topic = h.topic("math")
-      local hemera = h.new()
+    testing.run(function()
+      local topic = testing.topic("math")
+      local hemera = testing.new()
       hemera:ready()
       hemera:add({ topic = topic, cmd = "add" }, ten_replies)
       local c = collector(11)
@@ -99,9 +99,9 @@ describe("streaming.spec.js", function()
   end)
 
   it("times a maxMessages$ -1 stream out on idleness, not from its start (our decision)", function()
-    h.run(function()
-      local topic = h.topic("slow")
-      local hemera = h.new()
+    testing.run(function()
+      local topic = testing.topic("slow")
+      local hemera = testing.new()
       hemera:ready()
       hemera:add({ topic = topic }, function(req, ctx)
         for i = 1, 5 do
@@ -118,9 +118,9 @@ describe("streaming.spec.js", function()
   end)
 
   it("iterates over the replies with hemera:stream", function()
-    h.run(function()
-      local topic = h.topic("math")
-      local hemera = h.new()
+    testing.run(function()
+      local topic = testing.topic("math")
+      local hemera = testing.new()
       hemera:ready()
       hemera:add({ topic = topic, cmd = "add" }, ten_replies)
       local got = {}
@@ -147,9 +147,9 @@ describe("streaming.spec.js", function()
   end)
 
   it("refuses maxMessages$ on a waiting act without callback", function()
-    h.run(function()
-      local topic = h.topic("math")
-      local hemera = h.new()
+    testing.run(function()
+      local topic = testing.topic("math")
+      local hemera = testing.new()
       hemera:ready()
       hemera:add({ topic = topic, cmd = "add" }, ten_replies)
       local res, err = hemera:act { topic = topic, cmd = "add", maxMessages_ = 10 }
@@ -165,7 +165,7 @@ describe("timeouts.spec.js", function()
   -- `server_a`, `server_b`, `client`: the instances serving A, B and acting.
   local function nested_timeouts(server_a, server_b, client)
     -- One topic per server: instances share the queue group of a topic.
-    local topic, topicB = h.topic("test"), h.topic("test")
+    local topic, topicB = testing.topic("test"), testing.topic("test")
     local aError, bError, aResult, bResult = 0, 0, 0, 0
     server_a:add({ topic = topic, cmd = "A" }, function()
       Hemera.sleep(150)
@@ -181,7 +181,7 @@ describe("timeouts.spec.js", function()
       return res
     end)
     for _, inst in ipairs { server_a, server_b, client } do assert(inst:flush()) end
-    local first = h.future()
+    local first = testing.future()
     client:act({ topic = topicB, cmd = "B", timeout_ = 100 }, function(err)
       if err then bError = bError + 1 else bResult = bResult + 1 end
       if not first:is_set() then first:set(err) end
@@ -198,25 +198,25 @@ describe("timeouts.spec.js", function()
   end
 
   it("does not receive more messages when the INBOX times out", function()
-    h.run(function()
-      local hemera = h.new()
+    testing.run(function()
+      local hemera = testing.new()
       hemera:ready()
       nested_timeouts(hemera, hemera, hemera)
     end)
   end)
 
   it("does not receive more messages when multiple participants time out", function()
-    h.run(function()
-      local a, b, c = h.new(), h.new(), h.new()
+    testing.run(function()
+      local a, b, c = testing.new(), testing.new(), testing.new()
       a:ready(); b:ready(); c:ready()
       nested_timeouts(a, b, c)
     end)
   end)
 
   it("receives a timeout when the expected count of messages could not be received", function()
-    h.run(function()
-      local topic = h.topic("test")
-      local hemera = h.new()
+    testing.run(function()
+      local topic = testing.topic("test")
+      local hemera = testing.new()
       hemera:ready()
       hemera:add({ topic = topic, cmd = "A" }, function() end)
       local c = collector(2)
@@ -231,9 +231,9 @@ describe("timeouts.spec.js", function()
   end)
 
   it("does not time out when more messages than expected are sent (the INBOX closes)", function()
-    h.run(function()
-      local topic = h.topic("test")
-      local hemera = h.new()
+    testing.run(function()
+      local topic = testing.topic("test")
+      local hemera = testing.new()
       hemera:ready()
       hemera:add({ topic = topic, cmd = "A" }, ten_replies)
       local c = collector(5)
@@ -246,9 +246,9 @@ describe("timeouts.spec.js", function()
   end)
 
   it("gives a timeout error when the handler never replies", function()
-    h.run(function()
-      local topic = h.topic("email")
-      local hemera = h.new { timeout = 100 }
+    testing.run(function()
+      local topic = testing.topic("email")
+      local hemera = testing.new { timeout = 100 }
       hemera:ready()
       hemera:add({ topic = topic, cmd = "send" }, function() Hemera.sleep(200) end)
       local res, err = hemera:act { topic = topic, cmd = "send", email = "foobar@gmail.com", msg = "Hi!" }
@@ -262,9 +262,9 @@ describe("timeouts.spec.js", function()
   end)
 
   it("sees the client timeout in onActFinished", function()
-    h.run(function()
-      local topic = h.topic("email")
-      local hemera = h.new { timeout = 100 }
+    testing.run(function()
+      local topic = testing.topic("email")
+      local hemera = testing.new { timeout = 100 }
       local event
       hemera:ext("onActFinished", function(ctx)
         -- Node reads ctx.response.error; the Lua act context holds it as responseError.
@@ -283,10 +283,10 @@ describe("timeouts.spec.js", function()
   end)
 
   it("handles a super error in the onActFinished extension", function()
-    h.run(function()
-      local topic = h.topic("email")
+    testing.run(function()
+      local topic = testing.topic("email")
       local Unauthorized = Hemera.createError("Unauthorized")
-      local hemera = h.new { timeout = 150 }
+      local hemera = testing.new { timeout = 150 }
       hemera:ext("onActFinished", function() return nil, Unauthorized("test") end)
       hemera:ready()
       hemera:add({ topic = topic, cmd = "send" }, function() end)
@@ -298,9 +298,9 @@ describe("timeouts.spec.js", function()
   end)
 
   it("handles an error in the onActFinished extension", function()
-    h.run(function()
-      local topic = h.topic("email")
-      local hemera = h.new { timeout = 150 }
+    testing.run(function()
+      local topic = testing.topic("email")
+      local hemera = testing.new { timeout = 150 }
       hemera:ext("onActFinished", function() error(Hemera.errors.Error("test")) end)
       hemera:ready()
       hemera:add({ topic = topic, cmd = "send" }, function() end)
@@ -311,10 +311,10 @@ describe("timeouts.spec.js", function()
   end)
 
   it("gives a timeout error when the pattern is not served on the network", function()
-    h.run(function()
-      local hemera = h.new { timeout = 20 }
+    testing.run(function()
+      local hemera = testing.new { timeout = 20 }
       hemera:ready()
-      local res, err = hemera:act { topic = h.topic("math"), cmd = "add", a = 1, b = 2 }
+      local res, err = hemera:act { topic = testing.topic("math"), cmd = "add", a = 1, b = 2 }
       assert.is_nil(res)
       assert.equal("TimeoutError", err.name)
       assert.equal("Client timeout", err.message)

@@ -4,13 +4,13 @@
 -- follow NATS rules exactly (Node converts them to a case-insensitive RegExp
 -- of [a-zA-Z0-9-] tokens); the cases below are those where both agree, then
 -- the NATS-only ones.
-local h = require "helper"
+local testing = require "hemera.testing"
 
 describe("wildcards.spec.js", function()
   it("uses the > wildcard in a topic declaration", function()
-    h.run(function()
-      local base = h.topic("systems-europe")
-      local hemera = h.new()
+    testing.run(function()
+      local base = testing.topic("systems-europe")
+      local hemera = testing.new()
       hemera:ready()
       local seen
       hemera:add({ topic = base .. ".a.>", cmd = "info" }, function(req)
@@ -25,9 +25,9 @@ describe("wildcards.spec.js", function()
   end)
 
   it("uses the * wildcard in a topic declaration", function()
-    h.run(function()
-      local base = h.topic("systems-europe")
-      local hemera = h.new()
+    testing.run(function()
+      local base = testing.topic("systems-europe")
+      local hemera = testing.new()
       hemera:ready()
       local seen
       hemera:add({ topic = base .. ".a.*", cmd = "info" }, function(req)
@@ -45,12 +45,12 @@ describe("wildcards.spec.js", function()
   -- runs twice. Here each subscription routes among its own patterns (a
   -- deliberate difference, docs/api.md): each handler runs once.
   it("runs each subscription's own handler when two wildcard topics overlap", function()
-    h.run(function()
-      local base = h.topic("systems-europe")
-      local hemera = h.new()
+    testing.run(function()
+      local base = testing.topic("systems-europe")
+      local hemera = testing.new()
       hemera:ready()
       local calls, calls2 = 0, 0
-      local both = h.future()
+      local both = testing.future()
       local function seen()
         if calls + calls2 == 2 then both:set() end
         return true
@@ -73,11 +73,11 @@ describe("wildcards.spec.js", function()
   end)
 
   it("uses the > wildcard in pubsub mode", function()
-    h.run(function()
-      local base = h.topic("systems-europe")
-      local hemera = h.new()
+    testing.run(function()
+      local base = testing.topic("systems-europe")
+      local hemera = testing.new()
       hemera:ready()
-      local got = h.future()
+      local got = testing.future()
       hemera:add({ topic = base .. ".a.>", cmd = "info" }, function(req) got:set(req.topic) end)
       hemera:act({ topic = base .. ".a.info.details", cmd = "info", pubsub_ = true }, function() end)
       assert.equal(base .. ".a.info.details", (got:wait(2000)))
@@ -85,11 +85,11 @@ describe("wildcards.spec.js", function()
   end)
 
   it("uses the * wildcard in pubsub mode", function()
-    h.run(function()
-      local base = h.topic("systems-europe")
-      local hemera = h.new()
+    testing.run(function()
+      local base = testing.topic("systems-europe")
+      local hemera = testing.new()
       hemera:ready()
-      local got = h.future()
+      local got = testing.future()
       hemera:add({ topic = base .. ".a.*", cmd = "info" }, function(req) got:set(req.topic) end)
       hemera:act({ topic = base .. ".a.info", cmd = "info", pubsub_ = true }, function() end)
       assert.equal(base .. ".a.info", (got:wait(2000)))
@@ -97,9 +97,9 @@ describe("wildcards.spec.js", function()
   end)
 
   it("does not convert a topic without wildcard tokens", function()
-    h.run(function()
-      local base = h.topic("systems-europe")
-      local hemera = h.new()
+    testing.run(function()
+      local base = testing.topic("systems-europe")
+      local hemera = testing.new()
       hemera:ready()
       hemera:add({ topic = base .. ".a", cmd = "info" }, function() return true end)
       local def = hemera.router:lookup { topic = base .. ".a", cmd = "info" }
@@ -112,13 +112,13 @@ end)
 
 describe("unit/util.spec.js natsWildcardToRegex subjects (routed by NATS rules)", function()
   local function routes(subject_pattern, subject)
-    local hemera = h.new()
+    local hemera = testing.new()
     hemera:add({ topic = subject_pattern }, function() end)
     return hemera.router:lookup { topic = subject } ~= nil
   end
 
   it("matches * and > in the documented positions", function()
-    h.run(function()
+    testing.run(function()
       assert.is_true(routes("europe-system.*.foo-bar", "europe-system.test.foo-bar"))
       assert.is_false(routes("europe-system.*.foo-bar", "europe-system.test.foo"))
       assert.is_true(routes("europe-system.>", "europe-system.foo-bar"))
@@ -132,7 +132,7 @@ describe("unit/util.spec.js natsWildcardToRegex subjects (routed by NATS rules)"
   end)
 
   it("follows NATS, not Node's RegExp, where they differ", function()
-    h.run(function()
+    testing.run(function()
       -- > needs at least one token; * exactly one.
       assert.is_false(routes("a.>", "a"))
       assert.is_false(routes("a.*", "a"))
@@ -148,9 +148,9 @@ describe("unit/util.spec.js natsWildcardToRegex subjects (routed by NATS rules)"
   end)
 
   it("routes a request whose subject only NATS rules accept", function()
-    h.run(function()
-      local base = h.topic("wild")
-      local hemera = h.new()
+    testing.run(function()
+      local base = testing.topic("wild")
+      local hemera = testing.new()
       hemera:add({ topic = base .. ".*" }, function(req) return req.topic end)
       hemera:ready()
       local res, err = hemera:act { topic = base .. ".under_score" }

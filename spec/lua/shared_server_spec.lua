@@ -4,7 +4,7 @@
 -- a directory of its own (HEMERA_STATE_DIR), skips the 127.0.0.1:4222
 -- probe (HEMERA_PROBE=none: CI may or may not have a server there) and
 -- sets no grace period (HEMERA_SERVER_GRACE=0).
-local natsproc = require "natsproc"
+local testing = require "hemera.testing"
 local Hemera = require "hemera"
 local core = require "hemera.core"
 
@@ -59,21 +59,8 @@ local function run(state, args)
   return tonumber(out:match("EXIT=(%d+)%s*$")), out
 end
 
-local function alive(pid)
-  local f = io.open("/proc/" .. pid .. "/stat")
-  local state = f and f:read("l"):match("^%d+ %b() (%a)")
-  if f then f:close() end
-  return state ~= nil and state ~= "Z"
-end
-
--- Polls a pid until it is gone, a bounded number of times.
-local function gone(pid)
-  for _ = 1, 200 do
-    if not alive(pid) then return true end
-    os.execute("sleep 0.05")
-  end
-  return false
-end
+-- Polls a pid until it is gone (not our child: no exit event), bounded.
+local function gone(pid) return testing.wait_gone(pid, 10000) end
 
 describe("the shared default nats-server", function()
   it("serves a service and a client run as two interpreters, then goes away after both exit", function()
@@ -87,7 +74,7 @@ describe("the shared default nats-server", function()
     assert.equal(0, status, text)
     assert.is_true(has(text, "shared nats-server on " .. url .. " (pid " .. pid), text)
     -- The service is up when it answers (a successful request, not a wait).
-    natsproc.run(function()
+    testing.run(function()
       local probe = Hemera.new { servers = url }
       assert(probe:ready())
       local sum

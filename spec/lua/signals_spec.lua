@@ -2,8 +2,7 @@
 -- every instance, lets the request in flight finish and send its reply,
 -- and ends Hemera.run(); a second one exits at once; the signal handles
 -- never keep the loop alive on their own.
-local natsproc = require "natsproc"
-local h = require "helper"
+local testing = require "hemera.testing"
 local Hemera = require "hemera"
 
 local shell_quote = require("shell").quote
@@ -29,7 +28,7 @@ local function start(source)
   f:close()
   f = assert(io.open(dir .. "/run.sh", "w"))
   f:write(("%sHEMERA_NATS_URL=%s timeout -s KILL 60 lua5.4 %s >%s 2>&1\necho \"EXIT=$?\" >>%s\n"):format(
-    preload_env(), shell_quote(h.url), shell_quote(dir .. "/service.lua"), shell_quote(dir .. "/out.txt"),
+    preload_env(), shell_quote(testing.url()), shell_quote(dir .. "/service.lua"), shell_quote(dir .. "/out.txt"),
     shell_quote(dir .. "/out.txt")))
   f:close()
   os.execute("sh " .. shell_quote(dir .. "/run.sh") .. " </dev/null >/dev/null 2>&1 &")
@@ -79,15 +78,15 @@ describe("Hemera.handleSignals in a plain lua5.4", function()
   -- the pid) once the handler has started, and returns the reply or error
   -- the caller got, then the exit status and the output.
   local function serve_and_signal(closeTimeout, sleep_ms, act_timeout, send)
-    local topic = h.topic("signals")
+    local topic = testing.topic("signals")
     local dir = start(SERVICE:format(closeTimeout, topic, topic .. ".entered", sleep_ms))
     local outcome
-    natsproc.run(function()
-      local entered = h.future()
-      local watcher = Hemera.new { servers = h.url }
+    testing.run(function()
+      local entered = testing.future()
+      local watcher = Hemera.new { servers = testing.url() }
       watcher:add({ topic = topic .. ".entered", pubsub_ = true }, function(req) entered:set(req.pid) end)
       assert(watcher:ready())
-      local c = Hemera.new { servers = h.url }
+      local c = Hemera.new { servers = testing.url() }
       assert(c:ready())
       -- The service may still be starting: its first reply says it is up.
       local probe
@@ -96,8 +95,8 @@ describe("Hemera.handleSignals in a plain lua5.4", function()
         if probe == 0 or read_out(dir):find("EXIT=", 1, true) then break end
       end
       assert.equal(0, probe, "the service did not start:\n" .. read_out(dir))
-      entered = h.future()
-      local done = h.future()
+      entered = testing.future()
+      local done = testing.future()
       c:act({ topic = topic, k = 21, timeout_ = act_timeout }, function(err, res) done:set(err or res) end)
       local pid = assert(entered:wait(10000), "the handler did not start")
       send(pid, dir)

@@ -1,18 +1,18 @@
 -- The validation modules plugged into a real service over NATS.
 local S = require "hemera.validation.schema"
 local J = require "hemera.validation.jsonschema"
-local h = require "helper"
+local testing = require "hemera.testing"
 
 describe("hemera.validation.schema as a plugin", function()
   it("validates and coerces requests, and names the field, rule and value on failure", function()
-    h.run(function()
-      local topic = h.topic("math")
-      local s = h.new { pluginTimeout = 2000 }
+    testing.run(function()
+      local topic = testing.topic("math")
+      local s = testing.new { pluginTimeout = 2000 }
       s:use(S.plugin)
       s:add({ topic = topic, cmd = "add", a = S.number():required(), b = S.number():min(0):default(5) },
         function(req) return req.a + req.b end)
       assert(s:ready())
-      local c = h.new()
+      local c = testing.new()
       assert(c:ready())
       assert.equal(6, (c:act { topic = topic, cmd = "add", a = 1 }))
       local _, err = c:act { topic = topic, cmd = "add", a = 1, b = -2 }
@@ -28,9 +28,9 @@ end)
 
 describe("hemera.validation.jsonschema as a plugin", function()
   it("applies defaults and reports the keyword", function()
-    h.run(function()
-      local topic = h.topic("greet")
-      local s = h.new { pluginTimeout = 2000 }
+    testing.run(function()
+      local topic = testing.topic("greet")
+      local s = testing.new { pluginTimeout = 2000 }
       s:use(J.plugin)
       s:add({ topic = topic, cmd = "hello",
               schema = { request = { type = "object", required = { "name" },
@@ -38,7 +38,7 @@ describe("hemera.validation.jsonschema as a plugin", function()
                                                     greeting = { type = "string", default = "hello" } } } } },
         function(req) return req.greeting .. " " .. req.name end)
       assert(s:ready())
-      local c = h.new()
+      local c = testing.new()
       assert(c:ready())
       assert.equal("hello ada", (c:act { topic = topic, cmd = "hello", name = "ada" }))
       local _, err = c:act { topic = topic, cmd = "hello", name = "a" }
