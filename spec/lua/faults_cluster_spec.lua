@@ -74,7 +74,7 @@ local function start_load(c, topic, W)
   function load:stop()
     self.stopping = true
     assert.is_nil(select(2, self.finished:wait(10000)))
-    if os.getenv("NATSPROC_DEBUG") then
+    if os.getenv("HEMERA_SPEC_DEBUG") then
       io.stderr:write(("\nload: in flight at kill %s; issued %s; ok %s; timeouts %s\n"):format(
         tostring(self.inflight_at_kill), core.encode(self.issued), core.encode(self.ok), core.encode(self.timeouts)))
     end
