@@ -462,14 +462,6 @@ end
 -- Durable actions
 -- ===================================================================
 
-local function release(i)
-  if i.inflight == 0 and i.on_drained then
-    local f = i.on_drained
-    i.on_drained = nil
-    f()
-  end
-end
-
 -- Sends +WPI for every message running longer than a third of ackWait,
 -- while any runs.
 local function progress(c)
@@ -570,10 +562,9 @@ local function handle(c, subject, reply, data)
     end
   end
   c.inflight = c.inflight - 1
-  i.inflight = i.inflight - 1
   if c.inflight == 0 then wake(c.tick) end
   if c.reader then c.reader:freed() end
-  release(i)
+  util.served(i)
 end
 
 local function start_consumer(c)

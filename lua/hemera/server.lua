@@ -413,15 +413,10 @@ function M.serve(owner, t, ctx)
     internal_error(owner, ctx, reply, err)
   end
   if t.last and i.topics[t.topic] == t then owner:_cleanTopic(t.topic) end
-  i.inflight = i.inflight - 1
   -- Its delivery credit goes back (maxConcurrency): waiting messages may
   -- come in now.
   if i.conn then i.conn:done() end
-  if i.inflight == 0 and i.on_drained then
-    local f = i.on_drained
-    i.on_drained = nil
-    f()
-  end
+  util.served(i)
 end
 
 return M

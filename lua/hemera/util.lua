@@ -119,4 +119,41 @@ function M.lazy(scope, slot, builders)
   return mt
 end
 
+-- One served message less (a handler, a durable delivery, an HTTP request
+-- of hemera.web): the last one wakes close, which waits for none to run.
+function M.served(i)
+  i.inflight = i.inflight - 1
+  if i.inflight == 0 and i.on_drained then
+    local f = i.on_drained
+    i.on_drained = nil
+    f()
+  end
+end
+
+-- "host:port" or "[v6]:port" (numeric host; "" means 127.0.0.1) -> host,
+-- port; nil when s is not one.
+function M.parse_listen(s)
+  if type(s) ~= "string" then return nil end
+  local host, port = s:match("^%[([%x:.]+)%]:(%d+)$")
+  if not host then host, port = s:match("^([^:]*):(%d+)$") end
+  port = tonumber(port)
+  if not host or not port or port > 65535 then return nil end
+  if host == "" then host = "127.0.0.1" end
+  return host, math.tointeger(port)
+end
+
+-- A plugin's HTTP server (core.http_listen) on host:port with the limits
+-- in opts.http, closed by the instance's close. Returns the server and its
+-- base URL; raises a HemeraError naming the plugin when it cannot listen.
+function M.serve_http(scope, plugin, host, port, opts, handler)
+  local http = M.copy(opts.http)
+  http.host, http.port = host, port
+  local server, err = core.http_listen(http, handler)
+  if not server then
+    error(errors.HemeraError(plugin .. ": " .. tostring(err), { listen = opts.listen }), 0)
+  end
+  scope:ext("onClose", function() server:close() end)
+  return server, ("http://%s:%d"):format(host:find(":") and "[" .. host .. "]" or host, server:port())
+end
+
 return M
