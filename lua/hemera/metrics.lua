@@ -33,6 +33,7 @@
 local core = require "hemera.core"
 local errors = require "hemera.errors"
 local pattern = require "hemera.pattern"
+local util = require "hemera.util"
 
 
 local DEFAULT_BUCKETS = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 }
@@ -44,17 +45,11 @@ local function bad_option(name, expected, got)
     :format(name, expected, tostring(got)), { option = name }), 4)
 end
 
--- "host:port" or "[v6]:port" -> host, port
 local function parse_listen(s)
+  local host, port = util.parse_listen(s)
+  if host then return host, port end
   if type(s) ~= "string" then bad_option("listen", "a string \"host:port\"", s) end
-  local host, port = s:match("^%[([%x:.]+)%]:(%d+)$")
-  if not host then host, port = s:match("^([^:]*):(%d+)$") end
-  port = tonumber(port)
-  if not host or not port or port > 65535 then
-    bad_option("listen", "\"host:port\" with a numeric host and a port from 0 to 65535", ("%q"):format(s))
-  end
-  if host == "" then host = "127.0.0.1" end
-  return host, math.tointeger(port)
+  bad_option("listen", "\"host:port\" with a numeric host and a port from 0 to 65535", ("%q"):format(s))
 end
 
 -- {==================================================================
@@ -284,20 +279,11 @@ local function register(scope, opts)
     return 200, EXPOSITION, reg:render()
   end
 
-  local http = {}
-  for k, v in pairs(opts.http or {}) do http[k] = v end
-  http.host, http.port = host, port
-  local server, err = core.http_listen(http, handler)
-  if not server then
-    error(errors.HemeraError("hemera.metrics: " .. tostring(err), { listen = opts.listen }), 0)
-  end
-  scope:ext("onClose", function() server:close() end)
-
+  local server, url = util.serve_http(scope, "hemera.metrics", host, port, opts, handler)
   local api = setmetatable({ _reg = reg, _max = max, _buckets = buckets, _warn = warn, _collect = collect,
                              port = server:port(), host = host }, Registry)
   scope:decorate("metrics", api)
-  log:info("Metrics listening", { url = ("http://%s:%d/metrics"):format(host:find(":") and "[" .. host .. "]" or host,
-                                                                    api.port) })
+  log:info("Metrics listening", { url = url .. "/metrics" })
 end
 
 return {
