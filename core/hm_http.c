@@ -18,7 +18,11 @@
 
 #define READ_BUF 16384
 
-enum { C_READING, C_SERVING, C_WRITING };
+/* After a response that ends the connection, how long the rest of what the
+** peer sends is read and dropped (see linger). */
+#define LINGER_MS 2000
+
+enum { C_READING, C_SERVING, C_WRITING, C_LINGER };
 
 typedef struct hdr {
   size_t n, nl, v, vl; /* offsets and lengths in req.buf */
@@ -47,12 +51,14 @@ struct hm_http_req {
 struct conn {
   uv_tcp_t tcp;
   uv_timer_t timer;
+  uv_shutdown_t shut;
   hm_http_server *srv;
   llhttp_t parser;
   conn *prev, *next;
   int state;
   int closing;
   int nclosed; /* of the two handles */
+  int counted; /* in srv->nopen */
   int err_status; /* set by a parser callback that refused the request */
   char err_msg[192];
   char *pend; /* bytes after the last complete request, not parsed yet */
@@ -71,7 +77,8 @@ struct hm_http_server {
   void *closed_arg;
   int port;
   int closing;
-  unsigned nconns;
+  unsigned nconns; /* allocated, until their handles have closed */
+  unsigned nopen;  /* admitted and not yet closing: max_conns bounds it */
   int listener_open;
   conn *conns;
 };
@@ -298,9 +305,18 @@ static void conn_handle_closed(uv_handle_t *h) {
   srv_maybe_free(s);
 }
 
+/* The connection stops counting against max_conns: from the moment it is
+** closed or lingers, so that a client that saw it end can connect again. */
+static void uncount(conn *c) {
+  if (!c->counted) return;
+  c->counted = 0;
+  c->srv->nopen--;
+}
+
 static void conn_close(conn *c) {
   if (c->closing) return;
   c->closing = 1;
+  uncount(c);
   if (c->state == C_SERVING && c->req.abort_cb) {
     hm_http_abort_cb cb = c->req.abort_cb;
     c->req.abort_cb = NULL;
@@ -322,12 +338,34 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
     conn_close(c); /* EOF or error: a partial request is dropped */
     return;
   }
-  if (n > 0) feed(c, buf->base, (size_t)n);
+  if (n > 0 && c->state != C_LINGER) feed(c, buf->base, (size_t)n);
 }
 
 static void start_reading(conn *c) {
   if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
     conn_close(c);
+}
+
+static void on_shutdown(uv_shutdown_t *sr, int status) {
+  (void)sr;
+  (void)status; /* the linger timer or the peer's EOF ends it either way */
+}
+
+/* The last response is written: send FIN, then read and drop what the peer
+** still sends (the rest of a refused body, a pipelined request) until it
+** closes or LINGER_MS pass. Closing at once, with unread bytes, would make
+** the kernel answer RST, and a client still sending may then lose the
+** response it was about to read (nginx's lingering_close). */
+static void linger(conn *c) {
+  c->state = C_LINGER;
+  uncount(c);
+  c->npend = 0;
+  if (uv_shutdown(&c->shut, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+    conn_close(c);
+    return;
+  }
+  uv_timer_start(&c->timer, on_timer, LINGER_MS, 0);
+  start_reading(c);
 }
 
 static void on_write(uv_write_t *w, int status) {
@@ -336,8 +374,12 @@ static void on_write(uv_write_t *w, int status) {
   int last = wr->last;
   free(wr);
   if (c->closing) return;
-  if (status < 0 || last || c->srv->closing) {
+  if (status < 0 || c->srv->closing) {
     conn_close(c);
+    return;
+  }
+  if (last) {
+    linger(c);
     return;
   }
   /* Keep-alive: on to the next request, first from what is buffered. */
@@ -456,6 +498,10 @@ static void feed(conn *c, const char *data, size_t len) {
 
 static void on_timer(uv_timer_t *t) {
   conn *c = t->data;
+  if (c->state == C_LINGER) {
+    conn_close(c);
+    return;
+  }
   if (c->state != C_READING) return;
   if (c->req.started) {
     char msg[128];
@@ -485,12 +531,22 @@ static void on_connection(uv_stream_t *ls, int status) {
   llhttp_init(&c->parser, HTTP_REQUEST, &settings);
   c->parser.data = c;
   if (uv_accept(ls, (uv_stream_t *)&c->tcp) != 0 ||
-      s->nconns > s->lim.max_conns) {
-    /* Over max_conns: closing at once tells the client to come back. */
+      s->nconns > 2 * s->lim.max_conns) {
+    /* Far over the limit (connections refused but still lingering count
+    ** here): not even a response. */
     conn_close(c);
     return;
   }
   uv_tcp_nodelay(&c->tcp, 1);
+  if (s->nopen >= s->lim.max_conns) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "too many connections (the limit is %u)",
+             s->lim.max_conns);
+    refuse_and_close(c, 503, msg);
+    return;
+  }
+  c->counted = 1;
+  s->nopen++;
   arm_idle(c);
   start_reading(c);
 }

@@ -20,6 +20,13 @@
 ** runs (the peer went away or the server closed first): after either the
 ** caller must not touch it. One request per connection is served at a
 ** time; pipelined requests wait, so responses go out in order.
+**
+** Refusals: a request the parser refuses gets its status (400, 408, 413,
+** 431, 501) and the connection ends; so does a connection over max_conns
+** (503; past twice max_conns it is closed with no answer). A connection
+** that ends after a response lingers: FIN is sent and what the peer still
+** sends is read and dropped for up to 2 s, so that the peer reads the
+** response instead of a reset.
 */
 #ifndef HM_HTTP_H
 #define HM_HTTP_H
@@ -36,7 +43,7 @@ typedef struct hm_http_limits {
   size_t max_header_bytes; /* request line + headers; over: 431 (8 KiB) */
   size_t max_body_bytes;   /* over: 413 (1 MiB) */
   unsigned max_headers;    /* over: 431 (100) */
-  unsigned max_conns;      /* open connections; more are closed (256) */
+  unsigned max_conns;      /* open connections; more get 503 (256) */
   unsigned idle_ms;        /* keep-alive connection without a request (5 s) */
   unsigned request_ms;     /* to receive one whole request (10 s) */
 } hm_http_limits;
