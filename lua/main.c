@@ -44,7 +44,7 @@ static void usage(void) {
   fprintf(stderr,
           "usage: %s [options] [script [args]]\n"
           "       %s server status|stop\n"
-          "       %s act|ls|ping|stats|watch ...  (the CLI: %s act --help)\n"
+          "       %s act|ls|ping|stats|watch|web ...  (the CLI: %s act --help)\n"
           "  --server URL    NATS server (also HEMERA_NATS_URL); without one,\n"
           "                  127.0.0.1:4222 or the shared local nats-server\n"
           "  --keep-serving  an uncaught error in a coroutine is printed and\n"
@@ -186,8 +186,9 @@ static int open_hemera(lua_State *L, int keep_serving) {
 static int cli_status = -1;
 
 static int is_verb(const char *arg) {
-  static const char *const verbs[] = {"act", "ls", "ping", "stats", "watch",
-                                      "--version", "-v", NULL};
+  static const char *const verbs[] = {"act",   "ls",        "ping", "stats",
+                                      "watch", "web",       "--version",
+                                      "-v",    NULL};
   int i = 0;
   while (verbs[i] && strcmp(verbs[i], arg) != 0) i++;
   return verbs[i] != NULL;

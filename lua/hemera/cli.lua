@@ -6,6 +6,7 @@
 --   hemera ping [NAME]                        who answers, and how fast
 --   hemera stats [NAME [ID]]                  per-endpoint counters
 --   hemera watch TOPIC                        print each message of a topic
+--   hemera web [--listen HOST:PORT]           an HTTP gateway (hemera.web)
 --   hemera --version                          library, Lua, cnats, libuv
 --
 -- Every verb takes --server URL (else $HEMERA_NATS_URL, else the probe
@@ -24,14 +25,16 @@
 -- act's timeout (default 2000 ms); for ls, ping and stats, which cannot
 -- know how many services will answer, it is how long to wait after the
 -- last answer (default 1000 ms); watch runs until interrupted, or for
--- --timeout ms when given.
+-- --timeout ms when given; web runs until interrupted, and --timeout is
+-- the timeout of the acts it makes for HTTP requests (default 2000 ms).
 local Hemera = require "hemera"
 local core = require "hemera.core"
 local micro = require "hemera.micro"
+local util = require "hemera.util"
 
 local M = {}
 
-local VERBS = { act = true, ls = true, ping = true, stats = true, watch = true }
+local VERBS = { act = true, ls = true, ping = true, stats = true, watch = true, web = true }
 
 local USAGE = [==[
 usage: hemera act PATTERN [--meta] [--stream]
@@ -39,6 +42,7 @@ usage: hemera act PATTERN [--meta] [--stream]
        hemera ping [NAME]
        hemera stats [NAME [ID]]
        hemera watch TOPIC
+       hemera web [--listen HOST:PORT]
        hemera --version
 options (every verb):
   --server URL   NATS server (else $HEMERA_NATS_URL, else 127.0.0.1:4222 if it
@@ -46,6 +50,8 @@ options (every verb):
   --timeout MS   act: the request's timeout (2000); ls, ping, stats: how long
                  to wait after the last answer (1000); watch: stop after MS
   --json         print JSON instead of text
+web: an HTTP gateway, GET|POST /, /:topic, /:topic/:cmd (hemera-web's routes)
+  --listen HOST:PORT  numeric host (default 127.0.0.1:3000; [::1]:3000 for IPv6)
 PATTERN: '{"topic":"math","cmd":"add","a":1,"b":2}' or 'topic:math,cmd:add,a:1,b:2'
 A verb wins over a script of the same name: run ./act for a file named act.
 ]==]
@@ -67,10 +73,15 @@ local function parse(argv)
   local k = 1
   while k <= #argv do
     local a = argv[k]
-    if a == "--server" or a == "--timeout" then
+    if a == "--server" or a == "--timeout" or a == "--listen" then
       local v = argv[k + 1]
       if v == nil then return nil, a .. " needs a value" end
-      if a == "--server" then
+      if a == "--listen" then
+        if not util.parse_listen(v) then
+          return nil, ("--listen needs HOST:PORT with a numeric host and a port from 0 to 65535, got '%s'"):format(v)
+        end
+        opts.listen = v
+      elseif a == "--server" then
         if v == "" then return nil, "--server needs a URL, got ''" end
         opts.server = v
       else
@@ -373,6 +384,18 @@ function verbs.watch(h, opts, pos)
   return 0
 end
 
+function verbs.web(h, opts, pos)
+  if #pos ~= 0 then return nil, "web takes no arguments" end
+  -- On stderr: the URL to use, once it answers.
+  err_out:write("hemera web: listening on ", h.web.url, "/ (Ctrl-C to stop)\n")
+  err_out:flush()
+  -- Ctrl-C closes the instance, which answers the HTTP requests in flight
+  -- first; the loop then ends with this coroutine still waiting.
+  opts.ok_if_interrupted = true
+  core.future():wait()
+  return 0
+end
+
 -- }==================================================================
 
 -- The library, Lua, cnats and libuv versions, one per line.
@@ -411,6 +434,10 @@ function M.main(argv)
       return 2
     end
   end
+  if opts.listen and verb ~= "web" then
+    complain(("--listen is an option of web, not of %s"):format(verb))
+    return 2
+  end
   local url = opts.server or os.getenv("HEMERA_NATS_URL")
   if url == nil or url == "" then
     -- The interpreter's shared server, when one runs (never started here).
@@ -422,10 +449,11 @@ function M.main(argv)
     local h = Hemera.new {
       name = "hemera-cli",
       servers = url,
-      timeout = verb == "act" and opts.timeout or 2000,
+      timeout = (verb == "act" or verb == "web") and opts.timeout or 2000,
       micro = { enabled = false }, -- the CLI is not a service
       nats = { reconnect = false, connectTimeout = 2000 },
     }
+    if verb == "web" then h:use(require "hemera.web", { listen = opts.listen or "127.0.0.1:3000" }) end
     local ok, rerr, cerr = pcall(h.ready, h)
     if not ok or not rerr then
       if ok then rerr = cerr end -- ready's nil, err
