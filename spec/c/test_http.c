@@ -132,14 +132,18 @@ static hm_http_server *start(uv_loop_t *loop, hm_http_limits *lim) {
   return s;
 }
 
-/* The server closes once the client has seen EOF. */
+/* Ends the idle watcher i and closes the server. */
 static hm_http_server *to_close;
-static void closer(uv_idle_t *i) {
-  client *c = i->data;
-  if (!c->eof) return;
+static void close_server(uv_idle_t *i) {
   uv_idle_stop(i);
   uv_close((uv_handle_t *)i, NULL);
   hm_http_close(to_close, on_closed, NULL);
+}
+
+/* The server closes once the client has seen EOF. */
+static void closer(uv_idle_t *i) {
+  client *c = i->data;
+  if (c->eof) close_server(i);
 }
 
 static void run_until_eof(uv_loop_t *loop, hm_http_server *s, client *c) {
@@ -246,10 +250,7 @@ TEST(garbage_400) {
 /* Closing the server with a request being served: its abort callback
 ** runs, and every handle goes. */
 static void close_when_held(uv_idle_t *i) {
-  if (held == NULL) return;
-  uv_idle_stop(i);
-  uv_close((uv_handle_t *)i, NULL);
-  hm_http_close(to_close, on_closed, NULL);
+  if (held != NULL) close_server(i);
 }
 
 TEST(close_aborts_pending) {
@@ -330,6 +331,90 @@ TEST(response_checks) {
   ASSERT_EQ(uv_loop_close(&loop), 0);
 }
 
+/* Over max_conns: once the one allowed connection is held, the next gets
+** 503 naming the limit and is closed; then the server closes. */
+static client second;
+static uv_loop_t *second_loop;
+static int second_started;
+static void connect_second(uv_idle_t *i) {
+  static const char req[] = "GET / HTTP/1.1\r\nHost: h\r\n\r\n";
+  if (!second_started) {
+    if (held == NULL) return;
+    second_started = 1;
+    client_start(second_loop, &second, hm_http_port(to_close), req,
+                 sizeof req - 1);
+    return;
+  }
+  if (second.eof) close_server(i);
+}
+
+TEST(connection_limit_503) {
+  uv_loop_t loop;
+  client c;
+  hm_http_server *s;
+  hm_http_limits lim;
+  uv_idle_t idle;
+  static const char req[] = "GET /held HTTP/1.1\r\nHost: h\r\n\r\n";
+  memset(&lim, 0, sizeof lim);
+  lim.max_conns = 1;
+  uv_loop_init(&loop);
+  s = start(&loop, &lim);
+  ASSERT(s != NULL);
+  defer = 1;
+  second_started = 0;
+  second_loop = &loop;
+  client_start(&loop, &c, hm_http_port(s), req, sizeof req - 1);
+  uv_idle_init(&loop, &idle);
+  to_close = s;
+  uv_idle_start(&idle, connect_second);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  ASSERT_EQ(requests, 1); /* the second never reached the handler */
+  ASSERT(strstr(second.got, "HTTP/1.1 503 ") == second.got);
+  ASSERT(strstr(second.got, "too many connections (the limit is 1)") != NULL);
+  ASSERT(strstr(second.got, "Connection: close\r\n") != NULL);
+  ASSERT_EQ(aborts, 1);
+  ASSERT_EQ(closed_calls, 1);
+  ASSERT_EQ(uv_loop_close(&loop), 0);
+}
+
+/* A refused body the client goes on sending: the 413 is read in full and
+** the rest is dropped (linger) until the client closes, not reset. */
+static char big_req[300000];
+static void close_after_413(client *c) {
+  if (strstr(c->got, "\r\n\r\n") && strstr(c->got, "bytes\n")) {
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->eof = 1;
+    uv_close((uv_handle_t *)&c->tcp, NULL);
+  }
+}
+
+TEST(linger_after_413) {
+  uv_loop_t loop;
+  client c;
+  hm_http_server *s;
+  hm_http_limits lim;
+  size_t n;
+  memset(&lim, 0, sizeof lim);
+  lim.max_body_bytes = 10;
+  /* Chunked, so the refusal comes mid-body with most of it unsent. */
+  n = (size_t)snprintf(big_req, sizeof big_req,
+                       "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"
+                       "\r\n%x\r\n",
+                       (unsigned)(sizeof big_req - 200));
+  memset(big_req + n, 'a', sizeof big_req - n);
+  uv_loop_init(&loop);
+  s = start(&loop, &lim);
+  ASSERT(s != NULL);
+  client_start(&loop, &c, hm_http_port(s), big_req, sizeof big_req);
+  c.on_data = close_after_413;
+  run_until_eof(&loop, s, &c);
+  ASSERT_EQ(requests, 0);
+  ASSERT(strstr(c.got, "HTTP/1.1 413 ") == c.got);
+  ASSERT(strstr(c.got, "request body over the limit of 10 bytes\n") != NULL);
+  ASSERT_EQ(closed_calls, 1);
+  ASSERT_EQ(uv_loop_close(&loop), 0);
+}
+
 int main(void) {
   RUN(keepalive_and_pipelining);
   RUN(header_limit_431);
@@ -338,5 +423,7 @@ int main(void) {
   RUN(close_aborts_pending);
   RUN(bad_listen);
   RUN(response_checks);
+  RUN(connection_limit_503);
+  RUN(linger_after_413);
   TEST_EXIT();
 }
