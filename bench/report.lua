@@ -18,12 +18,14 @@
 --   budget <pcall instr/req> <budget_call instr/req> <extra %>   (bench/budget_cost.sh)
 --   durable act <n> <s> | durable work <workers> <n> <s>          (bench/durable.lua)
 --   metrics_cost <plain instr/req> <metrics instr/req> <extra %>  (bench/metrics_cost.sh)
+--   web gateway|direct <inflight> <req/s> <p50 us> <p99 us> <errors>   (bench/web.sh)
 
 local path = assert(arg[1], "usage: report.lua <results.txt>")
 
 local meta, rpc, cpu, client_hwm, svc, startup, router, bloom = {}, {}, {}, {}, {}, {}, {}, {}
 local topics, budget, metrics_cost
 local durable_rows = {}
+local web_rows = {} -- [inflight] = { gateway = row, direct = row }
 local function words(line)
   local t = {}
   for w in line:gmatch("%S+") do t[#t + 1] = w end
@@ -65,6 +67,12 @@ for line in io.lines(path) do
   elseif kind == "topics" then
     local t = { n = tonumber(w[2]), add = tonumber(w[3]), remove = tonumber(w[4]), close = tonumber(w[5]) }
     if t.n and t.add and t.remove and t.close then topics = t end
+  elseif kind == "web" then
+    local n = tonumber(w[3])
+    if n and (w[2] == "gateway" or w[2] == "direct") then
+      bucket(web_rows, n)[w[2]] = { rps = tonumber(w[4]), p50 = tonumber(w[5]), p99 = tonumber(w[6]),
+                                    err = tonumber(w[7]) }
+    end
   elseif kind == "durable" then
     if w[2] == "act" then
       durable_rows[#durable_rows + 1] = { what = "durable acts, publish-acked (256 in flight)", n = tonumber(w[3]), s = tonumber(w[4]) }
@@ -455,6 +463,29 @@ section("router table", function()
     print("same pattern as hm_router. bloomrun scans whole buckets in bucket order, so with overlapping patterns it")
     print("can pick a later-added pattern than the earliest match (spec section 2); those show up here.")
   end
+end)
+section("hemera.web", function()
+  local web_levels = {}
+  for n in pairs(web_rows) do web_levels[#web_levels + 1] = n end
+  if not web_levels[1] then return end
+  table.sort(web_levels)
+  print()
+  print(("%-42s %8s %10s %9s %9s %7s"):format("hemera.web (one Lua service)", "inflight", "req/s", "p50 us",
+    "p99 us", "errors"))
+  print(("-"):rep(90))
+  for _, n in ipairs(web_levels) do
+    local g, d = web_rows[n].gateway, web_rows[n].direct
+    for _, r in ipairs { { "HTTP via gateway (Node keep-alive client)", g }, { "direct act (Lua client)", d } } do
+      local v = r[2]
+      if v then
+        print(("%-42s %8d %10s %9s %9s %7s"):format(r[1], n, num(v.rps), num(v.p50), num(v.p99), v.err or "-"))
+      end
+    end
+    if g and d and g.rps and d.rps and d.rps > 0 then
+      print(("%-42s %8d %10s"):format("gateway / direct", n, ("%.2f"):format(g.rps / d.rps)))
+    end
+  end
+  print("The gateway is `hemera web` (the CLI) in its own process; each HTTP request is one act to the service.")
 end)
 section("durable work", function()
   if durable_rows[1] then

@@ -47,6 +47,7 @@
 #   BENCH_BUDGET   0 skips the handler budget's cost (callgrind, ~1 min)
 #   BENCH_METRICS  0 skips hemera.metrics' cost (callgrind, ~2 min)
 #   BENCH_IDLE_TOPICS  idle topics of the "idle" Lua service (default 5000)
+#   BENCH_WEB      0 skips hemera.web (bench/web.sh); BENCH_WEB_LEVELS in flight ("64")
 #   BENCH_DURABLE  0 skips durable work (JetStream); BENCH_DURABLE_N acts (20000)
 #   BENCH_KEEP     1 keeps the work directory (raw outputs) and prints it
 # Node parts need node and npm; tools/bench-setup.sh installs nats-hemera
@@ -337,6 +338,15 @@ if [ "${BENCH_METRICS:-1}" != 0 ] && command -v valgrind >/dev/null; then
   note "hemera.metrics: the service's instructions per request with and without it (callgrind)"
   bench/metrics_cost.sh "$build" >"$work/metrics_cost.out" 2>&1 || note "metrics_cost failed: $(tail -3 "$work/metrics_cost.out")"
   grep '^metrics_cost ' "$work/metrics_cost.out" >>"$results"
+fi
+# }
+
+# {---------------------------------------------------------------- web
+# hemera.web: HTTP through the gateway against direct acts, same service.
+if [ "${BENCH_WEB:-1}" != 0 ] && [ "${BENCH_NODE:-1}" != 0 ] && command -v node >/dev/null; then
+  note "hemera.web: HTTP req/s through the gateway (Node keep-alive client) vs direct acts, ${BENCH_WEB_LEVELS:-64} in flight"
+  BENCH_SECONDS=$SECONDS_TOTAL BENCH_WARMUP=$WARMUP bench/web.sh "$build" 2>"$work/web.err" | grep '^web ' >>"$results" \
+    || note "web failed: $(tail -3 "$work/web.err")"
 fi
 # }
 
