@@ -3,7 +3,7 @@
 -- curl and Node's fetch, http and net modules (spec/web/probe.js) talk to
 -- it. Each client runs to completion while this spec waits on its output:
 -- no sleeps, every step waits for an answer or a close.
-local helper = require "helper"
+local testing = require "hemera.testing"
 local Hemera = require "hemera"
 local shell = require "shell"
 
@@ -17,7 +17,7 @@ local setup_ok, _, setup_out = shell.run(q(src .. "/tools/web-setup.sh"))
 local function start(topic, limits)
   local err = os.tmpname()
   local cmd = ("HEMERA_NATS_URL=%s sh -c 'echo $$; exec \"$@\"' sh %s %s %s %s 2>%s"):format(
-    q(helper.url), q(bin), q(src .. "/spec/fixtures/web_gateway.lua"), q(topic),
+    q(testing.url()), q(bin), q(src .. "/spec/fixtures/web_gateway.lua"), q(topic),
     limits and q(Hemera.encode(limits)) or "", q(err))
   local out = assert(io.popen(cmd, "r"))
   local pid = tonumber(out:read("l"))
@@ -74,7 +74,7 @@ describe("hemera.web with curl and Node's fetch", function()
   end
 
   it("maps hemera-web's routes, query, JSON, form and trace headers to patterns (curl)", function()
-    local topic = helper.topic("webcurl")
+    local topic = testing.topic("webcurl")
     with_gateway(topic, nil, function(g)
       local body, status = curl(q(g.base .. "/" .. topic .. "/add?a=1&b=2"))
       assert.are.equal(200, status)
@@ -165,7 +165,7 @@ describe("hemera.web with curl and Node's fetch", function()
   end)
 
   it("serves Node's fetch, keeps a connection alive, refuses 10 MB and malformed HTTP", function()
-    local topic = helper.topic("webnode")
+    local topic = testing.topic("webnode")
     with_gateway(topic, nil, function(g)
       local f = probe(g, topic, "fetch")
       assert.are.same({ 200, { result = 3 } }, { f.query.status, f.query.body })
@@ -188,7 +188,7 @@ describe("hemera.web with curl and Node's fetch", function()
   end)
 
   it("is not held by a slowloris client: others are served, the slow one gets 408", function()
-    local topic = helper.topic("webslow")
+    local topic = testing.topic("webslow")
     with_gateway(topic, { requestTimeout = 1500 }, function(g)
       local s = probe(g, topic, "slowloris")
       assert.are.equal(20, s.served)
@@ -199,14 +199,14 @@ describe("hemera.web with curl and Node's fetch", function()
   end)
 
   it("bounds its connections: one over maxConnections gets 503, a freed slot is used again", function()
-    local topic = helper.topic("webconn")
+    local topic = testing.topic("webconn")
     with_gateway(topic, { maxConnections = 4 }, function(g)
       assert.are.same({ fifth = 503, after = 200 }, probe(g, topic, "connlimit"))
     end)
   end)
 
   it("answers 503 once close has begun, and 200 to the request then in flight", function()
-    local topic = helper.topic("webhold")
+    local topic = testing.topic("webhold")
     with_gateway(topic, nil, function(g)
       -- A: in flight; its action starts close and waits to be released.
       local a = assert(io.popen("curl -s -m 20 -w '\\n%{http_code}' " .. q(g.base .. "/" .. topic .. "/hold"), "r"))
@@ -214,8 +214,8 @@ describe("hemera.web with curl and Node's fetch", function()
       local body, status = curl(q(g.base .. "/" .. topic .. "/add?a=1&b=2"))
       assert.are.equal(503, status)
       assert.are.equal("the gateway is closing", Hemera.decode(body).error.message)
-      helper.run(function()
-        local c = helper.new {}
+      testing.run(function()
+        local c = testing.new {}
         c:ready()
         assert(c.transport:publish(topic .. ".release", ""))
         assert(c:flush())
@@ -228,7 +228,7 @@ describe("hemera.web with curl and Node's fetch", function()
   end)
 
   it("answers a request in flight when the service closes, then exits", function()
-    local topic = helper.topic("webclose")
+    local topic = testing.topic("webclose")
     with_gateway(topic, nil, function(g)
       -- The action starts hemera:close() and answers once it has begun.
       assert.are.same({ status = 200, body = { answered = "after close began" } }, probe(g, topic, "closing"))
@@ -238,7 +238,7 @@ end)
 
 describe("hemera.web options", function()
   it("refuses bad options naming them", function()
-    helper.run(function()
+    testing.run(function()
       local web = require "hemera.web"
       for _, case in ipairs {
         { { listen = "localhost" }, "Invalid option 'listen' of hemera.web: expected \"host:port\" with a numeric host"
@@ -248,7 +248,7 @@ describe("hemera.web options", function()
         { { listen = "127.0.0.1:0", http = { maxConnections = 0 } },
           "option 'maxConnections' must be an integer from 1 to 100000, got 0" },
       } do
-        local s = helper.new {}
+        local s = testing.new {}
         s:use(web, case[1])
         local ok, err = s:ready()
         assert.is_nil(ok)
@@ -266,10 +266,10 @@ describe("hemera web (the CLI)", function()
   end
 
   it("runs a gateway with no Lua written for it, until SIGTERM", function()
-    local topic = helper.topic("webcli")
+    local topic = testing.topic("webcli")
     with_gateway(topic, nil, function()
       local cmd = ("sh -c 'echo $$; exec \"$@\"' sh %s web --listen 127.0.0.1:0 --server %s --timeout 3000 2>&1")
-        :format(q(bin), q(helper.url))
+        :format(q(bin), q(testing.url()))
       local p = assert(io.popen(cmd, "r"))
       local pid = tonumber(p:read("l"))
       local url
