@@ -12,6 +12,7 @@ local wire = require "hemera.wire"
 local M = {}
 
 local obj, call, run_hooks = util.obj, util.call, util.run_hooks
+local capture, failure = util.capture, util.failure
 local budget_call, traceback = core.budget_call, debug.traceback
 local msg_pattern, msg_member, msg_reply, msg_data = core.msg_pattern, core.msg_member, core.msg_reply, core.msg_data
 local skipped_buf = {} -- paths core.encode left out of the reply being sent
@@ -226,10 +227,12 @@ local function deliver(owner, ctx, reply)
     end
   end
   local on_response = owner._ext.onResponse
-  if on_response[1] then
-    for k = 1, #on_response do
-      local ok, e = call(on_response[k], ctx, reply)
-      if not ok then log:error("onResponse extension", { error = e }) end
+  for k = 1, #on_response do
+    -- util.call inlined, as in util.run_hooks: a metrics plugin runs one
+    -- for every request.
+    local ok, r, e = xpcall(on_response[k], capture, ctx, reply)
+    if not ok or ((r == nil or r == false) and e ~= nil) then
+      log:error("onResponse extension", { error = failure(ok, r, e) })
     end
   end
 end
