@@ -24,6 +24,18 @@ static char *utoa(uint64_t v, char *end) {
   return end;
 }
 
+size_t hm_jsnum_int(long long v, char *buf) {
+  char tmp[24];
+  char *p = utoa(v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v,
+                 tmp + sizeof tmp);
+  size_t n;
+  if (v < 0) *--p = '-';
+  n = (size_t)(tmp + sizeof tmp - p);
+  memcpy(buf, p, n);
+  buf[n] = '\0';
+  return n;
+}
+
 /* The `prec` most significant digits of ax (> 0), rounded to nearest, into
 ** dig; *e10 gets the exponent of the first digit (ax ~ d.ddd * 10^e10). */
 static void getdigits(double ax, int prec, char *dig, int *e10) {

@@ -347,16 +347,10 @@ static inline int putchr(enc *e, char c) {
 }
 
 static int putint(enc *e, lua_Integer v) {
-  char tmp[24];
-  char *p = tmp + sizeof tmp;
-  unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v
-                               : (unsigned long long)v;
-  do {
-    *--p = (char)('0' + u % 10);
-    u /= 10;
-  } while (u);
-  if (v < 0) *--p = '-';
-  return put(e, p, (size_t)(tmp + sizeof tmp - p));
+  hm_buf *b = e->out;
+  if (reserve(b, HM_JSNUM_BUFSIZE)) return oom(e);
+  b->len += hm_jsnum_int((long long)v, b->data + b->len);
+  return 0;
 }
 
 static int putfloat(enc *e, lua_Number x) {
@@ -641,8 +635,7 @@ static int writeobject(enc *e, int idx, frame *fr, int order, int depth) {
       en->isint = lua_isinteger(L, -2);
       if (en->isint) {
         en->ikey = lua_tointeger(L, -2);
-        en->len = (size_t)snprintf(en->num, sizeof en->num, "%lld",
-                                   (long long)en->ikey);
+        en->len = hm_jsnum_int((long long)en->ikey, en->num);
       } else {
         en->fkey = lua_tonumber(L, -2);
         en->len = hm_jsnum_format((double)en->fkey, en->num);

@@ -85,8 +85,7 @@ static int read_pair(lua_State *L, pair *p) {
       return 1;
     case LUA_TNUMBER:
       if (lua_isinteger(L, -1))
-        p->vlen = (size_t)snprintf(p->num, sizeof p->num, "%lld",
-                                   (long long)lua_tointeger(L, -1));
+        p->vlen = hm_jsnum_int((long long)lua_tointeger(L, -1), p->num);
       else
         p->vlen = hm_jsnum_format((double)lua_tonumber(L, -1), p->num);
       p->v = NULL;

@@ -2,6 +2,7 @@
 ** test_jsnum.c: hm_jsnum_format against what node prints for the same
 ** doubles, and a round-trip property over random bit patterns.
 */
+#include <limits.h>
 #include <locale.h>
 #include <math.h>
 #include <stdint.h>
@@ -167,7 +168,23 @@ TEST(locale_independent) {
   setlocale(LC_NUMERIC, "C");
 }
 
+/* The integer formatter of the request path against snprintf's, which it
+** replaces: every boundary of the digit loop and of the sign. */
+TEST(integers_as_snprintf) {
+  static const long long v[] = {0, 1, -1, 9, 10, -10, 99, 100, 123456789,
+                                -987654321, 9007199254740991LL,
+                                -9007199254740991LL, LLONG_MAX, LLONG_MIN};
+  char got[HM_JSNUM_BUFSIZE], want[32];
+  for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+    size_t n = hm_jsnum_int(v[i], got);
+    snprintf(want, sizeof want, "%lld", v[i]);
+    ASSERT_STREQ(got, want);
+    ASSERT_EQ(n, strlen(want));
+  }
+}
+
 int main(void) {
+  RUN(integers_as_snprintf);
   RUN(zeros_and_small_integers);
   RUN(fractions);
   RUN(decimal_exponent_boundaries);
