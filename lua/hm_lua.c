@@ -240,7 +240,7 @@ int luaopen_hemera_core(lua_State *L) {
   {
     static const char *const names[] = {"topic", "_msg", "replyTo", "meta",
                                         "trace", "request", "pattern",
-                                        "delegate"};
+                                        "delegate", "meta$", "delegate$"};
     for (int k = 0; k < HM_K_MSGMT; k++) {
       lua_pushstring(L, names[k]);
       ctx->k[k] = luaL_ref(L, LUA_REGISTRYINDEX);

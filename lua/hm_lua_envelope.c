@@ -140,7 +140,7 @@ static const char *json_type_of(lua_State *L, int idx) {
     case LUA_TTABLE: {
       int arr = 0;
       if (lua_getmetatable(L, idx)) {
-        luaL_getmetatable(L, HM_CODEC_ARRAY_MT);
+        hm_codec_push_array_mt(L);
         arr = lua_rawequal(L, -1, -2);
         lua_pop(L, 2);
       }
@@ -500,7 +500,8 @@ static int l_act_payload(lua_State *L) {
   hm_buf *b = hm_env_buffer(L);
   int r = -1, w;
   err[0] = '\0';
-  lua_getfield(L, PAT, "topic");
+  hm_pushk(L, CTX_UP(L), HM_K_TOPIC);
+  lua_gettable(L, PAT);
   const int topic = lua_gettop(L), top = topic;
   /* pattern */
   if (putlit(b, "{\"pattern\":")) goto oom;
@@ -516,9 +517,12 @@ static int l_act_payload(lua_State *L) {
       lua_pushnil(L);
       if (lua_next(L, SMETA)) { lua_pop(L, 2); has = 1; }
     }
-    if (!has && lua_getfield(L, PAT, "meta$") == LUA_TTABLE) {
-      lua_pushnil(L);
-      if (lua_next(L, -2)) { lua_pop(L, 2); has = 1; }
+    if (!has) {
+      hm_pushk(L, CTX_UP(L), HM_K_METAD);
+      if (lua_gettable(L, PAT) == LUA_TTABLE) {
+        lua_pushnil(L);
+        if (lua_next(L, -2)) { lua_pop(L, 2); has = 1; }
+      }
     }
     lua_settop(L, top);
     if (!has) {
@@ -526,7 +530,8 @@ static int l_act_payload(lua_State *L) {
       goto meta_done;
     }
     /* Not empty: the builder makes the merged table once, and keeps it. */
-    lua_getfield(L, CTX, "meta");
+    hm_pushk(L, CTX_UP(L), HM_K_META);
+    lua_gettable(L, CTX);
   }
   if (hm_codec_encode_member(L, -1, b, "meta", 0, 0, err, sizeof err)) goto done;
 meta_done:
@@ -534,10 +539,11 @@ meta_done:
   /* delegate */
   if (putlit(b, ",\"delegate\":")) goto oom;
   if (!own(L, HM_K_DELEGATE)) {
-    lua_getfield(L, PAT, "delegate$");
+    hm_pushk(L, CTX_UP(L), HM_K_DELEGATED);
+    lua_gettable(L, PAT);
     int arr = 0;
     if (lua_istable(L, -1) && lua_getmetatable(L, -1)) {
-      luaL_getmetatable(L, HM_CODEC_ARRAY_MT);
+      hm_codec_push_array_mt(L);
       arr = lua_rawequal(L, -1, -2);
       lua_pop(L, 2);
     }
