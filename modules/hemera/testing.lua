@@ -219,7 +219,11 @@ function Server:stop(sig)
   self.running = false
   sig = sig or "TERM"
   if self.pid then os.execute(("kill -%s %d 2>/dev/null"):format(sig, self.pid)) end
+  self.forced = false
   if not (self.pid and wait_gone(self.pid, STOP_MS)) then
+    -- Whatever the server had not written yet is lost (JetStream's acks,
+    -- say): srv.forced tells a test that it had to be killed.
+    self.forced = sig ~= "KILL"
     self:_signal("KILL")
     if self.pid then wait_gone(self.pid, STOP_MS) end
   end
