@@ -27,16 +27,22 @@
 **     or a list of either; entries trimmed and checked (hm_conn_check_url)
 ** core.subject_check(name, kind [, field]) -> true | nil, message, code
 **     kind "publish" | "subscribe" | "reply" | "queue" (hm_subject.h)
-** conn:publish(subject, data [, reply]) -> true | nil, message, code
+** conn:publish(subject, data [, reply [, headers]]) -> true | nil, message, code
+**     headers: {name = value} (strings), sent as NATS headers
 ** conn:subscribe(subject, queue|nil, max, fn [, ctx_mt]) -> sub | nil, ...
 **     fn(subject, reply, data); with ctx_mt (a Hemera topic) fn(ctx) instead,
 **     ctx = setmetatable({topic = subject, _msg = Msg}, ctx_mt), the Msg
 **     holding the payload undecoded (hm_lua_envelope.c)
-** conn:request(subject, data, timeout_ms, max [, cb [, as_msg]]) ->
+** conn:request(subject, data, timeout_ms, max [, cb [, as_msg [, headers]]]) ->
 **     without cb (in a Hemera coroutine): data | nil, message, code
 **     (suspends until the outcome)
 **     with cb: request id | nil, message, code; cb(err|nil, data, done)
-**     runs once per reply; as_msg: data is a Msg rather than a string
+**     runs once per reply; as_msg: data is a Msg rather than a string;
+**     headers ({name = value}) go out as NATS headers when max is 1 (the
+**     multiplexer takes headers on single-reply requests only)
+** conn:trace_headers(on) -> true: from now on a Hemera topic's context
+**     gets the message's W3C `traceparent` and `tracestate` headers, when
+**     it has them, as ctx._traceparent and ctx._tracestate (hemera.tracing)
 ** conn:flush([timeout_ms [, cb]]) -> true | nil, message, code
 **     without cb suspends until the server has processed everything sent
 **     so far; with cb returns at once and cb(err|nil) runs then
@@ -164,6 +170,38 @@ static void on_event(hm_conn_t *c, hm_conn_event ev, const char *text,
   hm_sched_spawn_end(ctx, co, ref, 2);
 }
 
+/* The W3C trace context of m, into the context table on top of co. Only
+** when hemera.tracing asked (conn:trace_headers): cnats parses a message's
+** headers the first time one is asked for. */
+static void push_trace_headers(lua_State *co, natsMsg *m) {
+  const char *v = NULL;
+  if (natsMsgHeader_Get(m, "traceparent", &v) != NATS_OK || v == NULL) return;
+  lua_pushstring(co, v);
+  lua_setfield(co, -2, "_traceparent");
+  if (natsMsgHeader_Get(m, "tracestate", &v) == NATS_OK && v != NULL) {
+    lua_pushstring(co, v);
+    lua_setfield(co, -2, "_tracestate");
+  }
+}
+
+int hm_lua_headers(lua_State *L, int idx, const char **hdrs, int max) {
+  int n = 0;
+  luaL_checktype(L, idx, LUA_TTABLE);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
+      return luaL_error(L, "headers must map strings to strings, got %s = %s",
+                        luaL_typename(L, -2), luaL_typename(L, -1));
+    if (n == max) return luaL_error(L, "at most %d headers", max);
+    /* Both strings stay alive: the table holds them. */
+    hdrs[2 * n] = lua_tostring(L, -2);
+    hdrs[2 * n + 1] = lua_tostring(L, -1);
+    n++;
+    lua_pop(L, 1);
+  }
+  return n;
+}
+
 static void on_msg(hm_sub_t *s, natsMsg *m, void *arg) {
   lsub *ls = arg;
   hm_ctx *ctx = ls->owner->ctx;
@@ -182,6 +220,7 @@ static void on_msg(hm_sub_t *s, natsMsg *m, void *arg) {
     hm_env_push_msg(co, ctx, m);
     if (ls->ep) hm_micro_arrived(co, ls);
     lua_rawset(co, -3);
+    if (ls->owner->trace_hdrs) push_trace_headers(co, m);
     lua_rawgeti(co, LUA_REGISTRYINDEX, ls->mt_ref);
     lua_setmetatable(co, -2);
     hm_sched_spawn_end(ctx, co, ref, 1);
@@ -609,9 +648,13 @@ static int c_publish(lua_State *L) {
   const char *subj = luaL_checklstring(L, 2, &slen);
   const char *data = luaL_checklstring(L, 3, &len);
   const char *reply = luaL_optlstring(L, 4, NULL, &rlen);
+  const char *hdrs[2 * HM_LUA_MAX_HEADERS];
+  int nhdr = lua_isnoneornil(L, 5) ? 0 : hm_lua_headers(L, 5, hdrs, HM_LUA_MAX_HEADERS);
   RETURN_IF_CLOSED(L, lc);
   if (refuse_nul(L, subj, slen, HM_SUBJ_PUBLISH, reply, rlen)) return 3;
-  hm_status st = hm_conn_publish(lc->c, subj, reply, data, len);
+  luaL_argcheck(L, nhdr == 0 || reply == NULL, 5, "headers with a reply subject are not supported");
+  hm_status st = nhdr ? hm_conn_publish_hdrs(lc->c, subj, data, len, hdrs, nhdr)
+                      : hm_conn_publish(lc->c, subj, reply, data, len);
   if (st != HM_OK) return push_status(L, lc->c, st);
   lua_pushboolean(L, 1);
   return 1;
@@ -720,6 +763,8 @@ static int c_request(lua_State *L) {
   lua_Integer max = luaL_optinteger(L, 5, 1);
   int has_cb = !lua_isnoneornil(L, 6);
   int as_msg = lua_toboolean(L, 7);
+  const char *hdrs[2 * HM_LUA_MAX_HEADERS];
+  int nhdr = lua_isnoneornil(L, 8) ? 0 : hm_lua_headers(L, 8, hdrs, HM_LUA_MAX_HEADERS);
   uint64_t id;
   hm_status st;
   lreq *r;
@@ -740,8 +785,12 @@ static int c_request(lua_State *L) {
   r->wait = (hm_wait)HM_WAIT_INIT;
   r->cb_ref = LUA_NOREF;
   r->as_msg = as_msg;
-  st = hm_conn_request(lc->c, subj, data, len, (uint64_t)timeout, (int)max,
-                       on_reply, r, &id);
+  if (nhdr > 0 && max == 1)
+    st = hm_conn_request_hdrs(lc->c, subj, data, len, hdrs, nhdr,
+                              (uint64_t)timeout, on_reply, r, &id);
+  else
+    st = hm_conn_request(lc->c, subj, data, len, (uint64_t)timeout, (int)max,
+                         on_reply, r, &id);
   if (st != HM_OK) {
     free(r);
     return push_status(L, lc->c, st);
@@ -847,6 +896,13 @@ static int c_credits(lua_State *L) {
 static int c_done(lua_State *L) {
   lconn *lc = luaL_checkudata(L, 1, HM_CONN_MT);
   if (lc->c) hm_conn_done(lc->c);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int c_trace_headers(lua_State *L) {
+  lconn *lc = luaL_checkudata(L, 1, HM_CONN_MT);
+  lc->trace_hdrs = lua_toboolean(L, 2);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -1035,6 +1091,7 @@ static const luaL_Reg conn_methods[] = {
     {"close", c_close},       {"is_closed", c_is_closed},
     {"credits", c_credits},   {"done", c_done},
     {"max_payload", c_max_payload}, {"stats", c_stats},
+    {"trace_headers", c_trace_headers},
     {NULL, NULL}};
 
 static const luaL_Reg sub_methods[] = {{"unsubscribe", s_unsubscribe},

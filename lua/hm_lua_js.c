@@ -23,7 +23,7 @@
 
 #include "hm_lua_envelope.h"
 
-#define JS_MAX_HEADERS 16
+#define JS_MAX_HEADERS HM_LUA_MAX_HEADERS
 
 typedef struct jsreq {
   hm_ctx *ctx;
@@ -72,22 +72,7 @@ static int l_js_request(lua_State *L) {
   hm_status st;
   jsreq *r;
   luaL_argcheck(L, timeout > 0, 5, "must be > 0");
-  if (!lua_isnoneornil(L, 4)) {
-    luaL_checktype(L, 4, LUA_TTABLE);
-    lua_pushnil(L);
-    while (lua_next(L, 4)) {
-      if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
-        return luaL_error(L, "headers must map strings to strings, got %s = %s",
-                          luaL_typename(L, -2), luaL_typename(L, -1));
-      if (nhdr == JS_MAX_HEADERS)
-        return luaL_error(L, "at most %d headers", JS_MAX_HEADERS);
-      /* Both strings stay alive: the table holds them. */
-      hdrs[2 * nhdr] = lua_tostring(L, -2);
-      hdrs[2 * nhdr + 1] = lua_tostring(L, -1);
-      nhdr++;
-      lua_pop(L, 1);
-    }
-  }
+  if (!lua_isnoneornil(L, 4)) nhdr = hm_lua_headers(L, 4, hdrs, JS_MAX_HEADERS);
   hm_sched_check(L, ctx, "js_request");
   if (lc->c == NULL) {
     lua_pushliteral(L, "closed");

@@ -85,6 +85,7 @@ typedef struct hm_ctx {
   struct sampler *sampler; /* load sampler (hm_lua_guard.c): its one pointer */
   struct lconn *conns; /* open connections, for shutdown */
   struct lhttp *https; /* open HTTP servers (hm_lua_http.c), for shutdown */
+  struct hm_tracer *tracers; /* open span exporters (hm_lua_tracing.c) */
   hm_nuid_t nuid;
 
   /* CPU budgets and preemption (hm_lua_budget.c). The seg_ fields describe
@@ -114,6 +115,7 @@ typedef struct lconn {
   int state;     /* the first connect: LC_CONNECTING, LC_UP, LC_FAILED, LC_CANCELLED */
   hm_wait wait;  /* the coroutine in conn:wait_connected, if any */
   hm_conn_stats last; /* the counters when the core let go (stats after close) */
+  int trace_hdrs; /* give Hemera contexts their W3C trace headers */
   lsub *subs;
   struct lconn *prev, *next;
 } lconn;
@@ -133,6 +135,12 @@ struct lsub {
 #define HM_SUB_MT "hemera.Sub"
 #define HM_ROUTER_MT "hemera.Router"
 #define HM_REGEX_MT "hemera.regex"
+
+/* The {name = value} table of NATS headers at idx, as nhdr pairs in hdrs
+** (the table keeps the strings alive); at most max pairs. Raises on a
+** value that is not a string or too many headers. Returns nhdr. */
+#define HM_LUA_MAX_HEADERS 16
+int hm_lua_headers(lua_State *L, int idx, const char **hdrs, int max);
 
 /* Whether the value at idx is a regex value (core.regex / Hemera.regex). */
 int hm_lua_is_regex(lua_State *L, int idx);
@@ -216,6 +224,9 @@ void hm_lua_open_http(lua_State *L);   /* core.http_listen */
 void hm_lua_close_https(hm_ctx *ctx);  /* shutdown: close every HTTP server */
 void hm_lua_open_metrics(lua_State *L); /* core.metrics_registry, process stats */
 void hm_lua_open_msgpack(lua_State *L); /* core.msgpack_encode/decode */
+void hm_lua_open_tracing(lua_State *L); /* core.tracer, trace ids */
+/* shutdown: drop held spans, close every exporter without a last POST */
+void hm_lua_close_tracers(hm_ctx *ctx);
 /* }======== */
 
 /* {======== ADR-32 counters and service errors (hm_lua_micro.c) ======== */
