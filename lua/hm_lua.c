@@ -117,6 +117,7 @@ void hm_lua_shutdown(lua_State *L) {
   ** wakes or releases its coroutines. */
   hm_lua_close_conns(ctx);
   hm_lua_close_https(ctx);
+  hm_lua_close_tracers(ctx);
   hm_lua_close_sampler(ctx);
   hm_lua_close_signal(ctx);
   hm_sched_shutdown(ctx);
@@ -269,6 +270,7 @@ int luaopen_hemera_core(lua_State *L) {
   hm_lua_open_http(L);
   hm_lua_open_metrics(L);
   hm_lua_open_msgpack(L);
+  hm_lua_open_tracing(L);
   hm_lua_open_sched(L, ctx); /* last: the trampoline sees the whole table */
 
   lua_pushvalue(L, -1);

@@ -264,7 +264,7 @@ function M.act(self, p, on_reply)
       { app = i.config.name, isServer = false, pattern = actx.method, code = "CONN_CLOSED" }))
   end
   if actx._pubsub then
-    local sent, serr = i.conn:publish(p.topic, payload)
+    local sent, serr = i.conn:publish(p.topic, payload, nil, rawget(actx, "_hdrs"))
     if not sent then return outcome(actx, on_reply, nil, errors.HemeraError("Publish failed: " .. tostring(serr))) end
     return outcome(actx, on_reply, nil, nil)
   end
@@ -274,7 +274,7 @@ function M.act(self, p, on_reply)
     local id, rerr = i.conn:request(p.topic, payload, timeout, max, function(st, data, done)
       local result, err = finish_reply(self, actx, st, data)
       return on_reply(err, result, actx, done)
-    end, true)
+    end, true, rawget(actx, "_hdrs"))
     if not id then
       return outcome(actx, on_reply, nil, errors.HemeraError("Request could not be sent: " .. tostring(rerr)))
     end
@@ -285,7 +285,8 @@ function M.act(self, p, on_reply)
     return outcome(actx, on_reply, nil, errors.HemeraError(
       "maxMessages$ and expectedMessages$ need a callback or hemera:stream"))
   end
-  local data, rerr, code = i.conn:request(p.topic, payload, timeout, 1, nil, true)
+  -- _hdrs: NATS headers an onAct hook asked for (hemera.tracing's traceparent).
+  local data, rerr, code = i.conn:request(p.topic, payload, timeout, 1, nil, true, rawget(actx, "_hdrs"))
   local st = data == nil and (code == "HM_TIMEOUT" and "timeout" or code == "HM_CLOSED" and "closed" or "failed") or nil
   local result, err = finish_reply(self, actx, st, st == "failed" and rerr or data)
   return result, err, actx

@@ -119,6 +119,14 @@ function Registry:counter(name, help, labels) return define(self, "counter", nam
 function Registry:gauge(name, help, labels) return define(self, "gauge", name, help, labels) end
 function Registry:histogram(name, help, labels, buckets) return define(self, "histogram", name, help, labels, buckets) end
 
+-- fn() runs before each scrape, for plugins whose counters live elsewhere
+-- (hemera.tracing's dropped spans) to bring their series up to date.
+function Registry:collector(fn)
+  if type(fn) ~= "function" then error("collector must be a function, got " .. type(fn), 2) end
+  local list = self._collectors
+  list[#list + 1] = fn
+end
+
 -- The exposition text as a scrape would see it (for tests and debugging).
 function Registry:render()
   self._collect()
@@ -240,6 +248,7 @@ local function register(scope, opts)
 
   -- {---------------------------------------------- read at scrape time
   local seen = { late = 0, slow = 0, reconnects = 0, cpu = 0 }
+  local collectors = {}
   local function grow(series, key, now)
     if now > seen[key] then
       series:inc(now - seen[key])
@@ -261,6 +270,7 @@ local function register(scope, opts)
     grow(cpu, "cpu", p.cpu)
     fds:set(p.fds)
     start:set(p.start)
+    for k = 1, #collectors do collectors[k]() end
   end
   -- }
 
@@ -281,6 +291,7 @@ local function register(scope, opts)
 
   local server, url = util.serve_http(scope, "hemera.metrics", host, port, opts, handler)
   local api = setmetatable({ _reg = reg, _max = max, _buckets = buckets, _warn = warn, _collect = collect,
+                             _collectors = collectors,
                              port = server:port(), host = host }, Registry)
   scope:decorate("metrics", api)
   log:info("Metrics listening", { url = url .. "/metrics" })
