@@ -59,6 +59,12 @@ typedef struct tspan {
 
 typedef struct hm_tracer tracer;
 
+/* The Lua side: the tracer and its userdata point at each other until
+** the first of them goes (maybe_free or t_gc clears the other's pointer). */
+typedef struct utracer {
+  tracer *t;
+} utracer;
+
 typedef struct exporter {
   hm_http_client *cl;
   int format;
@@ -83,12 +89,10 @@ struct hm_tracer {
   char *service;
   int closing, closed, abandoned, timer_closed;
   int close_ref;
+  utracer *u; /* NULL once the userdata was collected */
   tracer *prev, *next; /* ctx->tracers */
 };
 
-typedef struct utracer {
-  tracer *t; /* NULL once closed */
-} utracer;
 
 static void try_flush(tracer *t);
 
@@ -176,6 +180,20 @@ static int put(hm_buf *b, const char *s) { return hm_buf_append(b, s, strlen(s))
 static int put_str(hm_buf *b, const char *s, size_t n) {
   if (hm_codec_put_string(b, s, n) == 0) return 0;
   return put(b, "\"(not UTF-8)\"");
+}
+
+/* Zipkin's own clients lower-case span and service names (npm zipkin's
+** model does), and its UI searches them so: the same here. */
+static int put_lower_str(hm_buf *b, const char *s, size_t n) {
+  hm_buf tmp;
+  int r;
+  hm_buf_init(&tmp);
+  if (n && hm_buf_append(&tmp, s, n) != 0) return -1;
+  for (size_t k = 0; k < n; k++)
+    if (tmp.data[k] >= 'A' && tmp.data[k] <= 'Z') tmp.data[k] = (char)(tmp.data[k] | 0x20);
+  r = put_str(b, n ? tmp.data : "", n);
+  hm_buf_free(&tmp);
+  return r;
 }
 
 static int put_attr(hm_buf *b, int *first, const char *key, const char *s,
@@ -280,13 +298,13 @@ static int render_zipkin(tracer *t, tspan **v, size_t n, hm_buf *b) {
       r |= put(b, sp->parent_id);
     }
     r |= put(b, "\",\"name\":");
-    r |= put_str(b, STR(sp, S_NAME), sp->len[S_NAME]);
+    r |= put_lower_str(b, STR(sp, S_NAME), sp->len[S_NAME]);
     snprintf(num, sizeof num, ",\"kind\":\"%s\",\"timestamp\":%lld,\"duration\":%lld",
              sp->server ? "SERVER" : "CLIENT", (long long)sp->start_us,
              (long long)(sp->end_us > sp->start_us ? sp->end_us - sp->start_us : 1));
     r |= put(b, num);
     r |= put(b, ",\"localEndpoint\":{\"serviceName\":");
-    r |= put_str(b, t->service, strlen(t->service));
+    r |= put_lower_str(b, t->service, strlen(t->service));
     r |= put(b, "},\"tags\":{");
     r |= put_tag(b, &first, "hemera.topic", STR(sp, S_TOPIC), sp->len[S_TOPIC]);
     r |= put_tag(b, &first, "hemera.pattern", STR(sp, S_NAME), sp->len[S_NAME]);
@@ -318,6 +336,7 @@ static int render_zipkin(tracer *t, tspan **v, size_t n, hm_buf *b) {
 
 static void maybe_free(tracer *t) {
   if (!t->closed || !t->timer_closed || t->pending > 0) return;
+  if (t->u) t->u->t = NULL;
   while (t->count) {
     free(t->ring[t->head]);
     t->head = (t->head + 1) % t->cap;
@@ -551,6 +570,7 @@ static int t_gc(lua_State *L) {
   utracer *u = luaL_checkudata(L, 1, HM_TRACER_MT);
   tracer *t = u->t;
   u->t = NULL;
+  if (t) t->u = NULL;
   if (t && !t->closed) {
     t->abandoned = 1;
     drop_held(t);
@@ -569,9 +589,9 @@ static unsigned opt_uint(lua_State *L, const char *key, unsigned def,
   int isnum;
   lua_Integer v = lua_tointegerx(L, -1, &isnum);
   if (!isnum || lua_type(L, -1) != LUA_TNUMBER || v < min || v > max)
-    luaL_error(L, "hemera.tracing: option '%s' must be an integer from %u to "
-                  "%u, got %s",
-               key, min, max, luaL_tolstring(L, -1, NULL));
+    luaL_error(L, "hemera.tracing: option '%s' must be an integer from %d to "
+                  "%d, got %s",
+               key, (int)min, (int)max, luaL_tolstring(L, -1, NULL));
   lua_pop(L, 1);
   return (unsigned)v;
 }
@@ -603,8 +623,8 @@ static int l_tracer(lua_State *L) {
   unsigned timeout = opt_uint(L, "timeout", 5000, 1, 3600000);
   unsigned maxb = opt_uint(L, "maxBackoff", 30000, 1, 3600000);
   if (batch > cap)
-    return luaL_error(L, "hemera.tracing: option 'batchSize' (%u) must not be "
-                         "over 'maxQueue' (%u)", batch, cap);
+    return luaL_error(L, "hemera.tracing: option 'batchSize' (%d) must not be "
+                         "over 'maxQueue' (%d)", (int)batch, (int)cap);
   if (ctx->shutdown) return luaL_error(L, "hemera.tracing: shutting down");
   tracer *t = calloc(1, sizeof *t);
   if (t == NULL) return luaL_error(L, "out of memory");
@@ -654,6 +674,7 @@ static int l_tracer(lua_State *L) {
   ctx->tracers = t;
   utracer *u = lua_newuserdatauv(L, sizeof *u, 0);
   u->t = t;
+  t->u = u;
   luaL_setmetatable(L, HM_TRACER_MT);
   return 1;
 }
