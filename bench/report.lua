@@ -19,11 +19,13 @@
 --   durable act <n> <s> | durable work <workers> <n> <s>          (bench/durable.lua)
 --   metrics_cost <plain instr/req> <metrics instr/req> <extra %>  (bench/metrics_cost.sh)
 --   web gateway|direct <inflight> <req/s> <p50 us> <p99 us> <errors>   (bench/web.sh)
+--   tracing_cost <plain instr/req> <tracing instr/req> <extra %>  (bench/tracing_cost.sh)
+--   tracing_down <plain p50> <plain p99> <down p50> <down p99> <errors>  (us; bench/tracing_cost.sh)
 
 local path = assert(arg[1], "usage: report.lua <results.txt>")
 
 local meta, rpc, cpu, client_hwm, svc, startup, router, bloom = {}, {}, {}, {}, {}, {}, {}, {}
-local topics, budget, metrics_cost
+local topics, budget, metrics_cost, tracing_cost, tracing_down
 local durable_rows = {}
 local web_rows = {} -- [inflight] = { gateway = row, direct = row }
 local function words(line)
@@ -64,6 +66,13 @@ for line in io.lines(path) do
   elseif kind == "metrics_cost" then
     local m = { plain = tonumber(w[2]), with = tonumber(w[3]), pct = tonumber(w[4]) }
     if m.plain and m.with and m.pct then metrics_cost = m end
+  elseif kind == "tracing_cost" then
+    local m = { plain = tonumber(w[2]), with = tonumber(w[3]), pct = tonumber(w[4]) }
+    if m.plain and m.with and m.pct then tracing_cost = m end
+  elseif kind == "tracing_down" then
+    local d = { p50 = tonumber(w[2]), p99 = tonumber(w[3]), down50 = tonumber(w[4]), down99 = tonumber(w[5]),
+                errors = tonumber(w[6]) }
+    if d.p50 and d.p99 and d.down50 and d.down99 and d.errors then tracing_down = d end
   elseif kind == "topics" then
     local t = { n = tonumber(w[2]), add = tonumber(w[3]), remove = tonumber(w[4]), close = tonumber(w[5]) }
     if t.n and t.add and t.remove and t.close then topics = t end
@@ -421,6 +430,18 @@ guarded("metrics plugin", function()
   target("hemera.metrics: extra service instructions per request (callgrind)", metrics_cost and metrics_cost.pct,
     metrics_cost and ("%.0f -> %.0f = +%.2f%%"):format(metrics_cost.plain, metrics_cost.with, metrics_cost.pct)
       or "n/a", "<= 5%", metrics_cost and metrics_cost.pct <= 5)
+end)
+guarded("tracing plugin", function()
+  -- No limit of its own in the issue: the number is reported, not judged.
+  print(("%-68s %-30s %-10s %s"):format("hemera.tracing CPU/req vs none (callgrind, all sampled)",
+    tracing_cost and ("%.0f -> %.0f = +%.2f%%"):format(tracing_cost.plain, tracing_cost.with, tracing_cost.pct) or "n/a",
+    "", "INFO"))
+  target("hemera.tracing: p99 at 16 in flight, collector down",
+    tracing_down and tracing_down.down99,
+    tracing_down and ("p50 %d -> %d us, p99 %d -> %d us, errors %d"):format(tracing_down.p50, tracing_down.down50,
+      tracing_down.p99, tracing_down.down99, tracing_down.errors) or "n/a",
+    "p99 <= 1.25x plain, 0 errors",
+    tracing_down and tracing_down.errors == 0 and tracing_down.down99 <= 1.25 * tracing_down.p99)
 end)
 local pass, fail, skip = 0, 0, 0
 for _, v in ipairs(results) do

@@ -15,7 +15,11 @@
 --       `metrics`: also hemera.metrics (on a free port), the cost of a
 --       service with the plugin on. `msgpack`: the service speaks
 --       MessagePack (hemera:use(require "hemera.msgpack")); its clients and
---       `stop` must be given `msgpack` too.
+--       `stop` must be given `msgpack` too. `tracing=<url>`: also
+--       hemera.tracing, every request sampled, spans POSTed as OTLP to url.
+--   hemera bench/rps.lua sink
+--       a collector that answers every POST 200 and drops the body;
+--       prints "port <n>" (bench/tracing_cost.sh). Runs until killed.
 --   hemera bench/rps.lua client <topic> [msgpack] <seconds> <warmup-s> <inflight>...
 --       N workers per level, each acting {topic, cmd:"add", a, b} and
 --       acting again when the reply arrives, for <seconds> per level, after
@@ -58,10 +62,11 @@ end
 
 if mode == "serve" then
   local topic = arg[2] or "bench"
-  local hooks, idle, with_metrics = false, 0, false
+  local hooks, idle, with_metrics, tracing_url = false, 0, false, nil
   for k = 3, #arg do
     if arg[k] == "hooks" then hooks = true
     elseif arg[k] == "metrics" then with_metrics = true
+    elseif arg[k]:match("^tracing=") then tracing_url = arg[k]:match("^tracing=(.*)$")
     elseif arg[k]:match("^idle=%d+$") then idle = tonumber(arg[k]:match("%d+"))
     else error("rps.lua serve: unknown option " .. arg[k]) end
   end
@@ -69,6 +74,7 @@ if mode == "serve" then
   -- completes at once when the loop clock is stale (hemera_plugin_spec).
   local s = codec(Hemera.new { name = "bench-service", pluginTimeout = 2000 })
   if with_metrics then s:use(require "hemera.metrics", { listen = "127.0.0.1:0" }) end
+  if tracing_url then s:use(require "hemera.tracing", { otlp = tracing_url, sampler = "always" }) end
   if hooks then
     -- Trivial on purpose: what is measured is the cost of the extension
     -- points and of the validator, not of work done in them.
@@ -90,6 +96,15 @@ if mode == "serve" then
     return true
   end)
   s:ready(function() io.stdout:write("ready\n"); io.stdout:flush() end)
+  return
+end
+
+if mode == "sink" then
+  local srv = assert(core.http_listen({ port = 0, maxBodyBytes = 64 * 1024 * 1024 }, function()
+    return 200, { ["Content-Type"] = "application/json" }, "{}"
+  end))
+  io.stdout:write("port ", srv:port(), "\n")
+  io.stdout:flush()
   return
 end
 

@@ -46,6 +46,8 @@
 #   BENCH_NODE     0 skips everything Node
 #   BENCH_BUDGET   0 skips the handler budget's cost (callgrind, ~1 min)
 #   BENCH_METRICS  0 skips hemera.metrics' cost (callgrind, ~2 min)
+#   BENCH_TRACING  0 skips hemera.tracing's cost (callgrind and a down
+#                  collector's latency, ~3 min)
 #   BENCH_IDLE_TOPICS  idle topics of the "idle" Lua service (default 5000)
 #   BENCH_WEB      0 skips hemera.web (bench/web.sh); BENCH_WEB_LEVELS in flight ("64")
 #   BENCH_DURABLE  0 skips durable work (JetStream); BENCH_DURABLE_N acts (20000)
@@ -338,6 +340,11 @@ if [ "${BENCH_METRICS:-1}" != 0 ] && command -v valgrind >/dev/null; then
   note "hemera.metrics: the service's instructions per request with and without it (callgrind)"
   bench/metrics_cost.sh "$build" >"$work/metrics_cost.out" 2>&1 || note "metrics_cost failed: $(tail -3 "$work/metrics_cost.out")"
   grep '^metrics_cost ' "$work/metrics_cost.out" >>"$results"
+fi
+if [ "${BENCH_TRACING:-1}" != 0 ] && command -v valgrind >/dev/null; then
+  note "hemera.tracing: instructions per request with and without it, and latency with the collector down"
+  bench/tracing_cost.sh "$build" >"$work/tracing_cost.out" 2>&1 || note "tracing_cost failed: $(tail -3 "$work/tracing_cost.out")"
+  grep -E '^tracing_(cost|down) ' "$work/tracing_cost.out" >>"$results"
 fi
 # }
 
