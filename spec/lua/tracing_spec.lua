@@ -171,7 +171,7 @@ describe("hemera.tracing", function()
     end)
   end)
 
-  it("continues the trace of a nats.js request's traceparent header, into nested acts", function()
+  it("continues the trace of a nats.js request's traceparent header, into nested acts with its tracestate", function()
     setup()
     S.run(function()
       local base, wait_spans = receiver()
@@ -180,7 +180,8 @@ describe("hemera.tracing", function()
       local b = helper.new { name = "tr-w3c-b" }
       for _, h in ipairs { a, b } do h:use(tracing, { otlp = base .. "/v1/traces", interval = 20, ratio = 0 }) end
       a:add({ topic = topic, cmd = "a" }, function(_, ctx) return ctx:act { topic = btopic, cmd = "b" } end)
-      b:add({ topic = btopic, cmd = "b" }, function() return 42 end)
+      -- The tracestate that came with the request goes on with nested acts.
+      b:add({ topic = btopic, cmd = "b" }, function(_, ctx) return { n = 42, ts = rawget(ctx, "_tracestate") } end)
       a:ready(); b:ready()
       local tid, psid = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
       local conn = S.raw()
@@ -191,7 +192,7 @@ describe("hemera.tracing", function()
                                        ("00-%s-%s-01"):format(tid, psid), res_subject }, "tracing-natsjs")
       local data, why = res:wait(20000)
       assert(data, ("nats.js request failed (%s):\n%s"):format(tostring(why), S.read_log(proc)))
-      assert.are.equal(42, Hemera.decode(data).reply.result)
+      assert.are.same({ n = 42, ts = "vendor=natsjs" }, Hemera.decode(data).reply.result)
       a:close(); b:close()
       local t = by_name_kind(wait_spans(3))
       local sa = t[("cmd:a,topic:%s/SPAN_KIND_SERVER"):format(topic)]
@@ -204,7 +205,7 @@ describe("hemera.tracing", function()
     end)
   end)
 
-  it("sends traceparent (and the tracestate that came in) with every act, read by a nats.js subscriber", function()
+  it("sends traceparent with every act, read by a nats.js subscriber (no tracestate at the root)", function()
     setup()
     S.run(function()
       local base, wait_spans = receiver()
@@ -226,6 +227,30 @@ describe("hemera.tracing", function()
       assert.are.equal(("00-%s-%s-01"):format(span.traceId, span.spanId), got.traceparent)
       assert.are.equal(core.trace_hex(actx.trace.traceId, 32), span.traceId)
       assert.are.equal(Hemera.null, got.tracestate)
+    end)
+  end)
+end)
+
+describe("hemera.tracing, unsampled", function()
+  it("still sends traceparent (flag 00) and exports nothing", function()
+    helper.run(function()
+      local topic = helper.topic("trnever")
+      local url = "http://127.0.0.1:9/v1/traces" -- never reached: nothing is sampled
+      local s = helper.new { name = "tr-never-s" }
+      local c = helper.new { name = "tr-never-c" }
+      s:use(tracing, { otlp = url, sampler = "never" })
+      c:use(tracing, { otlp = url, sampler = "never" })
+      s:add({ topic = topic }, function(_, ctx) return rawget(ctx, "_traceparent") end)
+      s:ready(); c:ready()
+      local tp, err, actx = c:act { topic = topic }
+      assert.is_nil(err)
+      local tid = core.trace_hex(actx.trace.traceId, 32)
+      assert.is_truthy(tp:match("^00%-" .. tid .. "%-%x+%-00$"), tp)
+      for _, h in ipairs { s, c } do
+        local st = h.tracing.stats()
+        assert.are.equal(0, st.queued + st.exported + st.dropped)
+      end
+      s:close(); c:close()
     end)
   end)
 end)
