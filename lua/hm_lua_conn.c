@@ -785,10 +785,13 @@ static int c_request(lua_State *L) {
   r->wait = (hm_wait)HM_WAIT_INIT;
   r->cb_ref = LUA_NOREF;
   r->as_msg = as_msg;
+  st = HM_NATS;
   if (nhdr > 0 && max == 1)
     st = hm_conn_request_hdrs(lc->c, subj, data, len, hdrs, nhdr,
                               (uint64_t)timeout, on_reply, r, &id);
-  else
+  /* A server without headers (before nats-server 2.2) still gets the
+  ** request: the headers are extras, as hm_conn_publish_hdrs treats them. */
+  if (st == HM_NATS)
     st = hm_conn_request(lc->c, subj, data, len, (uint64_t)timeout, (int)max,
                          on_reply, r, &id);
   if (st != HM_OK) {

@@ -12,7 +12,8 @@
 ** tracer:span(kind, name, topic, pubsub, traceId, spanId, parentId|nil,
 **     start_us, end_us, requestId, hemeraTraceId, hemeraSpanId,
 **     hemeraParentId|nil, errName|nil, errMessage|nil) -> true | false
-**     (false: the buffer is full, the span is dropped and counted);
+**     (false: the buffer is full or the tracer closing, the span is
+**     dropped and counted);
 **     kind "server" | "client"; ids as lower-case hex (core.trace_hex)
 ** tracer:stats() -> {queued, dropped, exported, failedBatches, lastError}
 ** tracer:close([fn]) -> true: flushes what is held (one batch after the
@@ -469,15 +470,9 @@ static void on_timer(uv_timer_t *h) { try_flush(h->data); }
 ** Lua
 ** ===================================================================== */
 
-static tracer *check_open(lua_State *L) {
-  utracer *u = luaL_checkudata(L, 1, HM_TRACER_MT);
-  if (u->t == NULL || u->t->closing)
-    luaL_error(L, "tracer is closed");
-  return u->t;
-}
-
 static int t_span(lua_State *L) {
-  tracer *t = check_open(L);
+  utracer *u = luaL_checkudata(L, 1, HM_TRACER_MT);
+  tracer *t = u->t;
   static const int args[S_N] = {3, 4, 11, 12, 13, 14, 15, 16};
   size_t len[S_N], tl, sl, pl = 0, total = 0;
   const char *s[S_N];
@@ -493,6 +488,12 @@ static int t_span(lua_State *L) {
     s[k] = lua_type(L, args[k]) == LUA_TSTRING ? lua_tolstring(L, args[k], &len[k]) : NULL;
     if (s[k] == NULL) len[k] = 0;
     total += len[k] + 1;
+  }
+  if (t == NULL || t->closing) {
+    /* A handler that outlived close: its span has nowhere to go. */
+    if (t) t->dropped++;
+    lua_pushboolean(L, 0);
+    return 1;
   }
   if (t->count == t->cap) {
     t->dropped++;
