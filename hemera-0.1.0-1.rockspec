@@ -14,8 +14,9 @@ description = {
     hemera.core (C: cnats and libuv) and the hemera Lua library: pattern
     routing, add/act/stream, plugins, extension points, the NATS Service
     API, durable work on JetStream, and the plugins hemera.validation.*,
-    hemera.jwt, hemera.stats, hemera.metrics, hemera.msgpack, hemera.web
-    (an HTTP gateway) and hemera.testing (test helpers).
+    hemera.jwt, hemera.stats, hemera.metrics, hemera.tracing,
+    hemera.msgpack, hemera.web (an HTTP gateway) and hemera.testing (test
+    helpers).
   ]],
 }
 dependencies = {
