@@ -19,9 +19,15 @@
 ** tracer:close([fn]) -> true: flushes what is held (one batch after the
 **     other, stopping at the first failure, whose spans and the rest are
 **     dropped), then closes and spawns fn()
-** core.trace_hex(s, nhex) -> s when it already is nhex (32 or 16)
-**     lower-case hex digits and not all zeros (a W3C id), else a hash of s
-**     (FNV-1a 64, twice with two offsets for 32 digits)
+** core.trace_hex(s, nhex [, prefix]) -> s when it already is nhex (32 or
+**     16) lower-case hex digits and not all zeros (a W3C id) and there is
+**     no prefix, else a hash of prefix .. s (FNV-1a 64, twice with two
+**     offsets for 32 digits)
+** core.trace_parts(msg) -> traceId, spanId, parentSpanId, method,
+**     requestId, requestType: the request's own trace and request members
+**     (nil where absent or not a string), read without the context
+**     holding them (a held part is re-encoded into the reply). The Msg
+**     must have been scanned (core.msg_pattern ran).
 ** core.trace_now() -> microseconds since the epoch (an integer)
 ** core.trace_sampled(traceIdHex, ratio) -> whether the ratio sampler keeps
 **     the trace: its last 16 hex digits as a fraction of 2^64, so every
@@ -42,7 +48,7 @@
 
 #include "hm_codec.h"
 #include "hm_http_client.h"
-#include "hm_lua_private.h"
+#include "hm_lua_envelope.h"
 #include "hm_version.h"
 
 #define HM_TRACER_MT "hemera.Tracer"
@@ -120,26 +126,67 @@ static int is_hex_id(const char *s, size_t n, size_t want) {
   return nonzero;
 }
 
+static void put_hex(char *out, uint64_t v) {
+  static const char digits[] = "0123456789abcdef";
+  for (int k = 15; k >= 0; k--, v >>= 4) out[k] = digits[v & 15];
+}
+
 static int l_trace_hex(lua_State *L) {
-  size_t n;
+  size_t n, pn = 0;
   const char *s = luaL_checklstring(L, 1, &n);
   lua_Integer want = luaL_checkinteger(L, 2);
-  char out[33];
+  const char *prefix = luaL_optlstring(L, 3, NULL, &pn);
+  char out[32];
   luaL_argcheck(L, want == 16 || want == 32, 2, "must be 16 or 32");
-  if (is_hex_id(s, n, (size_t)want)) {
+  if (prefix == NULL && is_hex_id(s, n, (size_t)want)) {
     lua_settop(L, 1);
     return 1;
   }
-  uint64_t a = fnv1a(s, n, 0xcbf29ce484222325ULL);
-  if (want == 16) {
-    snprintf(out, sizeof out, "%016llx", (unsigned long long)a);
-  } else {
-    uint64_t b = fnv1a(s, n, 0x84222325cbf29ce4ULL);
-    snprintf(out, sizeof out, "%016llx%016llx", (unsigned long long)a,
-             (unsigned long long)b);
-  }
+  uint64_t a = fnv1a(s, n, fnv1a(prefix, pn, 0xcbf29ce484222325ULL));
+  put_hex(out, a);
+  if (want == 32)
+    put_hex(out + 16, fnv1a(s, n, fnv1a(prefix, pn, 0x84222325cbf29ce4ULL)));
   lua_pushlstring(L, out, (size_t)want);
   return 1;
+}
+
+/* Pushes the string values of `n` keys of the object at `which` in g, nil
+** for each that is absent or not a string: one validating pass
+** (hm_codec_scan_ex) records where the values are; a string without
+** escapes is pushed as it stands, another one decoded. */
+static void push_strings(lua_State *L, const hm_lmsg *g, int which,
+                         const char *const *keys, int n) {
+  const hm_span *sp = &g->sp[which];
+  hm_span spans[4];
+  hm_scan w = {keys, n, spans, -1, -1, NULL};
+  char err[8];
+  int ok = g->scanned == 1 && sp->start >= 0 && g->data[sp->start] == '{' &&
+           hm_codec_scan_ex(NULL, g->data + sp->start,
+                            (size_t)(sp->end - sp->start), &w, 0, err,
+                            sizeof err) == 0;
+  for (int k = 0; k < n; k++) {
+    const char *v = ok && spans[k].start >= 0 ? g->data + sp->start + spans[k].start : NULL;
+    size_t vlen = v ? (size_t)(spans[k].end - spans[k].start) : 0;
+    if (v == NULL || *v != '"') {
+      lua_pushnil(L);
+    } else if (memchr(v, '\\', vlen) == NULL) {
+      lua_pushlstring(L, v + 1, vlen - 2);
+    } else if (hm_codec_decode(L, v, vlen) != 1) {
+      lua_pop(L, 2);
+      lua_pushnil(L);
+    }
+  }
+}
+
+static int l_trace_parts(lua_State *L) {
+  static const char *const trace_keys[] = {"traceId", "spanId",
+                                           "parentSpanId", "method"};
+  static const char *const request_keys[] = {"id", "type"};
+  hm_lmsg *g = hm_env_check_msg(L, hm_ctx_get(L), 1);
+  lua_settop(L, 1);
+  push_strings(L, g, HM_SP_TRACE, trace_keys, 4);
+  push_strings(L, g, HM_SP_REQUEST, request_keys, 2);
+  return 6;
 }
 
 static int l_trace_now(lua_State *L) {
@@ -707,6 +754,8 @@ void hm_lua_open_tracing(lua_State *L) {
   lua_setfield(L, -2, "trace_hex");
   lua_pushcfunction(L, l_trace_now);
   lua_setfield(L, -2, "trace_now");
+  lua_pushcfunction(L, l_trace_parts);
+  lua_setfield(L, -2, "trace_parts");
   lua_pushcfunction(L, l_trace_sampled);
   lua_setfield(L, -2, "trace_sampled");
 }

@@ -28,7 +28,7 @@ local core = require "hemera.core"
 local errors = require "hemera.errors"
 
 local trace_hex, trace_now, trace_sampled, hrtime = core.trace_hex, core.trace_now, core.trace_sampled, core.hrtime
-local msg_arrived, floor = core.msg_arrived, math.floor
+local msg_arrived, trace_parts, floor = core.msg_arrived, core.trace_parts, math.floor
 
 local function bad_option(name, expected, got)
   error(errors.HemeraError(("Invalid option '%s' of hemera.tracing: expected %s, got %s")
@@ -80,52 +80,70 @@ local function register(scope, opts)
   local active = {}
 
   scope:ext("onRequest", function(ctx)
-    local tr = ctx.trace
-    local rid = ctx.request.id
-    local sid = trace_hex("s:" .. tostring(rid or core.nuid()), 16)
+    -- The request's own ids, read without the context holding its trace
+    -- and request (a held part is re-encoded into the reply, the others
+    -- are copied from the request's bytes).
+    local held = rawget(ctx, "trace")
+    local htid, hsid, hpsid, method, rid, rtype
+    local msg = rawget(ctx, "_msg")
+    if held == nil and msg then
+      htid, hsid, hpsid, method, rid, rtype = trace_parts(msg)
+    else
+      -- A custom codec (or a hook before us) made the parts already.
+      local rq = ctx.request
+      held = held or ctx.trace
+      htid, hsid, hpsid, method = held.traceId, held.spanId, held.parentSpanId, held.method
+      rid, rtype = rq.id, rq.type
+    end
+    if type(rid) ~= "string" then rid = nil end
+    local sid = trace_hex(rid or core.nuid(), 16, "s:")
     local tp = rawget(ctx, "_traceparent")
-    local tid, psid, sampled
     local ptid, pspan, psampled
     if tp then ptid, pspan, psampled = parse_traceparent(tp) end
-    local htid = tr.traceId
+    local tid, psid, sampled
     if type(htid) ~= "string" then
       if not ptid then return end
       -- A W3C trace and no Hemera one (a nats.js client, say): continue
       -- it, and let nested acts carry it in Hemera's ids as well.
       tid, psid = ptid, pspan
+      local tr = ctx.trace
       tr.traceId, tr.spanId, tr.parentSpanId = ptid, sid, pspan
+      htid, hsid, hpsid = ptid, sid, pspan
     else
       tid = trace_hex(htid, 32)
       -- The caller's CLIENT span has the same request id.
-      psid = pspan or (rid ~= nil and trace_hex("c:" .. tostring(rid), 16)) or nil
+      psid = pspan or (rid and trace_hex(rid, 16, "c:")) or nil
       if ptid and ptid ~= tid then psampled = nil end
     end
     if parent_based and psampled ~= nil then sampled = psampled else sampled = trace_sampled(tid, ratio) end
-    local a = { sid = sid, sampled = sampled, state = rawget(ctx, "_tracestate"), tid = tid, psid = psid }
+    local a = { sid = sid, sampled = sampled, state = rawget(ctx, "_tracestate"), tid = tid, psid = psid,
+                rid = rid, htid = htid, hsid = type(hsid) == "string" and hsid or nil,
+                hpsid = type(hpsid) == "string" and hpsid or nil, method = method, pubsub = rtype == "pubsub" }
     rawset(ctx, "_tr", a)
-    local key = tr.spanId
-    if type(key) == "string" then active[key] = a end
+    if a.hsid then active[a.hsid] = a end
   end)
 
   scope:ext("onResponse", function(ctx, reply)
     local a = rawget(ctx, "_tr")
     if not a then return end
-    local tr = ctx.trace
-    local key = tr.spanId
-    if active[key] == a then active[key] = nil end
+    local key = a.hsid
+    if key and active[key] == a then active[key] = nil end
     if not a.sampled then return end
     local msg = rawget(ctx, "_msg")
     local start = msg and msg_arrived(msg) or hrtime()
     local ename, emsg = err_parts(reply.error)
-    local def = ctx.matchedAction
-    local name = tr.method or (def and core.method(def.pattern)) or ctx.topic
-    tracer:span("server", tostring(name), ctx.topic, ctx.request.type == "pubsub", a.tid, a.sid, a.psid,
-      epoch_us(start), epoch_us(hrtime()), ctx.request.id, tr.traceId, tr.spanId, tr.parentSpanId, ename, emsg)
+    local name = a.method
+    if type(name) ~= "string" then
+      local def = ctx.matchedAction
+      name = def and core.method(def.pattern) or ctx.topic
+    end
+    tracer:span("server", name, ctx.topic, a.pubsub, a.tid, a.sid, a.psid,
+      epoch_us(start), epoch_us(hrtime()), a.rid, a.htid, a.hsid, a.hpsid, ename, emsg)
   end)
 
   scope:ext("onAct", function(actx)
     local tid = trace_hex(actx._tid, 32)
-    local sid = trace_hex("c:" .. actx._rid, 16)
+    local sid = trace_hex(actx._rid, 16, "c:")
     local psid, sampled, state
     local up = actx._psid and active[actx._psid]
     if up then
