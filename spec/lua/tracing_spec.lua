@@ -5,7 +5,7 @@
 -- nats.js 2.x (spec/tracing/natsjs.js); a collector that is down.
 local Hemera = require "hemera"
 local core = require "hemera.core"
-local helper = require "helper"
+local helper = require "hemera.testing"
 local S = require "interop.support"
 local N = require "natsjs_support"
 local tracing = require "hemera.tracing"
