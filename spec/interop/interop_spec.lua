@@ -320,6 +320,33 @@ describe("interop with nats-hemera 7.0.2", function()
       end)
     end)
 
+    it("with hemera.tracing on both Lua ends, Lua -> Node -> Lua keeps Hemera's one traceId", function()
+      S.run(function()
+        local tracing = require "hemera.tracing"
+        -- Nothing listens there: the spans are dropped, the wire is what counts.
+        local DOWN = { otlp = "http://127.0.0.1:9/v1/traces", sampler = "always" }
+        local s = testing.new { name = LUA }
+        s:use(tracing, DOWN)
+        s:add({ topic = P .. ".lua", cmd = "leaf" }, function(_, ctx)
+          local r = seen(ctx)
+          r.app = LUA
+          return r
+        end)
+        assert(s:ready())
+        local c = testing.new()
+        c:use(tracing, DOWN)
+        assert(c:ready())
+        local res, err, ctx = c:act { topic = P .. ".math", cmd = "forward", to = { topic = P .. ".lua", cmd = "leaf" } }
+        assert.is_nil(err)
+        local T, S0 = ctx.trace.traceId, ctx.trace.spanId
+        assert.matches("^[0-9A-Z]+$", T) -- Hemera's own id: the plugin does not rewrite it
+        assert.equal(T, res.server["trace$"].traceId)
+        assert.equal(LUA, res.result.app)
+        assert.equal(T, res.result["trace$"].traceId)
+        assert.equal(S0, res.result["trace$"].parentSpanId)
+      end)
+    end)
+
     it("a custom error passes two hops (Lua -> Node -> Lua): root cause kept, hops origin first", function()
       S.run(function()
         lua_service(LUA)
