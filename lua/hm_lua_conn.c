@@ -86,8 +86,22 @@ enum { LC_CONNECTING = 0, LC_UP, LC_FAILED, LC_CANCELLED };
 /* The Conn at idx, for an operation that needs the connection up: using
 ** it before the first connect is over is a sequencing mistake, so it
 ** raises. Once closed, lc->c is NULL (or the core says HM_CLOSED). */
+/* luaL_checkudata for the Conn methods, which have the Conn metatable as
+** their upvalue: luaL_checkudata finds it by name, making and comparing a
+** string, ~330 instructions, and a request makes two or three calls. */
+static lconn *check_conn(lua_State *L, int idx) {
+  lconn *lc = lua_touserdata(L, idx);
+  int ok = lc != NULL && lua_getmetatable(L, idx);
+  if (ok) {
+    ok = lua_rawequal(L, -1, lua_upvalueindex(1));
+    lua_pop(L, 1);
+  }
+  if (!ok) luaL_typeerror(L, idx, HM_CONN_MT);
+  return lc;
+}
+
 static lconn *check_up(lua_State *L, int idx) {
-  lconn *lc = luaL_checkudata(L, idx, HM_CONN_MT);
+  lconn *lc = check_conn(L, idx);
   if (lc->ctx->shutdown)
     luaL_error(L, "connection is closed: hemera.core was shut down in this "
                   "state (hm_lua_shutdown or lua_close ran)");
@@ -603,7 +617,7 @@ static int l_connect(lua_State *L) {
 /* conn:wait_connected(): in a Hemera coroutine, the first connect's
 ** outcome, waiting for it if it is not over. One waiter at a time. */
 static int c_wait_connected(lua_State *L) {
-  lconn *lc = luaL_checkudata(L, 1, HM_CONN_MT);
+  lconn *lc = check_conn(L, 1);
   if (lc->state == LC_UP) {
     lua_pushboolean(L, 1);
     return 1;
@@ -845,7 +859,7 @@ static int c_flush(lua_State *L) {
 }
 
 static int c_cancel(lua_State *L) {
-  lconn *lc = luaL_checkudata(L, 1, HM_CONN_MT);
+  lconn *lc = check_conn(L, 1);
   lua_Integer id = luaL_checkinteger(L, 2);
   void *arg;
   int was = lc->c != NULL && hm_conn_cancel(lc->c, (uint64_t)id, &arg);
@@ -862,7 +876,7 @@ static int c_cancel(lua_State *L) {
 }
 
 static int c_close(lua_State *L) {
-  lconn *lc = luaL_checkudata(L, 1, HM_CONN_MT);
+  lconn *lc = check_conn(L, 1);
   if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
   lua_settop(L, 2);
   lua_pushboolean(L, 1); /* 3: the result */
@@ -897,21 +911,21 @@ static int c_credits(lua_State *L) {
 /* conn:done(): one delivered message is finished (hands its credit back);
 ** nothing to hand back once closed. */
 static int c_done(lua_State *L) {
-  lconn *lc = luaL_checkudata(L, 1, HM_CONN_MT);
+  lconn *lc = check_conn(L, 1);
   if (lc->c) hm_conn_done(lc->c);
   lua_pushboolean(L, 1);
   return 1;
 }
 
 static int c_trace_headers(lua_State *L) {
-  lconn *lc = luaL_checkudata(L, 1, HM_CONN_MT);
+  lconn *lc = check_conn(L, 1);
   lc->trace_hdrs = lua_toboolean(L, 2);
   lua_pushboolean(L, 1);
   return 1;
 }
 
 static int c_is_closed(lua_State *L) {
-  lconn *lc = luaL_checkudata(L, 1, HM_CONN_MT);
+  lconn *lc = check_conn(L, 1);
   lua_pushboolean(L, lc->c == NULL || hm_conn_is_closed(lc->c));
   return 1;
 }
@@ -925,7 +939,7 @@ static int c_max_payload(lua_State *L) {
 
 /* conn:stats(): the counters now, or the last ones once closed. */
 static int c_stats(lua_State *L) {
-  lconn *lc = luaL_checkudata(L, 1, HM_CONN_MT);
+  lconn *lc = check_conn(L, 1);
   hm_conn_stats s;
   if (lc->c != NULL) hm_conn_get_stats(lc->c, &s);
   else s = lc->last;
@@ -1106,7 +1120,9 @@ static const luaL_Reg sub_methods[] = {{"unsubscribe", s_unsubscribe},
 
 void hm_lua_open_conn(lua_State *L) {
   luaL_newmetatable(L, HM_CONN_MT);
-  luaL_newlib(L, conn_methods);
+  luaL_newlibtable(L, conn_methods);
+  lua_pushvalue(L, -2); /* the methods' upvalue: check_conn */
+  luaL_setfuncs(L, conn_methods, 1);
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, c_tostring);
   lua_setfield(L, -2, "__tostring");
