@@ -221,6 +221,8 @@ size_t hm_jsnum_format(double x, char *buf) {
   } else if (0 < n && n <= 21) {
     memcpy(p, dig, (size_t)n);
     p[n] = '.';
+    /* n < k <= 17 here (the branch above took k <= n), so dig + n is in dig. */
+    // cppcheck-suppress pointerOutOfBoundsCond
     memcpy(p + n + 1, dig + n, (size_t)(k - n));
     p += k + 1;
   } else if (-6 < n && n <= 0) {
