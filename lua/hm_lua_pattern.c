@@ -127,6 +127,8 @@ static int l_method(lua_State *L) {
     if (read_pair(L, &pairs[n])) n++;
     lua_pop(L, 1);
   }
+  /* qsort reads only the n pairs read_pair filled. */
+  // cppcheck-suppress uninitvar
   qsort(pairs, (size_t)n, sizeof *pairs, cmp_pair);
   luaL_buffinit(L, &b);
   for (i = 0; i < n; i++) {
