@@ -935,6 +935,7 @@ static int unexpected(dec *d, const unsigned char *at) {
 }
 
 static void skipws(dec *d) {
+  // cppcheck-suppress ctuuninitvar ; every decoder sets p and end before parsing
   const unsigned char *p = d->p, *end = d->end;
   while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) p++;
   d->p = p;
