@@ -767,6 +767,7 @@ static int array(dec *d, int depth) {
 /* Pushes the value at d->p (nil as the null sentinel) and returns 0, or
 ** returns -1 with the error set. */
 static int parse(dec *d, int depth) {
+  // cppcheck-suppress ctuuninitvar ; l_decode sets L, p and end before parsing
   lua_State *L = d->L;
   const char *at = d->p, *q = at;
   if (at >= d->end) return derr(d, at, "unexpected end of input");
