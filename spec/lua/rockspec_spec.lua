@@ -32,6 +32,11 @@ describe("hemera-<version>-1.rockspec", function()
       .. " luarocks --lua-version=5.4 --tree=%s make %s"):format(shell_quote(copy), shell_quote(tree), rockspec))
     assert.equal(0, code, text)
     assert.truthy(text:find("hemera " .. Hemera.VERSION .. "-1 is now installed", 1, true), text)
+    -- The LuaLS definitions, where the README points the editor.
+    local types = ("%s/lib/luarocks/rocks-5.4/hemera/%s-1/share/hemera/types/hemera.lua"):format(tree, Hemera.VERSION)
+    local fh = io.open(types, "r")
+    assert.truthy(fh, "no " .. types)
+    fh:close()
 
     local lua = ("env -u LUA_PATH -u LUA_CPATH LUA_PATH=%s LUA_CPATH=%s HEMERA_LOG=silent timeout 60 lua5.4 "):format(
       shell_quote(tree .. "/share/lua/5.4/?.lua;" .. tree .. "/share/lua/5.4/?/init.lua"),
