@@ -16,4 +16,18 @@ function M.run(cmd)
   return ok, code, text
 end
 
+-- A whole file's text, and a file written with text.
+function M.read(path)
+  local f = assert(io.open(path, "r"))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+function M.write(path, text)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+end
+
 return M

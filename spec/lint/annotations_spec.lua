@@ -4,21 +4,8 @@
 local src = os.getenv("HEMERA_SRC") or "."
 local lua = os.getenv("HEMERA_LUA") or "lua5.4"
 
-local function slurp(path)
-  local f = assert(io.open(path, "r"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function spit(path, s)
-  local f = assert(io.open(path, "w"))
-  f:write(s)
-  f:close()
-end
-
 local shell = require "shell"
-local sh_quote = shell.quote
+local sh_quote, slurp, spit = shell.quote, shell.read, shell.write
 
 local tmp
 local FILES = { "hemera.lua", "testing.lua", "jwt.lua", "msgpack.lua", "metrics.lua", "stats.lua",

@@ -22,12 +22,7 @@ local function run(cmd, what)
 end
 S.run = run
 
-function S.read(path)
-  local f = assert(io.open(path, "rb"))
-  local text = f:read("a")
-  f:close()
-  return text
-end
+S.read = require("shell").read
 
 local fixtures, dir
 
