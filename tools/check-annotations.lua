@@ -34,11 +34,31 @@ local MODULES = {
   { name = "hemera.metrics", file = "metrics.lua", doc = {} },
   { name = "hemera.stats", file = "stats.lua", doc = {} },
   { name = "hemera.web", file = "web.lua", doc = {} },
+  { name = "hemera.tracing", file = "tracing.lua",
+    doc = { "require%(\"hemera%.tracing\"%)(%.)([%a_][%w_]*)" } },
   { name = "hemera.durable", file = "durable.lua", internal = true,
     doc = { "require%(\"hemera%.durable\"%)(%.)([%a_][%w_]*)" } },
   { name = "hemera.validation.schema", file = "validation_schema.lua", doc = { "`S(%.)([%a_][%w_]*)[(`]" } },
   { name = "hemera.validation.jsonschema", file = "validation_jsonschema.lua",
     doc = { "`J(%.)([%a_][%w_]*)[(`]" } },
+}
+
+-- Every other module of the library, and why it has no definitions: the
+-- check below fails on a module file in neither list, so a new plugin
+-- cannot land without them.
+local INTERNAL = {
+  ["hemera.cli"] = "the hemera interpreter's command line",
+  ["hemera.client"] = "act, behind Hemera:act",
+  ["hemera.server"] = "the request path, behind Hemera:add",
+  ["hemera.config"] = "Hemera.new's option checks (Hemera.Options)",
+  ["hemera.errors"] = "public as Hemera.errors and Hemera.createError",
+  ["hemera.log"] = "the built-in logger (the logger option)",
+  ["hemera.micro"] = "public as Hemera:service and Hemera:reset",
+  ["hemera.pattern"] = "public as Hemera.parsePattern",
+  ["hemera.reply"] = "public as ctx.reply (Hemera.Reply)",
+  ["hemera.util"] = "helpers of the library",
+  ["hemera.wire"] = "the envelope",
+  ["hemera.validation.values"] = "helpers of the two validation modules",
 }
 
 local problems = {}
@@ -121,6 +141,23 @@ local function functions_of(v)
     scan(v)
   end
   return r
+end
+
+-- The library's module files, as module names.
+do
+  local known = {}
+  for _, m in ipairs(MODULES) do known[m.name] = true end
+  local p = assert(io.popen("find lua/hemera modules/hemera -name '*.lua' | sort"))
+  local found = 0
+  for path in p:lines() do
+    found = found + 1
+    local name = path:gsub("^lua/", ""):gsub("^modules/", ""):gsub("%.lua$", ""):gsub("/init$", ""):gsub("/", ".")
+    if not known[name] and not INTERNAL[name] then
+      problem("%s: %s is neither a public module with definitions nor listed as internal", name, path)
+    end
+  end
+  p:close()
+  if found == 0 then problem("no module files under lua/hemera and modules/hemera (run from the source tree)") end
 end
 
 local docs = read(docs_file)

@@ -96,6 +96,7 @@ function Reply:next(value) end
 ---@field auth? table
 ---@field delivery? {count: integer, stream_seq: integer, consumer_seq: integer, stream: string, consumer: string, subject: string, timestamp: integer, time: integer, pending: integer}
 ---@field sid? integer
+---@field metrics? Hemera.MetricsRegistry with hemera.metrics
 local Context = {}
 --- A nested act that keeps the trace and the meta chain.
 ---@param pattern Hemera.Pattern
@@ -165,6 +166,7 @@ function KV:watch(keys, fn) end
 ---@field request table
 ---@field delegate table
 ---@field context table
+---@field metrics? Hemera.MetricsRegistry with hemera.metrics
 local Hemera = {}
 
 --- Makes an instance; nothing connects before `ready`.

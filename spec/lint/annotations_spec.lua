@@ -8,14 +8,12 @@ local shell = require "shell"
 local sh_quote, slurp, spit = shell.quote, shell.read, shell.write
 
 local tmp
-local FILES = { "hemera.lua", "testing.lua", "jwt.lua", "msgpack.lua", "metrics.lua", "stats.lua",
-                "web.lua", "durable.lua", "validation_schema.lua", "validation_jsonschema.lua" }
 
 -- A fresh copy of types/ and the docs, `edit` applied to one of them
 -- (plain-text find and replace, which must hit).
 local function copy(edit)
-  os.execute("rm -rf " .. sh_quote(tmp) .. " && mkdir -p " .. sh_quote(tmp .. "/types"))
-  for _, f in ipairs(FILES) do spit(tmp .. "/types/" .. f, slurp(src .. "/types/" .. f)) end
+  assert(os.execute("rm -rf " .. sh_quote(tmp) .. " && mkdir -p " .. sh_quote(tmp)
+    .. " && cp -R " .. sh_quote(src .. "/types") .. " " .. sh_quote(tmp .. "/types")))
   spit(tmp .. "/api.md", slurp(src .. "/docs/api.md"))
   if edit then
     local path = tmp .. "/" .. edit.file
