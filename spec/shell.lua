@@ -18,14 +18,14 @@ end
 
 -- A whole file's text, and a file written with text.
 function M.read(path)
-  local f = assert(io.open(path, "r"))
+  local f = assert(io.open(path, "rb"))
   local s = f:read("a")
   f:close()
   return s
 end
 
 function M.write(path, text)
-  local f = assert(io.open(path, "w"))
+  local f = assert(io.open(path, "wb"))
   f:write(text)
   f:close()
 end
