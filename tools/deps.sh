@@ -10,7 +10,7 @@ pkgs+=(libssl-dev) # hemera.jwt: libcrypto (lua/hm_lua_jwt.c)
 pkgs+=(lua-luv lua-luv-dev) # the luv embedding test (nothing links libluv)
 pkgs+=(libmsgpuck-dev) # hemera.msgpack: msgpuck's header (lua/hm_lua_msgpack.c)
 pkgs+=(lua-check luarocks) # lint.luacheck, the rockspec test
-pkgs+=(cppcheck)            # lint.cppcheck
+pkgs+=(cppcheck) # lint.cppcheck
 pkgs+=(curl) # the metrics and hemera.web specs: a real HTTP client
 # lua-check and luarocks pull in lua5.1, whose lua-interpreter alternative
 # outranks 5.4's: /usr/bin/lua, and busted through its `#!/usr/bin/env lua`,
