@@ -29,18 +29,21 @@ function Schema:max(n) end
 ---@param n integer
 ---@return Hemera.Schema
 function Schema:length(n) end
----@param p string a Lua pattern
+---@param p string a Lua pattern, e.g. "^%d+$"
+---@param name? string replaces the pattern in messages
 ---@return Hemera.Schema
-function Schema:pattern(p) end
----@param fn fun(value: any): any, any?
+function Schema:pattern(p, name) end
+---@param fn fun(value: any): boolean?, string? true, or false/nil and a message
+---@param name? string the rule name in errors, default "custom"
 ---@return Hemera.Schema
-function Schema:custom(fn) end
----@param on? boolean
+function Schema:custom(fn, name) end
+---@param flag? boolean
 ---@return Hemera.Schema
-function Schema:coerce(on) end
----@param mode "allow"|"strip"|"forbid"
+function Schema:coerce(flag) end
+--- Tables: whether keys without a schema are allowed (true, the default) or rejected.
+---@param flag? boolean
 ---@return Hemera.Schema
-function Schema:unknown(mode) end
+function Schema:unknown(flag) end
 ---@param fields table<string, Hemera.Schema>
 ---@return Hemera.Schema
 function Schema:keys(fields) end
