@@ -20,7 +20,7 @@
 --   metrics_cost <plain instr/req> <metrics instr/req> <extra %>  (bench/metrics_cost.sh)
 --   web gateway|direct <inflight> <req/s> <p50 us> <p99 us> <errors>   (bench/web.sh)
 --   tracing_cost <plain instr/req> <tracing instr/req> <extra %>  (bench/tracing_cost.sh)
---   tracing_down <plain p50> <plain p99> <down p50> <down p99> <errors>  (us; bench/tracing_cost.sh)
+--   tracing_down <plain p50> <plain p99> <down p50> <down p99> <errors> <up p50> <up p99>  (us; bench/tracing_cost.sh)
 
 local path = assert(arg[1], "usage: report.lua <results.txt>")
 
@@ -71,8 +71,8 @@ for line in io.lines(path) do
     if m.plain and m.with and m.pct then tracing_cost = m end
   elseif kind == "tracing_down" then
     local d = { p50 = tonumber(w[2]), p99 = tonumber(w[3]), down50 = tonumber(w[4]), down99 = tonumber(w[5]),
-                errors = tonumber(w[6]) }
-    if d.p50 and d.p99 and d.down50 and d.down99 and d.errors then tracing_down = d end
+                errors = tonumber(w[6]), up50 = tonumber(w[7]), up99 = tonumber(w[8]) }
+    if d.p50 and d.p99 and d.down50 and d.down99 and d.errors and d.up50 and d.up99 then tracing_down = d end
   elseif kind == "topics" then
     local t = { n = tonumber(w[2]), add = tonumber(w[3]), remove = tonumber(w[4]), close = tonumber(w[5]) }
     if t.n and t.add and t.remove and t.close then topics = t end
@@ -436,12 +436,14 @@ guarded("tracing plugin", function()
   print(("%-68s %-30s %-10s %s"):format("hemera.tracing CPU/req vs none (callgrind, all sampled)",
     tracing_cost and ("%.0f -> %.0f = +%.2f%%"):format(tracing_cost.plain, tracing_cost.with, tracing_cost.pct) or "n/a",
     "", "INFO"))
-  target("hemera.tracing: p99 at 16 in flight, collector down",
+  -- The plugin's own cost is the row above; this one asks whether a
+  -- collector that is down adds to it.
+  target("hemera.tracing: p99 at 16 in flight, collector down vs up",
     tracing_down and tracing_down.down99,
-    tracing_down and ("p50 %d -> %d us, p99 %d -> %d us, errors %d"):format(tracing_down.p50, tracing_down.down50,
-      tracing_down.p99, tracing_down.down99, tracing_down.errors) or "n/a",
-    "p99 <= 1.25x plain, 0 errors",
-    tracing_down and tracing_down.errors == 0 and tracing_down.down99 <= 1.25 * tracing_down.p99)
+    tracing_down and ("p99 %d (up) -> %d us (down), errors %d; plain p99 %d"):format(tracing_down.up99,
+      tracing_down.down99, tracing_down.errors, tracing_down.p99) or "n/a",
+    "down <= 1.25x up, 0 errors",
+    tracing_down and tracing_down.errors == 0 and tracing_down.down99 <= 1.25 * tracing_down.up99)
 end)
 local pass, fail, skip = 0, 0, 0
 for _, v in ipairs(results) do

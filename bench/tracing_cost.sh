@@ -10,11 +10,13 @@
 #    of TRACING_COST_ROUNDS, default 3, interleaved rounds). Rendering and
 #    POSTing the batches count: they run on the service's loop.
 # 2. Latency with the collector down: rps.lua client (16 in flight, 3 s)
-#    against the service without the plugin and with it pointed at a port
-#    nothing listens on.
+#    against the service without the plugin, with it exporting to the live
+#    collector, and with it pointed at a port nothing listens on. "A down
+#    collector never slows requests" compares the last two: the plugin's
+#    own cost per sampled request is row 1's.
 # Prints one line per measurement, then
 #   tracing_cost <plain instr/req> <tracing instr/req> <extra %>
-#   tracing_down <plain p50 us> <plain p99 us> <down p50 us> <down p99 us> <down errors>
+#   tracing_down <plain p50 us> <plain p99 us> <down p50 us> <down p99 us> <down errors> <up p50 us> <up p99 us>
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=$(cd "${1:-$root/build}" && pwd)
@@ -89,6 +91,7 @@ done
 latency() { # <variant>: the client's line at 16 in flight
   local variant=$1 topic="tdown_$1_$$" pid opt=()
   [ "$variant" = down ] && opt=("tracing=$down")
+  [ "$variant" = up ] && opt=("tracing=$sink")
   "$hemera" bench/rps.lua serve "$topic" "${opt[@]}" >"$work/lat.out" 2>"$work/lat.err" &
   pid=$!
   wait_line "$work/lat.out" '^ready' "$pid" || { cat "$work/lat.err" >&2; return 1; }
@@ -97,8 +100,10 @@ latency() { # <variant>: the client's line at 16 in flight
   wait "$pid"
 }
 lp=$(latency plain) || exit 1
+lu=$(latency up) || exit 1
 ld=$(latency down) || exit 1
 echo "service plain:          $lp"
+echo "service, collector up:   $lu"
 echo "service, collector down: $ld"
 
 median() { tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
@@ -106,4 +111,5 @@ p=$(echo "${all[plain]}" | median)
 t=$(echo "${all[tracing]}" | median)
 awk -v p="$p" -v t="$t" 'BEGIN { printf "tracing_cost %d %d %.2f\n", p, t, (t - p) * 100 / p }'
 field() { echo "$1" | awk -v k="$2" '{ for (i = 1; i < NF; i++) if ($i == k) { print $(i + 1); exit } }'; }
-echo "tracing_down $(field "$lp" p50) $(field "$lp" p99) $(field "$ld" p50) $(field "$ld" p99) $(field "$ld" errors)"
+echo "tracing_down $(field "$lp" p50) $(field "$lp" p99) $(field "$ld" p50) $(field "$ld" p99) $(field "$ld" errors)" \
+  "$(field "$lu" p50) $(field "$lu" p99)"
