@@ -5,7 +5,7 @@
 #
 # 1. CPU: the service's instructions per request without the plugin and
 #    with it, its spans POSTed to a live collector (rps.lua sink, another
-#    process), counted by callgrind as bench/metrics_cost.sh does (n1 and
+#    process), counted by callgrind as bench/service_cost.sh does (n1 and
 #    n2 requests to two instances, the difference over n2 - n1; the median
 #    of TRACING_COST_ROUNDS, default 3, interleaved rounds). Rendering and
 #    POSTing the batches count: they run on the service's loop.
@@ -36,15 +36,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_line() { # <file> <regex> <pid>: until the file has the line (the service is up)
-  local i
-  for i in $(seq 1 600); do
-    grep -q "$2" "$1" 2>/dev/null && return 0
-    kill -0 "$3" 2>/dev/null || return 1
-    sleep 0.1
-  done
-  return 1
-}
+. bench/service_cost.sh
 
 "$hemera" bench/rps.lua sink >"$work/sink.out" 2>"$work/sink.err" &
 pids+=($!)
@@ -58,35 +50,7 @@ kill "$gone"
 wait "$gone" 2>/dev/null || true
 down="http://127.0.0.1:$(awk '/^port / { print $2; exit }' "$work/gone.out")/v1/traces"
 
-total() { # the service's total Ir for <variant> <n>
-  local variant=$1 n=$2 topic="tcost_$1_$2_$$" pid opt=()
-  [ "$variant" = tracing ] && opt=("tracing=$sink")
-  valgrind --tool=callgrind --callgrind-out-file="$work/cg.$variant.$n" \
-    "$hemera" bench/rps.lua serve "$topic" "${opt[@]}" >"$work/svc.out" 2>"$work/svc.err" &
-  pid=$!
-  wait_line "$work/svc.out" '^ready' "$pid" || { cat "$work/svc.err" >&2; return 1; }
-  if ! "$hemera" bench/rps.lua count "$topic" "$n"; then
-    kill "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
-    echo "tracing_cost: the client's requests failed ($variant, $n)" >&2
-    return 1
-  fi
-  "$hemera" bench/rps.lua stop "$topic"
-  wait "$pid"
-  awk '/^(summary|totals):/ { print $2; exit }' "$work/cg.$variant.$n"
-}
-
-rounds=${TRACING_COST_ROUNDS:-3}
-declare -A all
-for r in $(seq 1 "$rounds"); do
-  for variant in plain tracing; do
-    a=$(total "$variant" "$n1") || exit 1
-    b=$(total "$variant" "$n2") || exit 1
-    v=$(awk -v a="$a" -v b="$b" -v n1="$n1" -v n2="$n2" 'BEGIN { printf "%.0f", (b - a) / (n2 - n1) }')
-    all[$variant]="${all[$variant]:-} $v"
-    echo "round $r, service $variant: $a Ir at $n1 requests, $b at $n2: $v Ir/request"
-  done
-done
+service_cost tracing_cost "${TRACING_COST_ROUNDS:-3}" "$n1" "$n2" tracing "tracing=$sink" || exit 1
 
 latency() { # <variant>: the client's line at 16 in flight
   local variant=$1 topic="tdown_$1_$$" pid opt=()
@@ -106,10 +70,6 @@ echo "service plain:          $lp"
 echo "service, collector up:   $lu"
 echo "service, collector down: $ld"
 
-median() { tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-p=$(echo "${all[plain]}" | median)
-t=$(echo "${all[tracing]}" | median)
-awk -v p="$p" -v t="$t" 'BEGIN { printf "tracing_cost %d %d %.2f\n", p, t, (t - p) * 100 / p }'
 field() { echo "$1" | awk -v k="$2" '{ for (i = 1; i < NF; i++) if ($i == k) { print $(i + 1); exit } }'; }
 echo "tracing_down $(field "$lp" p50) $(field "$lp" p99) $(field "$ld" p50) $(field "$ld" p99) $(field "$ld" errors)" \
   "$(field "$lu" p50) $(field "$lu" p99)"

@@ -1,0 +1,76 @@
+# Sourced by bench/metrics_cost.sh and bench/tracing_cost.sh: a plugin's
+# cost as the service's instructions per request, counted by callgrind
+# (stable on a busy machine).
+#
+# The service (bench/rps.lua serve, without and with the plugin's serve
+# options) runs under callgrind; a client (rps.lua count) makes n1
+# requests to one instance, n2 to another, and the difference of the two
+# totals over n2 - n1 is the service's instructions per request, start-up
+# and shutdown cancelled out. A process's count moves by a few percent with
+# its string hash seed (clock and addresses), so the variants run in
+# interleaved rounds and each takes its median.
+#
+# Needs: $hemera (the interpreter), $work (a scratch directory), cwd the
+# repository root, HEMERA_NATS_URL.
+
+# wait_line <file> <regex> <pid>: until the file has the line, or the
+# process is gone (status 1).
+wait_line() {
+  local i
+  for i in $(seq 1 600); do
+    grep -q "$2" "$1" 2>/dev/null && return 0
+    kill -0 "$3" 2>/dev/null || return 1
+    sleep 0.1
+  done
+  return 1
+}
+
+# service_total <name> <variant> <n> [serve options...]: the service's total Ir.
+service_total() {
+  local name=$1 variant=$2 n=$3 topic="cost_$2_$3_$$" pid
+  shift 3
+  valgrind --tool=callgrind --callgrind-out-file="$work/cg.$variant.$n" \
+    "$hemera" bench/rps.lua serve "$topic" "$@" >"$work/svc.out" 2>"$work/svc.err" &
+  pid=$!
+  wait_line "$work/svc.out" '^ready' "$pid" || { cat "$work/svc.err" >&2; return 1; }
+  if ! "$hemera" bench/rps.lua count "$topic" "$n"; then
+    kill "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    echo "$name: the client's requests failed ($variant, $n)" >&2
+    return 1
+  fi
+  "$hemera" bench/rps.lua stop "$topic"
+  wait "$pid"
+  awk '/^(summary|totals):/ { print $2; exit }' "$work/cg.$variant.$n"
+}
+
+# service_cost <name> <rounds> <n1> <n2> <variant> [serve options...]:
+# prints one line per variant and round, then
+#   <name> <plain instr/req> <variant instr/req> <extra %>
+service_cost() {
+  local name=$1 rounds=$2 n1=$3 n2=$4 variant=$5 r v a b p m
+  shift 5
+  local plain_all="" with_all=""
+  for r in $(seq 1 "$rounds"); do
+    for v in plain "$variant"; do
+      if [ "$v" = plain ]; then
+        a=$(service_total "$name" plain "$n1") || return 1
+        b=$(service_total "$name" plain "$n2") || return 1
+      else
+        a=$(service_total "$name" "$v" "$n1" "$@") || return 1
+        b=$(service_total "$name" "$v" "$n2" "$@") || return 1
+      fi
+      m=$(awk -v a="$a" -v b="$b" -v n1="$n1" -v n2="$n2" 'BEGIN { printf "%.0f", (b - a) / (n2 - n1) }')
+      if [ "$v" = plain ]; then plain_all="$plain_all $m"; else with_all="$with_all $m"; fi
+      echo "round $r, service $v: $a Ir at $n1 requests, $b at $n2: $m Ir/request"
+    done
+  done
+  p=$(echo "$plain_all" | service_median)
+  m=$(echo "$with_all" | service_median)
+  awk -v name="$name" -v p="$p" -v m="$m" 'BEGIN { printf "%s %d %d %.2f\n", name, p, m, (m - p) * 100 / p }'
+}
+
+service_median() {
+  tr ' ' '\n' | grep . | sort -n |
+    awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
