@@ -10,8 +10,22 @@
 # its string hash seed (clock and addresses), so the variants run in
 # interleaved rounds and each takes its median.
 #
-# Needs: $hemera (the interpreter), $work (a scratch directory), cwd the
-# repository root, HEMERA_NATS_URL.
+# service_cost_init <name> [build-dir] [n1] [n2] sets root, build, n1, n2,
+# hemera and work (a scratch directory: the caller's trap removes it) and
+# cd's to the repository root. Needs HEMERA_NATS_URL.
+service_cost_init() {
+  local name=$1
+  root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+  build=$(cd "${2:-$root/build}" && pwd)
+  n1=${3:-200}
+  n2=${4:-1200}
+  hemera="$build/hemera"
+  : "${HEMERA_NATS_URL:?run under tools/with-nats.sh}"
+  [ -x "$hemera" ] || { echo "$name: $hemera is missing (build first)" >&2; exit 2; }
+  command -v valgrind >/dev/null || { echo "$name: valgrind is missing" >&2; exit 2; }
+  cd "$root"
+  work=$(mktemp -d "${TMPDIR:-/tmp}/$name.XXXXXX")
+}
 
 # wait_line <file> <regex> <pid>: until the file has the line, or the
 # process is gone (status 1).

@@ -18,16 +18,8 @@
 #   tracing_cost <plain instr/req> <tracing instr/req> <extra %>
 #   tracing_down <plain p50 us> <plain p99 us> <down p50 us> <down p99 us> <down errors> <up p50 us> <up p99 us>
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-build=$(cd "${1:-$root/build}" && pwd)
-n1=${2:-200}
-n2=${3:-1200}
-hemera="$build/hemera"
-: "${HEMERA_NATS_URL:?run under tools/with-nats.sh}"
-[ -x "$hemera" ] || { echo "tracing_cost: $hemera is missing (build first)" >&2; exit 2; }
-command -v valgrind >/dev/null || { echo "tracing_cost: valgrind is missing" >&2; exit 2; }
-cd "$root"
-work=$(mktemp -d "${TMPDIR:-/tmp}/tracing_cost.XXXXXX")
+. "$(dirname "$0")/service_cost.sh"
+service_cost_init tracing_cost "$@"
 pids=()
 cleanup() {
   local p
@@ -35,8 +27,6 @@ cleanup() {
   [ -n "${TRACING_COST_KEEP:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
-
-. bench/service_cost.sh
 
 "$hemera" bench/rps.lua sink >"$work/sink.out" 2>"$work/sink.err" &
 pids+=($!)

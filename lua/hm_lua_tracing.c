@@ -280,6 +280,25 @@ static const char *const hemera_attrs[][2] = {
     {"hemera.request_id", NULL}, {"hemera.trace_id", NULL},
     {"hemera.span_id", NULL}, {"hemera.parent_span_id", NULL}};
 
+/* A span's opening, the same in both formats but for the two key names:
+** {"traceId":"..","<span>":"..",["<parent>":"..",]"name": */
+static int put_ids(hm_buf *b, const tspan *sp, const char *span,
+                   const char *parent) {
+  int r = put(b, "{\"traceId\":\"");
+  r |= put(b, sp->trace_id);
+  r |= put(b, "\",\"");
+  r |= put(b, span);
+  r |= put(b, "\":\"");
+  r |= put(b, sp->span_id);
+  if (sp->has_parent) {
+    r |= put(b, "\",\"");
+    r |= put(b, parent);
+    r |= put(b, "\":\"");
+    r |= put(b, sp->parent_id);
+  }
+  return r | put(b, "\",\"name\":");
+}
+
 static int render_otlp(tracer *t, tspan **v, size_t n, hm_buf *b) {
   char num[160];
   int r = put(b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[");
@@ -290,15 +309,7 @@ static int render_otlp(tracer *t, tspan **v, size_t n, hm_buf *b) {
   for (size_t k = 0; k < n; k++) {
     tspan *sp = v[k];
     if (k) r |= put(b, ",");
-    r |= put(b, "{\"traceId\":\"");
-    r |= put(b, sp->trace_id);
-    r |= put(b, "\",\"spanId\":\"");
-    r |= put(b, sp->span_id);
-    if (sp->has_parent) {
-      r |= put(b, "\",\"parentSpanId\":\"");
-      r |= put(b, sp->parent_id);
-    }
-    r |= put(b, "\",\"name\":");
+    r |= put_ids(b, sp, "spanId", "parentSpanId");
     r |= put_str(b, STR(sp, S_NAME), sp->len[S_NAME]);
     snprintf(num, sizeof num,
              ",\"kind\":%d,\"startTimeUnixNano\":\"%lld000\","
@@ -337,15 +348,7 @@ static int render_zipkin(tracer *t, tspan **v, size_t n, hm_buf *b) {
     tspan *sp = v[k];
     int first = 1;
     if (k) r |= put(b, ",");
-    r |= put(b, "{\"traceId\":\"");
-    r |= put(b, sp->trace_id);
-    r |= put(b, "\",\"id\":\"");
-    r |= put(b, sp->span_id);
-    if (sp->has_parent) {
-      r |= put(b, "\",\"parentId\":\"");
-      r |= put(b, sp->parent_id);
-    }
-    r |= put(b, "\",\"name\":");
+    r |= put_ids(b, sp, "id", "parentId");
     r |= put_lower_str(b, STR(sp, S_NAME), sp->len[S_NAME]);
     snprintf(num, sizeof num, ",\"kind\":\"%s\",\"timestamp\":%lld,\"duration\":%lld",
              sp->server ? "SERVER" : "CLIENT", (long long)sp->start_us,

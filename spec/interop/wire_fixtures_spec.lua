@@ -50,12 +50,7 @@ end
 
 local DIR = samples_dir()
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = require("shell").read
 
 -- The samples write null for "none" (no reply subject, not JSON); the
 -- codec keeps null members as core.null (issue 11).
