@@ -505,8 +505,8 @@ local function handle(c, subject, reply, data)
     conn:done()
     return
   end
-  local arrived = hrtime()
-  local e = { reply = reply, last = arrived }
+  -- last: when JetStream's ack timer last (re)started, as far as we know.
+  local e = { reply = reply, last = hrtime() }
   c.running[e] = true
   c.inflight = c.inflight + 1
   -- Counted as running until the ack is out: close waits for it.
@@ -530,15 +530,15 @@ local function handle(c, subject, reply, data)
         d.stats.ack_unconfirmed = d.stats.ack_unconfirmed + 1
         owner.log:warn("Durable ack not confirmed: the message may run again",
           { topic = c.topic, stream = delivery.stream, seq = delivery.stream_seq, error = st })
-      elseif hrtime() - arrived > cfg.ackWait / 2 then
-        -- JetStream's ack timer started before the message got here: an
-        -- ack confirmed this late may have lost the race with a
-        -- redelivery to another worker.
+      elseif hrtime() - e.last > cfg.ackWait / 2 then
+        -- JetStream's ack timer (re)started before the message got here or
+        -- at the last progress: an ack confirmed this late may have lost
+        -- the race with a redelivery to another worker.
         d.stats.acked = d.stats.acked + 1
         d.stats.ack_late = d.stats.ack_late + 1
         owner.log:warn("Durable ack confirmed late: the message may run again",
           { topic = c.topic, stream = delivery.stream, seq = delivery.stream_seq,
-            ms = math.floor(hrtime() - arrived), ackWait = cfg.ackWait })
+            ms = math.floor(hrtime() - e.last), ackWait = cfg.ackWait })
       else
         d.stats.acked = d.stats.acked + 1
       end

@@ -58,6 +58,55 @@ describe("durable actions that fail", function()
     end, 30000)
   end)
 
+  it("run past ackWait without being delivered again: progress goes out by itself", function()
+    testing.run(function()
+      local lg = testing.logger()
+      local w = Hemera.new { servers = srv.url, logger = lg, timeout = 1000 }
+      local ackWait = 1500
+      -- The +WPI publishes go to the message's ack subject, which any
+      -- subscriber sees: the handler is held until two ackWaits' worth
+      -- (every third of ackWait) went out, so a missing one would have
+      -- let JetStream deliver the message again meanwhile.
+      local watch = testing.raw(srv.url)
+      local wpi, enough = 0, Hemera.future()
+      assert(watch:subscribe("$JS.ACK.SLOW.>", nil, 0, function(_, _, data)
+        if data == "+WPI" then
+          wpi = wpi + 1
+          if wpi == 6 then enough:set(true) end
+        end
+      end))
+      assert(watch:flush(5000))
+      local runs, finished = 0, Hemera.future()
+      w:add({ topic = "slow", cmd = "job", ["durable$"] = { stream = "SLOW", ackWait = ackWait, maxDeliver = 5 } },
+        function()
+          runs = runs + 1
+          assert(enough:wait(20000), "no progress went out")
+          finished:set(true)
+          return { done = true }
+        end)
+      assert(w:ready())
+      local p = Hemera.new { servers = srv.url }
+      assert(p:ready())
+      assert(p:act { topic = "slow", cmd = "job", ["durable$"] = true })
+      local closed = Hemera.future()
+      assert.is_true(finished:wait(20000))
+      w:close(function() closed:set(true) end)
+      assert.is_true(closed:wait(10000))
+      assert.equal(1, runs)
+      local info = assert(durable.api(p._i, "CONSUMER.INFO.SLOW.hemera-slow"))
+      assert.equal(1, info.delivered.consumer_seq)
+      assert.equal(0, info.num_redelivered)
+      assert.equal(0, info.num_ack_pending)
+      local st = durable.stats(w)
+      assert.equal(1, st.acked)
+      assert.is_true(st.progress >= 6)
+      -- Its ack timer restarted at the last progress: the ack is not late.
+      assert.equal(0, st.ack_late)
+      assert.equal(0, lg:count(function(r) return r.level == "warn" end))
+      p:close()
+    end, 30000)
+  end)
+
   it("are terminated after maxDeliver attempts, with one error log and a counter", function()
     testing.run(function()
       local lg = testing.logger()
