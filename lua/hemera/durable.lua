@@ -63,8 +63,8 @@ local function state(i)
 end
 
 -- hemera.durable.stats(hemera) -> counters of this instance: acked, nacked,
--- terminated, ack_unconfirmed, progress, redelivered, lost_pulls (worker
--- side); published, duplicates, retries (producer side).
+-- terminated, ack_unconfirmed, ack_late, progress, redelivered, lost_pulls
+-- (worker side); published, duplicates, retries (producer side).
 function M.stats(hemera) return util.copy(state(hemera._i).stats) end
 
 -- {==================================================================

@@ -58,6 +58,70 @@ describe("durable work", function()
     end, 30000)
   end)
 
+  it("creates a missing stream with the options given, and binds to it again when they agree", function()
+    testing.run(function()
+      local opts = { stream = "MADE", subjects = { "hemera.durable.made", "made.extra" }, retention = "workqueue",
+                     storage = "memory", maxMsgs = 1000, maxBytes = 1048576, maxAge = 60000, replicas = 1,
+                     duplicateWindow = 30000 }
+      local w = Hemera.new { servers = srv.url }
+      w:add({ topic = "made", cmd = "x", ["durable$"] = opts }, function() return true end)
+      assert(w:ready())
+      local info = assert(durable.api(w._i, "STREAM.INFO.MADE"))
+      local cfg = info.config
+      assert.same({ "hemera.durable.made", "made.extra" }, cfg.subjects)
+      assert.equal("workqueue", cfg.retention)
+      assert.equal("memory", cfg.storage)
+      assert.equal(1000, cfg.max_msgs)
+      assert.equal(1048576, cfg.max_bytes)
+      assert.equal(60000 * 1000000, cfg.max_age)
+      assert.equal(1, cfg.num_replicas)
+      assert.equal(30000 * 1000000, cfg.duplicate_window)
+      -- Another instance with the same options, and one with none: both
+      -- bind, and the stream is one.
+      local w2 = Hemera.new { servers = srv.url }
+      w2:add({ topic = "made", cmd = "x", ["durable$"] = opts }, function() return true end)
+      assert(w2:ready())
+      local w3 = Hemera.new { servers = srv.url }
+      w3:add({ topic = "made", cmd = "x", ["durable$"] = { stream = "MADE" } }, function() return true end)
+      assert(w3:ready())
+      local again = assert(durable.api(w._i, "STREAM.INFO.MADE"))
+      assert.equal(info.created, again.created)
+      w3:close()
+      w2:close()
+      w:close()
+    end, 30000)
+  end)
+
+  it("keeps the loop free while a durable act waits for a publish ack", function()
+    testing.run(function()
+      local s = Hemera.new { servers = srv.url }
+      s:add({ topic = "plain", cmd = "ping" }, function() return "pong" end)
+      assert(s:ready())
+      local p = Hemera.new { servers = srv.url }
+      assert(p:ready())
+      -- No stream takes hemera.durable.nostream: the act publishes again
+      -- until its timeout, while a plain act of the same instance is
+      -- answered.
+      local order, durable_done = {}, Hemera.future()
+      Hemera.spawn(function()
+        local ack, err = p:act { topic = "nostream", cmd = "x", ["durable$"] = true, ["timeout$"] = 1500 }
+        order[#order + 1] = "durable"
+        durable_done:set(ack, err)
+      end)
+      local res = assert(p:act { topic = "plain", cmd = "ping" })
+      order[#order + 1] = "plain"
+      assert.equal("pong", res)
+      local ack, err = durable_done:wait(10000)
+      assert.is_nil(ack)
+      assert.equal("TimeoutError", err.name)
+      assert.matches('No publish ack from JetStream within 1500 ms', err.message, 1, true)
+      assert.matches('is there a stream taking subject "hemera.durable.nostream"?', err.message, 1, true)
+      assert.same({ "plain", "durable" }, order)
+      p:close()
+      s:close()
+    end, 30000)
+  end)
+
   it("checks durable$ options when the action is added", function()
     local w = Hemera.new { servers = srv.url, timeout = 2000 }
     local ok, e = pcall(w.add, w, { topic = "t", ["durable$"] = { stream = "A.B" } }, function() end)
