@@ -1,7 +1,9 @@
 -- Durable work under faults: 10,000 durable acts, three worker processes
 -- sharing one durable consumer, one worker SIGKILLed mid-run and one
 -- restart of the JetStream server. Every order is processed at least once
--- and stored once; every duplicate is explained: its earlier run was by
+-- and stored once, also the tenth that the producer sends again with the
+-- same request id (the ack says duplicate, with the first sequence); every
+-- duplicate run is explained: its earlier run was by
 -- the killed worker, or its ack was not confirmed (or confirmed late), or
 -- the restart had to SIGKILL the server (a loaded machine), which loses the
 -- acks it had not written.
@@ -18,6 +20,9 @@ local jsproc = require "jsproc"
 local bin = assert(os.getenv("HEMERA_BIN"), "HEMERA_BIN is not set")
 
 local N, WINDOW, KILL_AT, RESTART_AT = 10000, 200, 2500, 5000
+-- Every RESEND-th order is sent again once acked, with its request id: a
+-- producer retry after a lost answer, which the duplicate window removes.
+local RESEND = 10
 
 local WORKER = [[
 local Hemera = require "hemera"
@@ -130,6 +135,24 @@ describe("durable work under faults", function()
       local seqs, acked_all = {}, testing.future()
       local send
       local restarted, restart_at = testing.future(), {}
+      local resent, all_resent = 0, testing.future()
+      local function resend(k)
+        p:act({ topic = "orders", cmd = "create", k = k, requestId_ = "order-" .. k,
+                ["durable$"] = true, timeout_ = 15000 }, function(e, ack)
+          if e then
+            app_retries = app_retries + 1
+            if app_retries > 1000 then failures[#failures + 1] = tostring(e) end
+            return resend(k)
+          end
+          if ack.duplicate then dup_acks = dup_acks + 1 end
+          if not ack.duplicate or ack.seq ~= seqs[k] then
+            failures[#failures + 1] = ("order %d sent again was stored again: %s, first at seq %d")
+              :format(k, core.encode(ack), seqs[k])
+          end
+          resent = resent + 1
+          if resent == N // RESEND then all_resent:set(true) end
+        end)
+      end
       local function on_ack(k)
         return function(e, ack)
           if e then
@@ -143,6 +166,7 @@ describe("durable work under faults", function()
           acked = acked + 1
           if ack.duplicate then dup_acks = dup_acks + 1 end
           seqs[k] = ack.seq
+          if k % RESEND == 0 then resend(k) end
           if acked == KILL_AT then os.execute("kill -KILL " .. victim) end
           if acked == RESTART_AT then
             Hemera.spawn(function()
@@ -163,6 +187,7 @@ describe("durable work under faults", function()
       end
       for _ = 1, WINDOW do send() end
       assert(acked_all:wait(50000), ("only %d of %d acts were acked"):format(acked, N))
+      assert(all_resent:wait(50000), ("only %d of %d orders sent again were acked"):format(resent, N // RESEND))
       assert.same({}, failures)
       assert(restarted:wait(10000))
       assert(all_done:wait(50000), ("only %d of %d orders were processed:\n%s"):format(distinct, N, outputs()))
@@ -201,9 +226,10 @@ describe("durable work under faults", function()
       end
       local st = durable.stats(p)
       print(("\n  durable work: %d orders, duplicates %d (%d after the killed worker, %d after an unconfirmed or late ack, "
-        .. "%d after the server took SIGKILL); producer retries %d in the act, %d by the producer, %d acks said "
-        .. "duplicate; runs per worker %s")
-        :format(N, dups, by_victim, by_unsure, by_kill, st.retries, app_retries, dup_acks, core.encode(by_pid)))
+        .. "%d after the server took SIGKILL); producer retries %d in the act, %d by the producer after an error, "
+        .. "%d sent again on purpose, %d acks said duplicate; runs per worker %s")
+        :format(N, dups, by_victim, by_unsure, by_kill, st.retries, app_retries, resent, dup_acks,
+          core.encode(by_pid)))
       assert.is_true((by_pid[victim] or 0) > 0, "the killed worker had processed nothing")
       assert.is_true((by_pid[pids[2]] or 0) + (by_pid[pids[3]] or 0) > N / 2)
       p:close()
