@@ -136,10 +136,12 @@ function Future:is_set() end
 local KV = {}
 ---@param key string
 ---@param value string
----@return integer revision
+---@return integer? revision
+---@return table? err a HemeraError
 function KV:put(key, value) end
 ---@param key string
----@return string? value
+---@return string? value nil: no such key, or an error
+---@return table? err a HemeraError
 function KV:get(key) end
 ---@param keys string subject-like filter (`*`, `>`)
 ---@param fn fun(key: string, value: string, revision: integer)
@@ -322,7 +324,7 @@ function Hemera:reset() end
 function Hemera:kv(bucket, opts) end
 --- Iterates over a stream's stored messages.
 ---@param opts {stream: string, from_seq?: integer, from_time?: number|string, filter?: string, batch?: integer}
----@return fun(): {seq: integer, subject: string, topic?: string, data: string, time: integer, timestamp: integer, rfc3339: string}?
+---@return fun(): {seq: integer, subject: string, topic?: string, data: string, time: number, timestamp: integer, rfc3339: string}?
 function Hemera:replay(opts) end
 
 return Hemera

@@ -935,7 +935,7 @@ function KV:put(key, value)
   return ack.seq
 end
 
--- kv:get(key) -> value, revision | nil (no such key) | nil, err
+-- kv:get(key) -> value | nil (no such key) | nil, err
 function KV:get(key)
   check_key(key, 2)
   local st, data, status = js_request(self.i.conn, ("$JS.API.DIRECT.GET.KV_%s.$KV.%s.%s"):format(self.bucket,
