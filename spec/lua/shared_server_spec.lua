@@ -98,14 +98,25 @@ describe("the shared default nats-server", function()
     assert.equal(0, status, text)
     local listed = core.decode(text:match("^(.-)EXIT=") or text)
     assert.is_table(listed, text)
-    local math_ep
+    local math_svc, math_ep
     for _, svc in ipairs(listed) do
       for _, ep in ipairs(svc.endpoints or {}) do
-        if ep.subject == "math" then math_ep = ep end
+        if ep.subject == "math" then math_svc, math_ep = svc, ep end
       end
     end
     assert.is_table(math_ep, text)
-    assert.is_true(math_ep.num_requests >= 3, text)
+    assert.equal("math-service", math_svc.name)
+    assert.equal("queue.math", math_ep.queue_group)
+    -- The client made 9 requests of math (sum's 4 nested adds among
+    -- them), 2 of them errors (1 / 0, no sqrt); the probe above 1 or more.
+    assert.is_true(math_ep.num_requests >= 10, text)
+    assert.equal(2, math_ep.num_errors, text)
+    -- What a user reads: the table, a row for the service.
+    status, text = run(state, "ls --timeout 500")
+    assert.equal(0, status, text)
+    assert.matches("NAME%s+ID%s+VERSION%s+ENDPOINTS%s+REQUESTS%s+ERRORS", text)
+    assert.matches("math%-service%s+%S+%s+" .. Hemera.VERSION:gsub("%.", "%%.") .. "%s+math %(queue%.math%)%s+%d+%s+2\n",
+      text)
     -- Ctrl-C in the first terminal: the service drains and exits 0.
     local service_pid = assert(io.popen("pgrep -f -n " .. shell_quote("^" .. bin .. " examples/math_service.lua$")))
       :read("l")
