@@ -6,6 +6,7 @@ local M = {}
 
 local NAME = "^[a-zA-Z0-9_-]+$"
 local INT64_MAX = math.maxinteger
+local INT64_MIN = -math.maxinteger -- the schemas' minimum: -(2^63 - 1)
 
 -- SemVer 2.0.0, as the schemas' "version" pattern (semver.org's regex).
 local function numeric(s) return s == "0" or s:match("^[1-9]%d*$") ~= nil end
@@ -50,7 +51,7 @@ local function int_field(t, k, path)
   local v = t[k]
   if v == nil then fail(path .. k, "is required") end
   if math.type(v) ~= "integer" then fail(path .. k, "must be an integer, got " .. tostring(v)) end
-  if v > INT64_MAX then fail(path .. k, "is over the int64 range") end
+  if v > INT64_MAX or v < INT64_MIN then fail(path .. k, "is outside the int64 range") end
 end
 
 -- metadata: an object of strings, or null (absent is fine too).
@@ -109,6 +110,10 @@ local function endpoints(r, kind, null)
       string_field(e, "last_error", p, { required = true })
       int_field(e, "processing_time", p)
       int_field(e, "average_processing_time", p)
+      -- data: optional, an object when present.
+      if e.data ~= nil and (type(e.data) ~= "table" or e.data[1] ~= nil) then
+        fail(p .. "data", "must be an object, got " .. type(e.data))
+      end
     end
   end
 end

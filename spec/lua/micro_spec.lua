@@ -220,6 +220,47 @@ describe("hemera.micro: the Service API", function()
     end)
   end)
 
+  it("has schema checks that refuse what ADR-32's schemas refuse", function()
+    -- The checks above are evidence only if they can fail.
+    local function ping() return { type = "io.nats.micro.v1.ping_response", name = "a", id = "x", version = "1.0.0" } end
+    local function stats_of(e)
+      local r = ping()
+      r.type, r.started = "io.nats.micro.v1.stats_response", "2026-01-02T03:04:05.678Z"
+      r.endpoints = { e }
+      return r
+    end
+    local function ep()
+      return { name = "e", subject = "s", num_requests = 1, num_errors = 0, last_error = "",
+               processing_time = 5, average_processing_time = 5 }
+    end
+    assert.is_true(schema.check("ping", ping()))
+    assert.is_true(schema.check("stats", stats_of(ep())))
+    local function refused(kind, r, why)
+      local ok, msg = schema.check(kind, r, Hemera.null)
+      assert.is_nil(ok)
+      assert.matches(why, msg, 1, true)
+    end
+    local r = ping(); r.type = "io.nats.micro.v1.info_response"
+    refused("ping", r, "type: must be io.nats.micro.v1.ping_response")
+    r = ping(); r.name = "a.b"
+    refused("ping", r, "name: must match")
+    r = ping(); r.version = "1.0"
+    refused("ping", r, "version")
+    r = ping(); r.metadata = { n = 1 }
+    refused("ping", r, "metadata.n: must be a string")
+    refused("info", ping(), "type:")
+    r = ping(); r.type = "io.nats.micro.v1.info_response"
+    refused("info", r, "description: is required")
+    r = stats_of(ep()); r.started = "yesterday"
+    refused("stats", r, "started: must be an RFC 3339 date-time")
+    local e = ep(); e.processing_time = 1.5
+    refused("stats", stats_of(e), "endpoints[0].processing_time: must be an integer")
+    e = ep(); e.last_error = nil
+    refused("stats", stats_of(e), "endpoints[0].last_error: is required")
+    e = ep(); e.data = "load"
+    refused("stats", stats_of(e), "endpoints[0].data: must be an object")
+  end)
+
   it("refuses bad options, naming the field and the value", function()
     local function err_of(opts)
       local ok, e = pcall(Hemera.new, opts)
