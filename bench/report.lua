@@ -18,6 +18,7 @@
 --   budget <pcall instr/req> <budget_call instr/req> <extra %>   (bench/budget_cost.sh)
 --   durable act <n> <s> | durable work <workers> <n> <s>          (bench/durable.lua)
 --   metrics_cost <plain instr/req> <metrics instr/req> <extra %>  (bench/metrics_cost.sh)
+--   micro_cost <off instr/req> <on instr/req> <extra %> <counting instr/req>  (bench/micro_cost.sh)
 --   web gateway|direct <inflight> <req/s> <p50 us> <p99 us> <errors>   (bench/web.sh)
 --   tracing_cost <plain instr/req> <tracing instr/req> <extra %>  (bench/tracing_cost.sh)
 --   tracing_down <plain p50> <plain p99> <down p50> <down p99> <errors> <up p50> <up p99>  (us; bench/tracing_cost.sh)
@@ -25,7 +26,7 @@
 local path = assert(arg[1], "usage: report.lua <results.txt>")
 
 local meta, rpc, cpu, client_hwm, svc, startup, router, bloom = {}, {}, {}, {}, {}, {}, {}, {}
-local topics, budget, metrics_cost, tracing_cost, tracing_down
+local topics, budget, metrics_cost, tracing_cost, tracing_down, micro_cost
 local durable_rows = {}
 local web_rows = {} -- [inflight] = { gateway = row, direct = row }
 local function words(line)
@@ -66,6 +67,9 @@ for line in io.lines(path) do
   elseif kind == "metrics_cost" then
     local m = { plain = tonumber(w[2]), with = tonumber(w[3]), pct = tonumber(w[4]) }
     if m.plain and m.with and m.pct then metrics_cost = m end
+  elseif kind == "micro_cost" then
+    local m = { off = tonumber(w[2]), on = tonumber(w[3]), pct = tonumber(w[4]), counting = tonumber(w[5]) }
+    if m.off and m.on and m.pct and m.counting then micro_cost = m end
   elseif kind == "tracing_cost" then
     local m = { plain = tonumber(w[2]), with = tonumber(w[3]), pct = tonumber(w[4]) }
     if m.plain and m.with and m.pct then tracing_cost = m end
@@ -430,6 +434,14 @@ guarded("metrics plugin", function()
   target("hemera.metrics: extra service instructions per request (callgrind)", metrics_cost and metrics_cost.pct,
     metrics_cost and ("%.0f -> %.0f = +%.2f%%"):format(metrics_cost.plain, metrics_cost.with, metrics_cost.pct)
       or "n/a", "<= 5%", metrics_cost and metrics_cost.pct <= 5)
+end)
+guarded("service api counters", function()
+  -- The whole-service difference is within a process's hash-seed noise,
+  -- so the row holds the counting functions' exact share.
+  local share = micro_cost and micro_cost.counting * 100 / micro_cost.off
+  target("Service API counters: instructions per request (callgrind)", share,
+    micro_cost and ("%.0f of %.0f = %.2f%% (off -> on %+.2f%%)"):format(micro_cost.counting, micro_cost.off, share,
+      micro_cost.pct) or "n/a", "<= 2%", share and share <= 2)
 end)
 guarded("tracing plugin", function()
   -- No limit of its own in the issue: the number is reported, not judged.

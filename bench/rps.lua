@@ -17,6 +17,8 @@
 --       MessagePack (hemera:use(require "hemera.msgpack")); its clients and
 --       `stop` must be given `msgpack` too. `tracing=<url>`: also
 --       hemera.tracing, every request sampled, spans POSTed as OTLP to url.
+--       `nomicro`: the Service API (ADR-32) off, whose counters every
+--       other variant pays for (bench/micro_cost.sh).
 --   hemera bench/rps.lua sink
 --       a collector that answers every POST 200 and drops the body;
 --       prints "port <n>" (bench/tracing_cost.sh). Runs until killed.
@@ -62,17 +64,18 @@ end
 
 if mode == "serve" then
   local topic = arg[2] or "bench"
-  local hooks, idle, with_metrics, tracing_url = false, 0, false, nil
+  local hooks, idle, with_metrics, tracing_url, micro = false, 0, false, nil, true
   for k = 3, #arg do
     if arg[k] == "hooks" then hooks = true
     elseif arg[k] == "metrics" then with_metrics = true
+    elseif arg[k] == "nomicro" then micro = false
     elseif arg[k]:match("^tracing=") then tracing_url = arg[k]:match("^tracing=(.*)$")
     elseif arg[k]:match("^idle=%d+$") then idle = tonumber(arg[k]:match("%d+"))
     else error("rps.lua serve: unknown option " .. arg[k]) end
   end
   -- pluginTimeout: the default 10 ms can expire for a plugin that
   -- completes at once when the loop clock is stale (hemera_plugin_spec).
-  local s = codec(Hemera.new { name = "bench-service", pluginTimeout = 2000 })
+  local s = codec(Hemera.new { name = "bench-service", pluginTimeout = 2000, micro = { enabled = micro } })
   if with_metrics then s:use(require "hemera.metrics", { listen = "127.0.0.1:0" }) end
   if tracing_url then s:use(require "hemera.tracing", { otlp = tracing_url, sampler = "always" }) end
   if hooks then

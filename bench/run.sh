@@ -46,6 +46,7 @@
 #   BENCH_NODE     0 skips everything Node
 #   BENCH_BUDGET   0 skips the handler budget's cost (callgrind, ~1 min)
 #   BENCH_METRICS  0 skips hemera.metrics' cost (callgrind, ~2 min)
+#   BENCH_MICRO    0 skips the Service API counters' cost (callgrind, ~30 s)
 #   BENCH_TRACING  0 skips hemera.tracing's cost (callgrind and a down
 #                  collector's latency, ~3 min)
 #   BENCH_IDLE_TOPICS  idle topics of the "idle" Lua service (default 5000)
@@ -340,6 +341,11 @@ if [ "${BENCH_METRICS:-1}" != 0 ] && command -v valgrind >/dev/null; then
   note "hemera.metrics: the service's instructions per request with and without it (callgrind)"
   bench/metrics_cost.sh "$build" >"$work/metrics_cost.out" 2>&1 || note "metrics_cost failed: $(tail -3 "$work/metrics_cost.out")"
   grep '^metrics_cost ' "$work/metrics_cost.out" >>"$results"
+fi
+if [ "${BENCH_MICRO:-1}" != 0 ] && command -v valgrind >/dev/null; then
+  note "Service API (ADR-32) counters: the service's instructions per request with and without them (callgrind)"
+  bench/micro_cost.sh "$build" >"$work/micro_cost.out" 2>&1 || note "micro_cost failed: $(tail -3 "$work/micro_cost.out")"
+  grep '^micro_cost ' "$work/micro_cost.out" >>"$results"
 fi
 if [ "${BENCH_TRACING:-1}" != 0 ] && command -v valgrind >/dev/null; then
   note "hemera.tracing: instructions per request with and without it, and latency with the collector down"
