@@ -19,9 +19,13 @@
 **
 ** Ownership: the server record (lhttp) is malloc'd, because libuv holds the
 ** core server until its close callback; the userdata points to it and is
-** anchored (self_ref) until close. An exchange userdata stands for one
-** request being served: it lives on the handler's coroutine, and the core
-** clears its pointer if the request goes away first.
+** anchored (self_ref) until close. The record and the userdata point at
+** each other, and closing (by the userdata, its __gc or shutdown) clears
+** both pointers: a shutdown frees the record once the host runs the loop,
+** and the userdata may be used (or collected at lua_close) after that.
+** An exchange userdata stands for one request being served: it lives on
+** the handler's coroutine, and the core clears its pointer if the request
+** goes away first.
 */
 #include <stdlib.h>
 #include <string.h>
@@ -33,9 +37,12 @@
 #define HM_EXCHANGE_MT "hemera.HttpExchange"
 #define MAX_RESPONSE_HEADERS 64
 
+typedef struct userhttp userhttp;
+
 struct lhttp {
   hm_http_server *srv; /* NULL once closed */
   hm_ctx *ctx;
+  userhttp *u; /* the server's userdata, NULL once closed */
   int handler_ref;
   int self_ref;
   int port;
@@ -43,6 +50,10 @@ struct lhttp {
 };
 
 typedef struct lhttp lhttp;
+
+struct userhttp {
+  lhttp *h; /* NULL once closed */
+};
 
 typedef struct exchange {
   hm_http_req *req; /* NULL once answered or gone */
@@ -221,6 +232,8 @@ static void server_close(lhttp *h) {
   if (h->srv == NULL) return;
   hm_http_close(h->srv, on_closed, h);
   h->srv = NULL;
+  if (h->u) h->u->h = NULL;
+  h->u = NULL;
   if (h->prev) h->prev->next = h->next; else ctx->https = h->next;
   if (h->next) h->next->prev = h->prev;
   h->prev = h->next = NULL;
@@ -233,20 +246,13 @@ void hm_lua_close_https(hm_ctx *ctx) {
   while (ctx->https) server_close(ctx->https);
 }
 
-typedef struct userhttp {
-  lhttp *h; /* NULL once closed */
-} userhttp;
-
 static userhttp *check_server(lua_State *L) {
   return luaL_checkudata(L, 1, HM_HTTP_MT);
 }
 
 static int s_close(lua_State *L) {
   userhttp *u = check_server(L);
-  if (u->h) {
-    server_close(u->h);
-    u->h = NULL;
-  }
+  if (u->h) server_close(u->h);
   return 0;
 }
 
@@ -309,6 +315,10 @@ static int l_http_listen(lua_State *L) {
   lim.idle_ms = opt_limit(L, "idleTimeout", 3600 * 1000);
   lim.request_ms = opt_limit(L, "requestTimeout", 3600 * 1000);
   if (ctx->shutdown) return luaL_error(L, "http_listen: shutting down");
+  /* The userdata first: once the server listens nothing may raise. */
+  u = lua_newuserdatauv(L, sizeof *u, 0);
+  u->h = NULL;
+  luaL_setmetatable(L, HM_HTTP_MT);
   h = calloc(1, sizeof *h);
   if (h == NULL) return luaL_error(L, "out of memory");
   h->ctx = ctx;
@@ -327,9 +337,8 @@ static int l_http_listen(lua_State *L) {
   }
   h->srv = srv;
   h->port = hm_http_port(srv);
-  u = lua_newuserdatauv(L, sizeof *u, 0);
+  h->u = u;
   u->h = h;
-  luaL_setmetatable(L, HM_HTTP_MT);
   lua_pushvalue(L, 2);
   h->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushvalue(L, -1);

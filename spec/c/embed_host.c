@@ -168,24 +168,48 @@ TEST(shutdown_returns_on_a_host_loop) {
   ASSERT_EQ(uv_loop_close(&loop), 0);
 }
 
-/* The load sampler's one pointer is the context's: once shutdown freed it
-** (its close callback ran in the host's loop), core.load_table refuses
-** instead of reading freed memory. */
-TEST(sampler_after_shutdown) {
+/* Runs `before` on a host loop, shuts Hemera down, runs the loop (so the
+** close callbacks shutdown started free what they own), then runs `after`
+** and closes the state. Under ASan a userdata still pointing at what was
+** freed shows here, in `after` or in its __gc at lua_close. */
+static int use_after_shutdown(const char *before, const char *after) {
   uv_loop_t loop;
   lua_State *L;
+  int ok;
   uv_loop_init(&loop);
   L = new_state(&loop);
-  ASSERT(run_lua(L, "core = require 'hemera.core'\n"
-                    "assert(core.load_table().heapUsed > 0)\n"
-                    "core.load_start(5)\n"));
+  ok = run_lua(L, before);
   hm_lua_shutdown(L);
-  uv_run(&loop, UV_RUN_DEFAULT); /* the sampler's close callback frees it */
-  ASSERT(run_lua(L, "local ok, err = pcall(core.load_table)\n"
-                    "assert(not ok and tostring(err):find('shut down', 1, true),\n"
-                    "       tostring(err))\n"));
+  uv_run(&loop, UV_RUN_DEFAULT);
+  ok = ok && run_lua(L, after);
   lua_close(L);
-  ASSERT_EQ(uv_loop_close(&loop), 0);
+  return ok && uv_loop_close(&loop) == 0;
+}
+
+/* The load sampler's one pointer is the context's: once shutdown freed it,
+** core.load_table refuses instead of reading freed memory. */
+TEST(sampler_after_shutdown) {
+  ASSERT(use_after_shutdown(
+      "core = require 'hemera.core'\n"
+      "assert(core.load_table().heapUsed > 0)\n"
+      "core.load_start(5)\n",
+      "local ok, err = pcall(core.load_table)\n"
+      "assert(not ok and tostring(err):find('shut down', 1, true),\n"
+      "       tostring(err))\n"));
+}
+
+/* An HTTP server's record and its userdata clear each other's pointer:
+** once shutdown freed the record, the userdata says the server is closed,
+** and its __gc does not reach the record. */
+TEST(http_server_after_shutdown) {
+  ASSERT(use_after_shutdown(
+      "core = require 'hemera.core'\n"
+      "srv = assert(core.http_listen({ port = 0 }, function() end))\n"
+      "assert(srv:port() > 0)\n",
+      "local ok, err = pcall(srv.port, srv)\n"
+      "assert(not ok and tostring(err):find('closed', 1, true),\n"
+      "       tostring(err))\n"
+      "srv:close()\n"));
 }
 
 /* The host may also never call hm_lua_shutdown: lua_close does it (the
@@ -251,6 +275,7 @@ TEST(refused_sleep_allocates_nothing) {
 int main(void) {
   RUN(shutdown_returns_on_a_host_loop);
   RUN(sampler_after_shutdown);
+  RUN(http_server_after_shutdown);
   RUN(lua_close_then_run_the_loop);
   RUN(own_loop_is_run_to_completion);
   RUN(refused_sleep_allocates_nothing);
