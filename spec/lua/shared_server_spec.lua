@@ -3,7 +3,8 @@
 -- it goes away when the last user has gone. Every test keeps the state in
 -- a directory of its own (HEMERA_STATE_DIR), skips the 127.0.0.1:4222
 -- probe (HEMERA_PROBE=none: CI may or may not have a server there) and
--- sets no grace period (HEMERA_SERVER_GRACE=0).
+-- sets no grace period (HEMERA_SERVER_GRACE=0) unless the case is about
+-- it.
 local testing = require "hemera.testing"
 local Hemera = require "hemera"
 local core = require "hemera.core"
@@ -17,9 +18,9 @@ local function tmpdir()
   return (assert(io.popen("mktemp -d \"${TMPDIR:-/tmp}/hemera-shared.XXXXXX\"")):read("l"))
 end
 
-local function env(state)
-  return ("env -u HEMERA_NATS_URL HEMERA_PROBE=none HEMERA_SERVER_GRACE=0 HEMERA_STATE_DIR=%s ")
-    :format(shell_quote(state))
+local function env(state, grace)
+  return ("env -u HEMERA_NATS_URL HEMERA_PROBE=none HEMERA_SERVER_GRACE=%d HEMERA_STATE_DIR=%s ")
+    :format(grace or 0, shell_quote(state))
 end
 
 local function read(path)
@@ -52,8 +53,9 @@ local function await_line(path, lua_pattern, grep_fixed)
 end
 
 -- Runs `hemera args` to the end; returns its status and output.
-local function run(state, args)
-  local p = assert(io.popen(("%stimeout -s KILL 60 %s %s 2>&1; echo \"EXIT=$?\""):format(env(state), bin, args)))
+local function run(state, args, grace)
+  local p = assert(io.popen(("%stimeout -s KILL 60 %s %s 2>&1; echo \"EXIT=$?\""):format(env(state, grace), bin,
+    args)))
   local out = p:read("a")
   p:close()
   return tonumber(out:match("EXIT=(%d+)%s*$")), out
@@ -183,6 +185,31 @@ describe("the shared default nats-server", function()
     status, text = run(state, "server status")
     assert.equal(3, status, text)
     holder:close()
+    os.execute("rm -rf " .. shell_quote(state))
+  end)
+
+  it("outlives its last user for the grace period: a later hemera joins the same server", function()
+    local state = tmpdir()
+    -- A grace far longer than the test: the server must still be there
+    -- after the first user has exited, whatever the machine's speed.
+    local grace = 600000
+    local print_url = "-e " .. shell_quote("print('url ' .. require('hemera.devserver').url())")
+    local status, text = run(state, print_url, grace)
+    assert.equal(0, status, text)
+    local url = text:match("url (%S+)")
+    assert.is_true(has(text, "started a shared nats-server on " .. url), text)
+    local pid = read(state .. "/server"):match("^%d+ (%d+)")
+    status, text = run(state, "server status", grace)
+    assert.equal(0, status, text)
+    assert.is_true(has(text, "shared nats-server on " .. url .. " (pid " .. pid), text)
+    status, text = run(state, print_url, grace)
+    assert.equal(0, status, text)
+    assert.is_true(has(text, "using the shared nats-server on " .. url), text)
+    assert.is_false(has(text, "started a shared nats-server"), text)
+    -- The grace period does not hold up a stop.
+    status, text = run(state, "server stop", grace)
+    assert.equal(0, status, text)
+    assert.is_true(gone(pid), "nats-server " .. pid .. " still runs")
     os.execute("rm -rf " .. shell_quote(state))
   end)
 
