@@ -46,6 +46,29 @@ describe("embedding: luv", function()
     assert.truthy(text:find("ran 3", 1, true), text)
   end)
 
+  it("Hemera.handleSignals on luv's loop: SIGINT closes every instance and ends Hemera.run() though a luv timer repeats", function()
+    local ok, code, text = lua54("-e " .. shell_quote([[
+      local uv = require "luv"
+      local Hemera = require "hemera"
+      Hemera.handleSignals { "SIGINT", "SIGTERM" }
+      local hemera = Hemera.new { servers = os.getenv("HEMERA_NATS_URL") }
+      hemera:add({ topic = "luv.signal" }, function() return 1 end)
+      local ticks, t = 0, uv.new_timer()
+      t:start(1, 1, function() ticks = ticks + 1 end)
+      hemera:ready(function()
+        hemera:ext("onClose", function() print("closed, luv ticked " .. tostring(ticks > 0)) end)
+        uv.kill(uv.os_getpid(), "sigint")
+      end)
+      Hemera.run()
+      print("Hemera.run returned")
+    ]]))
+    assert.is_true(ok, text)
+    assert.equal(0, code)
+    assert.truthy(text:find("SIGINT: closing every instance", 1, true), text)
+    assert.truthy(text:find("closed, luv ticked true", 1, true), text)
+    assert.truthy(text:find("Hemera.run returned", 1, true), text)
+  end)
+
   it("hemera opened before luv keeps its own loop", function()
     local ok, code, text = lua54("-e " .. shell_quote([[
       local core = require "hemera.core"
