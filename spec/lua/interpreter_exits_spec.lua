@@ -157,9 +157,10 @@ end)
     assert.is_true(has(out, "closed"), out)
   end)
 
-  it("at once with status 130 on a second SIGINT while close waits for a handler", function()
-    local pid
-    local status, out = run([[
+  it("at once with status 130 / 143 on a second SIGINT / SIGTERM while close waits for a handler", function()
+    for _, sig in ipairs { { name = "INT", status = 130 }, { name = "TERM", status = 143 } } do
+      local pid
+      local status, out = run([[
 local Hemera = require "hemera"
 local pid = io.open("/proc/self/stat"):read("l"):match("^(%d+)")
 local hemera = Hemera.new { closeTimeout = 60000 }
@@ -172,16 +173,17 @@ hemera:ready(function()
   hemera:act({ topic = "exits.second", timeout_ = 60000 }, function() end)
 end)
 ]], { on_line = function(line)
-      local p = line:match("^entered (%d+)")
-      if p then
-        pid = p
-        os.execute("kill -INT " .. pid)
-      elseif line:find("SIGINT: closing every instance", 1, true) then
-        -- The first one is being handled: the second means now.
-        os.execute("kill -INT " .. pid)
-      end
-    end })
-    assert.equal(130, status, out)
+        local p = line:match("^entered (%d+)")
+        if p then
+          pid = p
+          os.execute("kill -" .. sig.name .. " " .. pid)
+        elseif line:find("SIG" .. sig.name .. ": closing every instance", 1, true) then
+          -- The first one is being handled: the second means now.
+          os.execute("kill -" .. sig.name .. " " .. pid)
+        end
+      end })
+      assert.equal(sig.status, status, out)
+    end
   end)
 end)
 
