@@ -57,17 +57,49 @@ describe("the hemera interpreter", function()
 end)
 
 describe("a plain lua5.4 host", function()
-  it("requires the module and serves under Hemera.run()", function()
-    local lua_path = os.getenv("LUA_PATH") or ""
-    -- Sanitizer builds need their runtimes preloaded into a plain lua5.4.
+  -- Sanitizer builds need their runtimes preloaded into a plain lua5.4.
+  local function lua54()
     local preload = os.getenv("HEMERA_LUA_PRELOAD") or ""
     if preload ~= "" then preload = "LD_PRELOAD=" .. shell_quote(preload) .. " ASAN_OPTIONS=detect_leaks=0 " end
-    local ok, code, text = run(preload .. "HEMERA_LOG=silent lua5.4 spec/fixtures/plain_host.lua")
+    return preload .. "lua5.4"
+  end
+
+  it("requires the module and serves under Hemera.run()", function()
+    local lua_path = os.getenv("LUA_PATH") or ""
+    local ok, code, text = run("HEMERA_LOG=silent " .. lua54() .. " spec/fixtures/plain_host.lua")
     assert.is_true(ok, text .. "\nLUA_PATH=" .. lua_path)
     assert.equal(0, code)
     for _, line in ipairs(DEMO_LINES) do
       assert.truthy(text:find(line, 1, true), "missing line: " .. line .. "\n" .. text)
     end
     assert.truthy(text:find("loop ended", 1, true), text)
+  end)
+
+  it("exits 1 after an uncaught error: every instance closes and Hemera.run() raises UNCAUGHT", function()
+    local script = [[
+local Hemera = require "hemera"
+local hemera = Hemera.new()
+hemera:ext("onClose", function() print("onClose ran") end)
+hemera:ready(function() error("boom in ready") end)
+%s
+]]
+    local ok, code, text = run(lua54() .. " -e " .. shell_quote(script:format("Hemera.run()")))
+    assert.falsy(ok, text)
+    assert.equal(1, code, text)
+    assert.truthy(text:find("hemera: uncaught error: [^\n]*boom in ready\nstack traceback:"), text)
+    assert.truthy(text:find("onClose ran", 1, true), text)
+    assert.truthy(text:find("(code UNCAUGHT)", 1, true), text)
+    ok, code, text = run(lua54() .. " -e " .. shell_quote(script:format([[
+local got
+Hemera.onUncaughtError(function(message) got = message; Hemera.closeAll() end)
+Hemera.run()
+print("handler got: " .. tostring(got))
+]])))
+    assert.is_true(ok, text)
+    assert.equal(0, code, text)
+    -- A handler of one's own: nothing printed, the instance runs until
+    -- the handler closes it, and Hemera.run() ends without raising.
+    assert.falsy(text:find("hemera: uncaught error", 1, true), text)
+    assert.truthy(text:find("handler got: [^\n]*boom in ready\nstack traceback:"), text)
   end)
 end)
