@@ -11,7 +11,7 @@
 ** A loop is run to completion only by its owner: hm_lua_shutdown runs
 ** (and closes) only a loop the module made itself.
 **
-** The bundled interpreter (lua/main.c) uses only this header. Every
+** The bundled interpreter (interpreter/main.c) uses only this header. Every
 ** function here must be called on the thread that runs the loop, never
 ** from inside a Lua call into hemera.core.
 */

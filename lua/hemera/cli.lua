@@ -17,7 +17,7 @@
 -- on a usage error.
 --
 -- A verb wins over a script of the same name: `hemera act` is the verb,
--- `hemera ./act` runs the file named act (lua/main.c has the list of
+-- `hemera ./act` runs the file named act (interpreter/main.c has the list of
 -- verbs that start the CLI: these and --version).
 --
 -- PATTERN is a JSON object ('{"topic":"math","cmd":"add","a":1}') or

@@ -1,7 +1,7 @@
 /*
 ** shared_server.h: the interpreter's default NATS server, one per user
 ** and machine, shared by every `hemera` that has no server configured.
-** Used only by lua/main.c, on its main thread.
+** Used only by interpreter/main.c, on its main thread.
 **
 ** State lives in $HEMERA_STATE_DIR, else $XDG_RUNTIME_DIR/hemera, else
 ** /tmp/hemera-<uid> (a directory of mode 0700 owned by the user; anything
