@@ -539,8 +539,9 @@ static int t_span(lua_State *L) {
     if (s[k] == NULL) len[k] = 0;
     total += len[k] + 1;
   }
-  if (t == NULL || t->closing) {
-    /* A handler that outlived close: its span has nowhere to go. */
+  if (t == NULL || t->closing || t->closed) {
+    /* A handler that outlived close (or the core's shutdown, which
+    ** finalizes without closing): its span has nowhere to go. */
     if (t) t->dropped++;
     lua_pushboolean(L, 0);
     return 1;
@@ -601,7 +602,8 @@ static int t_close(lua_State *L) {
   utracer *u = luaL_checkudata(L, 1, HM_TRACER_MT);
   tracer *t = u->t;
   if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
-  if (t == NULL || t->closing) {
+  if (t == NULL || t->closing || t->closed) {
+    /* A close_ref taken after shutdown's finalize would never be run. */
     lua_pushboolean(L, 1);
     return 1;
   }

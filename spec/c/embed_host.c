@@ -212,6 +212,30 @@ TEST(http_server_after_shutdown) {
       "srv:close()\n"));
 }
 
+/* Shutdown finalizes a tracer without closing it, and frees it only once
+** the host runs its loop: a span in between is dropped and counted, not
+** queued into the finalized tracer, and a close function given then is
+** not kept (nothing would run or release it). */
+TEST(tracer_after_shutdown) {
+  uv_loop_t loop;
+  lua_State *L;
+  uv_loop_init(&loop);
+  L = new_state(&loop);
+  ASSERT(run_lua(L,
+                 "core = require 'hemera.core'\n"
+                 "tracer = assert(core.tracer({ service = 's', otlp = "
+                 "'http://127.0.0.1:9/v1/traces' }))\n"));
+  hm_lua_shutdown(L);
+  ASSERT(run_lua(L,
+                 "local tid, sid = ('a'):rep(32), ('b'):rep(16)\n"
+                 "assert(tracer:span('server', 's', 't', false, tid, sid, nil, 1, 2) == false)\n"
+                 "assert(tracer:stats().dropped == 1, tracer:stats().dropped)\n"
+                 "assert(tracer:close(function() error('never') end) == true)\n"));
+  lua_close(L);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  ASSERT_EQ(uv_loop_close(&loop), 0);
+}
+
 /* The host may also never call hm_lua_shutdown: lua_close does it (the
 ** context's __gc), and the loop runs only after the state is gone. */
 TEST(lua_close_then_run_the_loop) {
@@ -276,6 +300,7 @@ int main(void) {
   RUN(shutdown_returns_on_a_host_loop);
   RUN(sampler_after_shutdown);
   RUN(http_server_after_shutdown);
+  RUN(tracer_after_shutdown);
   RUN(lua_close_then_run_the_loop);
   RUN(own_loop_is_run_to_completion);
   RUN(refused_sleep_allocates_nothing);
