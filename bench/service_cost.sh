@@ -41,13 +41,25 @@ wait_line() {
 
 # service_total <name> <variant> <n> [serve options...]: the service's total Ir.
 service_total() {
-  local name=$1 variant=$2 n=$3 topic="cost_$2_$3_$$" pid
-  shift 3
-  valgrind --tool=callgrind --callgrind-out-file="$work/cg.$variant.$n" \
-    "$hemera" bench/rps.lua serve "$topic" "$@" >"$work/svc.out" 2>"$work/svc.err" &
+  side_total service "$@"
+}
+
+# side_total service|client <name> <variant> <n> [serve options...]: the
+# total Ir of one side (the other runs natively) for n requests.
+side_total() {
+  local side=$1 name=$2 variant=$3 n=$4 topic="cost_$1_$3_$4_$$" pid
+  local svc=() cli=()
+  shift 4
+  if [ "$side" = service ]; then
+    svc=(valgrind --tool=callgrind --callgrind-out-file="$work/cg.$variant.$n")
+  else
+    cli=(valgrind --tool=callgrind --callgrind-out-file="$work/cg.$variant.$n")
+  fi
+  "${svc[@]}" "$hemera" bench/rps.lua serve "$topic" "$@" >"$work/svc.out" 2>"$work/svc.err" &
   pid=$!
   wait_line "$work/svc.out" '^ready' "$pid" || { cat "$work/svc.err" >&2; return 1; }
-  if ! "$hemera" bench/rps.lua count "$topic" "$n"; then
+  if ! "${cli[@]}" "$hemera" bench/rps.lua count "$topic" "$n" 2>"$work/cli.err"; then
+    cat "$work/cli.err" >&2
     kill "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
     echo "$name: the client's requests failed ($variant, $n)" >&2
