@@ -18,15 +18,19 @@ set -euo pipefail
 service_cost_init request_cost "$@"
 trap '[ -n "${REQUEST_COST_KEEP:-}" ] && echo "callgrind files in $work" >&2 || rm -rf "$work"' EXIT
 
-# Each total in a variable of its own, so that set -e stops at a failed run.
-per() { awk -v a="$1" -v b="$2" -v n1="$n1" -v n2="$n2" 'BEGIN { printf "%.0f", (b - a) / (n2 - n1) }'; }
-a=$(service_total request_cost plain "$n1")
-b=$(service_total request_cost plain "$n2")
-s=$(per "$a" "$b")
-a=$(service_total request_cost hooks "$n1" hooks)
-b=$(service_total request_cost hooks "$n2" hooks)
-h=$(per "$a" "$b")
-a=$(side_total client request_cost client "$n1")
-b=$(side_total client request_cost client "$n2")
-c=$(per "$a" "$b")
-echo "request_cost $s $h $c"
+# cost <side> <variant> [serve options...]: that side's instructions per
+# request, into $per. Not a command substitution of its own, so that set -e
+# stops at a failed run.
+cost() {
+  local side=$1 variant=$2 a b
+  shift 2
+  a=$(side_total "$side" request_cost "$variant" "$n1" "$@")
+  b=$(side_total "$side" request_cost "$variant" "$n2" "$@")
+  per=$(service_per "$a" "$b")
+}
+cost service plain
+s=$per
+cost service hooks hooks
+h=$per
+cost client client
+echo "request_cost $s $h $per"

@@ -1,14 +1,15 @@
-# Sourced by bench/metrics_cost.sh and bench/tracing_cost.sh: a plugin's
-# cost as the service's instructions per request, counted by callgrind
-# (stable on a busy machine).
+# Sourced by bench/metrics_cost.sh, bench/tracing_cost.sh,
+# bench/micro_cost.sh and bench/request_cost.sh: the instructions per
+# request of one side, counted by callgrind (stable on a busy machine).
 #
-# The service (bench/rps.lua serve, without and with the plugin's serve
-# options) runs under callgrind; a client (rps.lua count) makes n1
-# requests to one instance, n2 to another, and the difference of the two
-# totals over n2 - n1 is the service's instructions per request, start-up
-# and shutdown cancelled out. A process's count moves by a few percent with
-# its string hash seed (clock and addresses), so the variants run in
-# interleaved rounds and each takes its median.
+# The side measured (usually the service, bench/rps.lua serve, without and
+# with the plugin's serve options) runs under callgrind, the other natively;
+# a client (rps.lua count) makes n1 requests to one instance, n2 to
+# another, and the difference of the two totals over n2 - n1 is that
+# side's instructions per request, start-up and shutdown cancelled out. A
+# process's count moves by a few percent with its string hash seed (clock
+# and addresses), so the variants run in interleaved rounds and each takes
+# its median.
 #
 # service_cost_init <name> [build-dir] [n1] [n2] sets root, build, n1, n2,
 # hemera and work (a scratch directory: the caller's trap removes it) and
@@ -86,7 +87,7 @@ service_cost() {
         a=$(service_total "$name" "$v" "$n1" "$@") || return 1
         b=$(service_total "$name" "$v" "$n2" "$@") || return 1
       fi
-      m=$(awk -v a="$a" -v b="$b" -v n1="$n1" -v n2="$n2" 'BEGIN { printf "%.0f", (b - a) / (n2 - n1) }')
+      m=$(service_per "$a" "$b")
       if [ "$v" = plain ]; then plain_all="$plain_all $m"; else with_all="$with_all $m"; fi
       echo "round $r, service $v: $a Ir at $n1 requests, $b at $n2: $m Ir/request"
     done
@@ -94,6 +95,11 @@ service_cost() {
   p=$(echo "$plain_all" | service_median)
   m=$(echo "$with_all" | service_median)
   awk -v name="$name" -v p="$p" -v m="$m" 'BEGIN { printf "%s %d %d %.2f\n", name, p, m, (m - p) * 100 / p }'
+}
+
+# service_per <total at n1> <total at n2>: instructions per request.
+service_per() {
+  awk -v a="$1" -v b="$2" -v n1="$n1" -v n2="$n2" 'BEGIN { printf "%.0f", (b - a) / (n2 - n1) }'
 }
 
 service_median() {
