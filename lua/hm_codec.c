@@ -912,6 +912,8 @@ typedef struct dec {
   int skip;     /* validate only: push nothing */
   int careful;  /* skip with the careful path: fvalue found a fault */
   int holder;   /* stack slot of the text's holder (key order kept), or 0 */
+  const hm_scan *each; /* its member callback runs for the object at */
+  int each_depth;      /* this depth (hm_codec_scan_ex's decoded member) */
   int wsrc, woff; /* stack slots of the order tables, when holder */
   size_t base;  /* offset of start in the holder's text */
   size_t off;   /* of the error */
@@ -1425,7 +1427,12 @@ static int object(dec *d, int depth, const hm_scan *w, int *pushed) {
       /* The one member wanted as Lua values (the last of repeated ones,
       ** as the decoder keeps). */
       d->skip = 0;
+      if (w->member) {
+        d->each = w;
+        d->each_depth = depth + 1;
+      }
       r = parse(d, depth);
+      d->each = NULL;
       d->skip = 1;
       if (r < 0) return -1;
       if (*pushed) lua_replace(L, -2);
@@ -1445,6 +1452,7 @@ static int object(dec *d, int depth, const hm_scan *w, int *pushed) {
     ** so that decode then encode gives the same JSON back. */
     if (!d->skip) {
       if (r == 1) lua_pushlightuserdata(L, NULL);
+      if (d->each && depth == d->each_depth) d->each->member(L, d->each->member_arg);
       lua_rawset(L, -3);
     }
     skipws(d);
@@ -1550,6 +1558,7 @@ int hm_codec_decode_from(lua_State *L, const char *s, size_t len, int holder,
   luaL_checkstack(L, 8, "JSON decode");
   hm_codec_push_array_mt(L);
   dec d;
+  d.each = NULL;
   d.L = L;
   d.start = d.p = (const unsigned char *)s;
   d.end = d.start + len;
@@ -1587,6 +1596,7 @@ static void clearspans(const hm_scan *w) {
 int hm_codec_scan_ex(lua_State *L, const char *s, size_t len,
                      const hm_scan *w, int holder, char *err, size_t errlen) {
   dec d;
+  d.each = NULL;
   if (L && holder) holder = lua_absindex(L, holder);
   int top = L ? lua_gettop(L) : 0;
   d.L = L;
@@ -1635,6 +1645,7 @@ int hm_codec_scan_ex(lua_State *L, const char *s, size_t len,
 
 int hm_codec_keys(lua_State *L, const char *s, size_t len) {
   dec d;
+  d.each = NULL;
   int top = lua_gettop(L);
   luaL_checkstack(L, 8, "JSON keys");
   d.L = L;

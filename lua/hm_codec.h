@@ -114,6 +114,14 @@ typedef struct hm_scan {
   hm_span *spans;
   int decode, probe;
   const struct hm_scan *sub;
+  /* Or NULL. Called for each member of the decoded member's own object
+  ** (not of objects inside it) just before it is stored: the table at -3,
+  ** the key at -2, the value at -1 (null as the null sentinel). It must
+  ** leave the stack as it found it and not raise. A repeated member is
+  ** stored, and reported, again; a repeated decoded member is a new
+  ** table. */
+  void (*member)(lua_State *L, void *arg);
+  void *member_arg;
 } hm_scan;
 
 /* Validates the whole text as hm_codec_decode would, in one pass, and for

@@ -5,12 +5,16 @@
 ** as a Msg: a userdata holding a copy of the payload and the reply subject
 ** (the natsMsg is freed at once). Nothing of it is decoded until asked:
 **
-**   core.msg_pattern(msg) -> pattern, pubsub | nil, kind, detail
+**   core.msg_route(msg, router [, topic]) -> pattern, pubsub, value
+**       | nil, kind, detail
 **       validates the whole text (the decoder's rules and messages),
-**       decodes only `pattern`, and says whether request.type is "pubsub".
-**       kind "json" (detail: the decoder's message), "top" (the text is not
-**       an object; detail: what it is, "an array"), "pattern" (pattern is
-**       not an object; detail: what it is, "nothing" when absent).
+**       decodes only `pattern`, says whether request.type is "pubsub", and
+**       looks the pattern up as router:lookup(pattern, topic) does, with
+**       the router's fields taken as the pattern is decoded (no second
+**       walk of its table). kind "json" (detail: the decoder's message),
+**       "top" (the text is not an object; detail: what it is, "an
+**       array"), "pattern" (pattern is not an object; detail: what it is,
+**       "nothing" when absent).
 **   core.msg_member(msg, name [, any]) -> the member decoded: only an
 **       object unless `any` (then null is core.null, absent nil)
 **   Everything decoded from a Msg keeps its objects' key order for when it
@@ -94,15 +98,50 @@ const char *hm_env_reply_to(const hm_lmsg *g) {
 
 static const char *const type_key[1] = {"type"};
 
+/* The router fields of a pattern, gathered as it is decoded. */
+#define ROUTE_FIELDS 32
+typedef struct route_acc {
+  const void *table; /* the pattern they are of */
+  int n;             /* -1: more than ROUTE_FIELDS */
+  hm_field f[ROUTE_FIELDS];
+} route_acc;
+
+/* hm_scan's member callback: a repeated key keeps its first place with the
+** last value, as the table does. */
+static void route_member(lua_State *L, void *arg) {
+  route_acc *a = arg;
+  const void *t = lua_topointer(L, -3);
+  if (t != a->table) { /* a repeated pattern member: start again */
+    a->table = t;
+    a->n = 0;
+  }
+  hm_field fl;
+  if (a->n < 0 || !hm_lua_field(L, -2, -1, &fl, 0)) return;
+  for (int k = 0; k < a->n; k++) {
+    if (a->f[k].key_len == fl.key_len && memcmp(a->f[k].key, fl.key, fl.key_len) == 0) {
+      fl.key = a->f[k].key; /* the table keeps the first key string */
+      a->f[k] = fl;
+      return;
+    }
+  }
+  if (a->n == ROUTE_FIELDS) {
+    a->n = -1;
+    return;
+  }
+  a->f[a->n++] = fl;
+}
+
 /* Scans the message once: spans of the envelope's members and of
 ** request.type. With L, the pattern (when an object) is decoded in the same
-** pass and pushed: returns 2 then. Else 0: an object, spans known; 1: not an
-** object; -1: invalid JSON (the decoder's message in err, when given). */
-static int scan_ex(lua_State *L, hm_lmsg *g, char *err, size_t errlen) {
+** pass and pushed (its fields gathered in acc, when given): returns 2 then.
+** Else 0: an object, spans known; 1: not an object; -1: invalid JSON (the
+** decoder's message in err, when given). */
+static int scan_ex(lua_State *L, hm_lmsg *g, char *err, size_t errlen, route_acc *acc) {
   if (g->scanned == 0 || (g->scanned < 0 && err != NULL)) {
     char tmp[8];
-    hm_scan sub = {type_key, 1, &g->type_sp, -1, -1, NULL};
-    hm_scan w = {span_keys, HM_SP_N, g->sp, L ? HM_SP_PATTERN : -1, HM_SP_REQUEST, &sub};
+    hm_scan sub = {type_key, 1, &g->type_sp, -1, -1, NULL, NULL, NULL};
+    hm_scan w = {span_keys, HM_SP_N, g->sp, L ? HM_SP_PATTERN : -1, HM_SP_REQUEST, &sub,
+                 acc ? route_member : NULL, acc};
     g->type_sp.start = g->type_sp.end = -1;
     int r = hm_codec_scan_ex(L, g->data, g->len, &w, L ? 1 : 0, err ? err : tmp,
                              err ? errlen : sizeof tmp);
@@ -113,7 +152,7 @@ static int scan_ex(lua_State *L, hm_lmsg *g, char *err, size_t errlen) {
 }
 
 static int scan(hm_lmsg *g, char *err, size_t errlen) {
-  return scan_ex(NULL, g, err, errlen);
+  return scan_ex(NULL, g, err, errlen, NULL);
 }
 
 static int span_is(const hm_lmsg *g, int which, char c) {
@@ -220,22 +259,40 @@ static int is_pubsub(lua_State *L, hm_lmsg *g) {
   return g->pubsub;
 }
 
-static int l_msg_pattern(lua_State *L) {
+static int l_msg_route(lua_State *L) {
   hm_lmsg *g = hm_env_check_msg(L, CTX_UP(L), 1);
-  lua_settop(L, 1);
+  size_t tlen = 0;
+  const char *topic = luaL_optlstring(L, 3, NULL, &tlen);
+  lua_settop(L, 3);
   char err[160];
-  int r = scan_ex(L, g, err, sizeof err);
+  route_acc acc;
+  acc.table = NULL;
+  acc.n = 0;
+  int r = scan_ex(L, g, err, sizeof err, &acc);
   if (r == 1 || r < 0) return not_an_object(L, g, r, err);
   if (!span_is(g, HM_SP_PATTERN, '{')) {
-    lua_settop(L, 1);
+    lua_settop(L, 3);
     lua_pushnil(L);
     lua_pushliteral(L, "pattern");
     lua_pushstring(L, json_type_at(g, HM_SP_PATTERN));
     return 3;
   }
-  if (r != 2) push_member(L, g, HM_SP_PATTERN); /* scanned before */
   lua_pushboolean(L, is_pubsub(L, g));
-  return 2;
+  if (r == 2 && acc.n >= 0 && acc.table == lua_topointer(L, 4)) {
+    hm_lua_router_find(L, 2, acc.f, acc.n, topic, tlen);
+    return 3;
+  }
+  /* Scanned before, an empty pattern, or too many fields: from its table. */
+  if (r != 2) {
+    push_member(L, g, HM_SP_PATTERN);
+    lua_insert(L, 4);
+  }
+  lua_pushcfunction(L, hm_lua_router_lookup);
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 4);
+  lua_pushvalue(L, 3);
+  lua_call(L, 3, 1);
+  return 3;
 }
 
 static int member_index(const char *name) {
@@ -608,7 +665,7 @@ done:
 
 void hm_lua_open_envelope(lua_State *L) {
   static const luaL_Reg fns[] = {
-    {"msg_pattern", l_msg_pattern},
+    {"msg_route", l_msg_route},
     {"msg_member", l_msg_member},
     {"msg_result", l_msg_result},
     {"msg_data", l_msg_data},

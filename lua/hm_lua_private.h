@@ -12,6 +12,7 @@
 
 #include "hm_conn.h"
 #include "hm_nuid.h"
+#include "hm_router.h"
 #include "lauxlib.h"
 #include "lua.h"
 
@@ -141,6 +142,21 @@ struct lsub {
 ** value that is not a string or too many headers. Returns nhdr. */
 #define HM_LUA_MAX_HEADERS 16
 int hm_lua_headers(lua_State *L, int idx, const char **hdrs, int max);
+
+/* The router's view of one pattern member, key at kidx and value at vidx
+** (`stored`: of a pattern being added, else of a request): 1 with *out
+** set when it takes part (see hm_lua_router.c), else 0. Its pointers live
+** as long as the key and value. */
+int hm_lua_field(lua_State *L, int kidx, int vidx, hm_field *out, int stored);
+
+/* router:lookup for request fields already converted: pushes the value of
+** the router at ridx that f (n fields) finds, within `topic` when not
+** NULL, or nil. Raises if ridx is not an open router. */
+int hm_lua_router_find(lua_State *L, int ridx, const hm_field *f, int n,
+                       const char *topic, size_t tlen);
+
+/* router:lookup(request [, topic]) itself. */
+int hm_lua_router_lookup(lua_State *L);
 
 /* Whether the value at idx is a regex value (core.regex / Hemera.regex). */
 int hm_lua_is_regex(lua_State *L, int idx);

@@ -56,6 +56,58 @@ int hm_lua_is_regex(lua_State *L, int idx) {
 static const char null_never[] = "(?!)";
 static const char null_req[] = "null";
 
+int hm_lua_field(lua_State *L, int kidx, int vidx, hm_field *out, int stored) {
+  size_t klen;
+  const char *k;
+  if (lua_type(L, kidx) != LUA_TSTRING) return 0;
+  k = lua_tolstring(L, kidx, &klen);
+  if (klen > 0 && k[klen - 1] == '$') return 0;
+  hm_field fl;
+  memset(&fl, 0, sizeof fl);
+  fl.key = k;
+  fl.key_len = klen;
+  switch (lua_type(L, vidx)) {
+    case LUA_TSTRING:
+      fl.type = HM_VAL_STRING;
+      fl.str = lua_tolstring(L, vidx, &fl.str_len);
+      break;
+    case LUA_TNUMBER:
+      fl.type = HM_VAL_NUMBER;
+      fl.num = (double)lua_tonumber(L, vidx);
+      break;
+    case LUA_TBOOLEAN:
+      fl.type = HM_VAL_BOOLEAN;
+      fl.boolean = lua_toboolean(L, vidx);
+      break;
+    case LUA_TTABLE:
+      if (hm_lua_is_regex(L, vidx)) {
+        lua_getfield(L, vidx, "source");
+        fl.type = HM_VAL_REGEX;
+        /* The regex table holds the string, so it outlives the pop. */
+        fl.str = lua_tolstring(L, -1, &fl.str_len);
+        lua_pop(L, 1);
+        if (fl.str == NULL) fl.type = 0;
+      }
+      break;
+    case LUA_TLIGHTUSERDATA:
+      if (lua_touserdata(L, vidx) != NULL) break;
+      if (stored) {
+        fl.type = HM_VAL_REGEX;
+        fl.str = null_never;
+        fl.str_len = sizeof null_never - 1;
+      } else {
+        fl.type = HM_VAL_STRING;
+        fl.str = null_req;
+        fl.str_len = sizeof null_req - 1;
+      }
+      break;
+    default: break;
+  }
+  if (fl.type == 0) return 0;
+  *out = fl;
+  return 1;
+}
+
 /* Converts the scalar fields of the table at idx (`stored`: of a pattern
 ** being added, else of a request). Pointers stay valid while
 ** the table is alive (it holds the strings). Returns the count, or -1 when
@@ -66,62 +118,12 @@ static int to_fields(lua_State *L, int idx, hm_field *f, int cap, int *need,
   idx = lua_absindex(L, idx);
   lua_pushnil(L);
   while (lua_next(L, idx)) {
-    size_t klen;
-    const char *k;
-    if (lua_type(L, -2) != LUA_TSTRING) {
-      lua_pop(L, 1);
-      continue;
-    }
-    k = lua_tolstring(L, -2, &klen);
-    if (klen > 0 && k[klen - 1] == '$') {
-      lua_pop(L, 1);
-      continue;
-    }
     hm_field fl;
-    memset(&fl, 0, sizeof fl);
-    fl.key = k;
-    fl.key_len = klen;
-    switch (lua_type(L, -1)) {
-      case LUA_TSTRING:
-        fl.type = HM_VAL_STRING;
-        fl.str = lua_tolstring(L, -1, &fl.str_len);
-        break;
-      case LUA_TNUMBER:
-        fl.type = HM_VAL_NUMBER;
-        fl.num = (double)lua_tonumber(L, -1);
-        break;
-      case LUA_TBOOLEAN:
-        fl.type = HM_VAL_BOOLEAN;
-        fl.boolean = lua_toboolean(L, -1);
-        break;
-      case LUA_TTABLE:
-        if (hm_lua_is_regex(L, -1)) {
-          lua_getfield(L, -1, "source");
-          fl.type = HM_VAL_REGEX;
-          /* The regex table holds the string, so it outlives the pop. */
-          fl.str = lua_tolstring(L, -1, &fl.str_len);
-          lua_pop(L, 1);
-          if (fl.str == NULL) fl.type = 0;
-        }
-        break;
-      case LUA_TLIGHTUSERDATA:
-        if (lua_touserdata(L, -1) != NULL) break;
-        if (stored) {
-          fl.type = HM_VAL_REGEX;
-          fl.str = null_never;
-          fl.str_len = sizeof null_never - 1;
-        } else {
-          fl.type = HM_VAL_STRING;
-          fl.str = null_req;
-          fl.str_len = sizeof null_req - 1;
-        }
-        break;
-      default: break;
+    if (hm_lua_field(L, -2, -1, &fl, stored)) {
+      if (n < cap) f[n] = fl;
+      n++;
     }
     lua_pop(L, 1);
-    if (fl.type == 0) continue;
-    if (n < cap) f[n] = fl;
-    n++;
   }
   if (n > cap) {
     *need = n;
@@ -225,9 +227,10 @@ static int first_kept(hm_route_t *route, void *udata, void *arg) {
   return 1;
 }
 
-static int do_lookup(lua_State *L, lrouter *lr, hm_field *f, int n) {
-  size_t tlen = 0;
-  const char *topic = lua_tolstring(L, 3, &tlen);
+/* Pushes the value of the first route of the router at `ridx` that the
+** request fields f match, with a topic only one of that topic; or nil. */
+static int find(lua_State *L, lrouter *lr, int ridx, const hm_field *f, int n,
+                const char *topic, size_t tlen) {
   void *u;
   if (n > 0 && has_null(f, n)) {
     null_acc a = {f, n, topic, tlen, NULL};
@@ -241,12 +244,25 @@ static int do_lookup(lua_State *L, lrouter *lr, hm_field *f, int n) {
     lua_pushnil(L);
     return 1;
   }
-  lua_getiuservalue(L, 1, 1);
+  lua_getiuservalue(L, ridx, 1);
   lua_rawgeti(L, -1, (lua_Integer)(intptr_t)u);
+  lua_remove(L, -2);
   return 1;
 }
 
-static int r_lookup(lua_State *L) {
+int hm_lua_router_find(lua_State *L, int ridx, const hm_field *f, int n,
+                       const char *topic, size_t tlen) {
+  ridx = lua_absindex(L, ridx);
+  return find(L, check_router(L, ridx), ridx, f, n, topic, tlen);
+}
+
+static int do_lookup(lua_State *L, lrouter *lr, hm_field *f, int n) {
+  size_t tlen = 0;
+  const char *topic = lua_tolstring(L, 3, &tlen);
+  return find(L, lr, 1, f, n, topic, tlen);
+}
+
+int hm_lua_router_lookup(lua_State *L) {
   lrouter *lr = check_router(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
   if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TSTRING);
@@ -397,7 +413,7 @@ static int regex_tostring(lua_State *L) {
 }
 
 static const luaL_Reg router_methods[] = {
-    {"add", r_add},       {"lookup", r_lookup},
+    {"add", r_add},       {"lookup", hm_lua_router_lookup},
     {"list", r_list},     {"remove", r_remove},
     {"remove_topic", r_remove_topic}, {"count", r_count},
     {"memory", r_memory}, {NULL, NULL}};

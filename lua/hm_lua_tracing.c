@@ -27,7 +27,7 @@
 **     requestId, requestType: the request's own trace and request members
 **     (nil where absent or not a string), read without the context
 **     holding them (a held part is re-encoded into the reply). The Msg
-**     must have been scanned (core.msg_pattern ran).
+**     must have been scanned (core.msg_route ran).
 ** core.trace_now() -> microseconds since the epoch (an integer)
 ** core.trace_sampled(traceIdHex, ratio) -> whether the ratio sampler keeps
 **     the trace: its last 16 hex digits as a fraction of 2^64, so every
@@ -158,7 +158,7 @@ static void push_strings(lua_State *L, const hm_lmsg *g, int which,
                          const char *const *keys, int n) {
   const hm_span *sp = &g->sp[which];
   hm_span spans[4];
-  hm_scan w = {keys, n, spans, -1, -1, NULL};
+  hm_scan w = {keys, n, spans, -1, -1, NULL, NULL, NULL};
   char err[8];
   int ok = g->scanned == 1 && sp->start >= 0 && g->data[sp->start] == '{' &&
            hm_codec_scan_ex(NULL, g->data + sp->start,

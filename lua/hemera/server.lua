@@ -14,7 +14,7 @@ local M = {}
 local obj, call, run_hooks = util.obj, util.call, util.run_hooks
 local capture, failure = util.capture, util.failure
 local budget_call, traceback = core.budget_call, debug.traceback
-local msg_pattern, msg_member, msg_reply, msg_data = core.msg_pattern, core.msg_member, core.msg_reply, core.msg_data
+local msg_route, msg_member, msg_reply, msg_data = core.msg_route, core.msg_member, core.msg_reply, core.msg_data
 local skipped_buf = {} -- paths core.encode left out of the reply being sent
 
 -- {==================================================================
@@ -253,10 +253,13 @@ local function process(owner, t, ctx, reply)
   local i = owner._i
   local decode = owner._serverDecoder
   local msg = ctx._msg
-  local p, pubsub
+  -- Only the patterns of the subscription that delivered the message take
+  -- part: NATS permissions on subjects then hold for handlers too (Hemera
+  -- looks in the whole router, so a message on `pub` could name `admin`).
+  local p, pubsub, def
   if not decode or decode == core.decode then
     local kind, detail
-    p, kind, detail = msg_pattern(msg)
+    p, kind, detail = msg_route(msg, i.router, t.topic)
     if not p then
       if kind == "pattern" then
         return reply:send(nil, errors.ParseError("Invalid request: 'pattern' must be an object, got " .. detail))
@@ -264,7 +267,7 @@ local function process(owner, t, ctx, reply)
       return unreadable(owner, ctx, reply, errors.ParseError(kind == "json" and "Invalid request: " .. detail
         or "Invalid request: expected a JSON object, got " .. detail))
     end
-    pubsub = kind
+    pubsub, def = kind, detail
   else
     -- A custom codec: the whole message as tables, as it decodes it.
     reply._custom = true
@@ -290,12 +293,9 @@ local function process(owner, t, ctx, reply)
         .. util.json_type(m.pattern)))
     end
     pubsub = rtype == "pubsub"
+    def = i.router:lookup(p, t.topic)
   end
   ctx.pattern = p
-  -- Only the patterns of the subscription that delivered the message take
-  -- part: NATS permissions on subjects then hold for handlers too (Hemera
-  -- looks in the whole router, so a message on `pub` could name `admin`).
-  local def = i.router:lookup(p, t.topic)
   if t.last then owner:_cleanTopic(t.topic) end
   if not def and owner._notFoundPattern then def = i.router:lookup(owner._notFoundPattern) end
   ctx.matchedAction = def

@@ -99,6 +99,50 @@ describe("routing", function()
   end)
 end)
 
+-- core.msg_route hands the router the pattern's fields as the decoder
+-- stores them; what it routes by must be what the decoded table says.
+describe("routing by the fields of the decoded pattern", function()
+  it("repeated keys, escaped keys, '$' keys, nulls, many fields and a repeated pattern", function()
+    testing.run(function()
+      local t = testing.topic("secf")
+      local s = testing.new()
+      s:add({ topic = t, cmd = "a" }, function() return "A" end)
+      s:add({ topic = t, cmd = "b" }, function() return "B" end)
+      s:add({ topic = t, cmd = "n", v = "null" }, function() return "string null" end)
+      s:add({ topic = t, cmd = "n" }, function() return "N" end)
+      assert(s:ready())
+      local raw = testing.raw(testing.url())
+      local function result(bytes)
+        local data, st = raw:request(t, bytes, 5000)
+        assert.is_nil(st, "no reply: " .. tostring(st))
+        local m = core.decode(data)
+        return m.result, type(m.error) == "table" and m.error.name or nil
+      end
+      local q = ('"topic":"%s"'):format(t)
+      -- The last of a repeated key counts, as in the table the handler gets.
+      assert.equal("B", result(env("{" .. q .. ',"cmd":"a","cmd":"b"}')))
+      assert.equal("A", result(env("{" .. q .. ',"cmd":"b","cmd":"a"}')))
+      -- A key spelt with escapes is the key it decodes to.
+      assert.equal("A", result(env("{" .. q .. ',"c\\u006dd":"a"}')))
+      -- Keys ending in "$" take no part.
+      assert.equal("A", result(env("{" .. q .. ',"cmd":"a","cmd$":"b"}')))
+      -- A null equals no plain value, not even the string "null".
+      assert.equal("N", result(env("{" .. q .. ',"cmd":"n","v":null}')))
+      assert.equal("string null", result(env("{" .. q .. ',"cmd":"n","v":"null"}')))
+      -- More fields than the decoder gathers: routed from the table.
+      local many = {}
+      for k = 1, 40 do many[k] = ('"x%d":%d'):format(k, k) end
+      assert.equal("B", result(env("{" .. q .. ',"cmd":"b",' .. table.concat(many, ",") .. "}")))
+      -- A repeated pattern member: the last one, as the decoder keeps.
+      assert.equal("B", result('{"pattern":{' .. q .. ',"cmd":"a"},"pattern":{' .. q .. ',"cmd":"b"},'
+        .. '"meta":{},"trace":{},"request":{"id":"r1","type":"request"},"delegate":{}}'))
+      local _, name = result(env("{" .. q .. ',"cmd":"zz"}'))
+      assert.equal("PatternNotFound", name)
+      raw:close()
+    end)
+  end)
+end)
+
 describe("topics", function()
   -- The churn's time is a line in `make bench`; here: that the list stays
   -- exact through 10,000 adds and removes over a real connection.
