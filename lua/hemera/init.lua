@@ -31,7 +31,7 @@ local durable = require "hemera.durable"
 
 local spawn, nuid = core.spawn, core.nuid
 local copy, call = util.copy, util.call
-local traceback = debug.traceback
+local traceback, co_running = debug.traceback, coroutine.running
 
 local Hemera = {}
 -- CMake's project version, compiled into hemera.core (lua/hm_version.h.in).
@@ -208,7 +208,12 @@ function Hemera.new(opts)
     topic_pos = {}, -- topic -> its index in the public hemera.topics list
     ntopics = 0,
     inflight = 0,  -- messages being served now
-    running = {},  -- context -> true while its message is served (for close)
+    -- coroutine -> the context it serves, false between messages (for
+    -- close). Keyed by the pooled coroutine, not the context: the key is
+    -- then already there, where a new key per message in this long-lived
+    -- table cost about 700 instructions a request (hashing, rehashes of
+    -- its dead keys). Weak: a coroutine the pool lets go is collected.
+    running = setmetatable({}, { __mode = "k" }),
     on_close = {}, -- onClose hooks of every scope: { fn, scope }
   }
   i.router = core.router(cfg.bloomrun.indexing)
@@ -304,9 +309,10 @@ local function subscribe(scope, t)
   local running = i.running
   local sub, err = i.conn:subscribe(t.topic, queue, t.maxMessages or 0, function(ctx)
     -- Known while it runs, so that close can name what it abandons.
-    running[ctx] = true
+    local co = co_running()
+    running[co] = ctx
     server.serve(owner, t, ctx)
-    running[ctx] = nil
+    running[co] = false
   end, server.context_mt(owner))
   if not sub then
     -- The core's message names the topic, escaped and cut: a raw topic
@@ -911,11 +917,13 @@ local function abandon(i, limit)
   local root = i.root
   i.abandoned = true
   root.log:warn("Closing with handlers still running", { running = i.inflight })
-  for ctx in pairs(i.running) do
-    local def = rawget(ctx, "matchedAction")
-    local p = def and def.pattern or rawget(ctx, "pattern")
-    loud(root.log, "warn", "Abandoned a handler still running at closeTimeout", {
-      pattern = p and pattern.method(p) or rawget(ctx, "topic"), closeTimeout = limit })
+  for _, ctx in pairs(i.running) do
+    if ctx then
+      local def = rawget(ctx, "matchedAction")
+      local p = def and def.pattern or rawget(ctx, "pattern")
+      loud(root.log, "warn", "Abandoned a handler still running at closeTimeout", {
+        pattern = p and pattern.method(p) or rawget(ctx, "topic"), closeTimeout = limit })
+    end
   end
 end
 
