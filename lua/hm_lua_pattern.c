@@ -375,9 +375,35 @@ static const luaL_Reg ecma_meta[] = {{"__gc", ecma_close},
 
 /* }==================================================================== */
 
+/* core.key_ends(t, c) -> whether a string key of t ends with the byte c:
+** pattern.normalize's test for `name_` options, once per act (a Lua pairs
+** loop over the pattern cost about twice as much). */
+static int l_key_ends(lua_State *L) {
+  size_t cl;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  const char *c = luaL_checklstring(L, 2, &cl);
+  luaL_argcheck(L, cl == 1, 2, "one byte expected");
+  lua_settop(L, 2);
+  lua_pushnil(L);
+  while (lua_next(L, 1)) {
+    size_t n;
+    lua_pop(L, 1);
+    if (lua_type(L, -1) != LUA_TSTRING) continue;
+    const char *k = lua_tolstring(L, -1, &n);
+    if (n > 0 && k[n - 1] == *c) {
+      lua_pushboolean(L, 1);
+      return 1;
+    }
+  }
+  lua_pushboolean(L, 0);
+  return 1;
+}
+
 void hm_lua_open_pattern(lua_State *L) {
   lua_pushcfunction(L, l_method);
   lua_setfield(L, -2, "method");
+  lua_pushcfunction(L, l_key_ends);
+  lua_setfield(L, -2, "key_ends");
   if (luaL_newmetatable(L, ENGINE_MT)) {
     lua_pushcfunction(L, engine_gc);
     lua_setfield(L, -2, "__gc");

@@ -96,11 +96,13 @@ local BUILDERS = {
 
 -- Builds the act context. Returns actx, or actx, nil, err (request not to
 -- be sent).
+local NO_PARENT = {} -- read only: the trace of an act outside a handler
+
 local function prepare(self, p)
   local i = self._i
   local idgen = self._idGenerator or core.nuid
   local method = pattern.method(p)
-  local parent = self.trace or {}
+  local parent = self.trace or NO_PARENT
   local tr = p["trace$"]
   local sid, tid, psid
   if type(tr) == "table" then
@@ -109,17 +111,21 @@ local function prepare(self, p)
     psid = given(tr.parentSpanId) or given(parent.spanId)
   else
     -- Hemera's rule, kept for the wire: a nested call reuses its parent's
-    -- spanId as its own spanId and as parentSpanId.
-    sid = given(parent.spanId) or idgen()
-    tid = given(parent.traceId) or idgen()
-    psid = given(parent.spanId)
+    -- spanId as its own spanId and as parentSpanId. (given() inlined: this
+    -- runs for every act.)
+    psid = parent.spanId
+    if psid == null then psid = nil end
+    tid = parent.traceId
+    if tid == null then tid = nil end
+    sid = psid or idgen()
+    tid = tid or idgen()
   end
   local actx = setmetatable({
     method = method, _p = p, _rid = p["requestId$"] or idgen(), _sid = sid, _tid = tid, _psid = psid or false,
     _ts = hrtime(), _pubsub = p["pubsub$"] == true,
     -- Set later; listed so the table is made big enough for them.
     _reply = nil, responseError = nil, sid = nil,
-  }, util.lazy(self, "_act_mt", BUILDERS))
+  }, rawget(self, "_act_mt") or util.lazy(self, "_act_mt", BUILDERS))
   if i.trace_log then
     actx.log = self.log:child { tag = i.config.tag, requestId = actx._rid, traceId = tid,
                                 spanId = sid, parentSpanId = psid }
@@ -268,7 +274,8 @@ function M.act(self, p, on_reply)
     if not sent then return outcome(actx, on_reply, nil, errors.HemeraError("Publish failed: " .. tostring(serr))) end
     return outcome(actx, on_reply, nil, nil)
   end
-  local max = max_replies(p)
+  local max = 1
+  if p["expectedMessages$"] ~= nil or p["maxMessages$"] ~= nil then max = max_replies(p) end
   local timeout = p["timeout$"] or i.config.timeout
   if on_reply then
     local id, rerr = i.conn:request(p.topic, payload, timeout, max, function(st, data, done)

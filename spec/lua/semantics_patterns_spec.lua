@@ -132,3 +132,20 @@ describe("unit/util.spec.js", function()
     assert.equal("a:1,b:2.5,c:true,topic:math", pattern.method { topic = "math", c = true, b = 2.5, a = 1 })
   end)
 end)
+
+describe("pattern.normalize", function()
+  it("renames name_ options to name$ in a copy, and leaves every other pattern as it is", function()
+    local plain = { topic = "math", a = 1, [1] = "x" }
+    assert.equal(plain, pattern.normalize(plain))
+    -- A key of the caller's own that ends in "_" is not an option.
+    local own = { topic = "math", note_ = 1 }
+    assert.equal(own, pattern.normalize(own))
+    local aliased = { topic = "math", timeout_ = 50, maxMessages_ = 2, note_ = 1 }
+    local n = pattern.normalize(aliased)
+    assert.are_not.equal(aliased, n)
+    assert.same({ topic = "math", ["timeout$"] = 50, ["maxMessages$"] = 2, note_ = 1 }, n)
+    assert.same({ topic = "math", timeout_ = 50, maxMessages_ = 2, note_ = 1 }, aliased)
+    assert.is_false(core.key_ends({ [1] = "_", x = 1 }, "_"))
+    assert.is_true(core.key_ends({ ["_"] = 1 }, "_"))
+  end)
+end)
