@@ -94,10 +94,10 @@ local BUILDERS = {
   end,
 }
 
--- Builds the act context. Returns actx, or actx, nil, err (request not to
--- be sent).
 local NO_PARENT = {} -- read only: the trace of an act outside a handler
 
+-- Builds the act context. Returns actx, or actx, nil, err (request not to
+-- be sent).
 local function prepare(self, p)
   local i = self._i
   local idgen = self._idGenerator or core.nuid
@@ -120,6 +120,8 @@ local function prepare(self, p)
     sid = psid or idgen()
     tid = tid or idgen()
   end
+  -- util.lazy makes the act metatable once per scope; after that its call
+  -- is the whole cost, so the one made is read here first.
   local actx = setmetatable({
     method = method, _p = p, _rid = p["requestId$"] or idgen(), _sid = sid, _tid = tid, _psid = psid or false,
     _ts = hrtime(), _pubsub = p["pubsub$"] == true,
@@ -274,6 +276,7 @@ function M.act(self, p, on_reply)
     if not sent then return outcome(actx, on_reply, nil, errors.HemeraError("Publish failed: " .. tostring(serr))) end
     return outcome(actx, on_reply, nil, nil)
   end
+  -- Without either stream option max_replies answers 1: an act spares the call.
   local max = 1
   if p["expectedMessages$"] ~= nil or p["maxMessages$"] ~= nil then max = max_replies(p) end
   local timeout = p["timeout$"] or i.config.timeout

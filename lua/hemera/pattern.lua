@@ -105,10 +105,10 @@ end
 local ALIASES = {}
 for name in pairs(M.OPTIONS) do ALIASES[name .. "_"] = name .. "$" end
 
--- A pattern table with `name_` options renamed to `name$`. The caller's
--- table is never changed: it is copied only when it has such options.
 local key_ends = core.key_ends
 
+-- A pattern table with `name_` options renamed to `name$`. The caller's
+-- table is never changed: it is copied only when it has such options.
 function M.normalize(p)
   if type(p) == "string" then return M.parse(p) end
   if not key_ends(p, "_") then return p end
