@@ -541,6 +541,11 @@ local function handle(c, subject, reply, data)
             ms = math.floor(hrtime() - e.last), ackWait = cfg.ackWait })
       else
         d.stats.acked = d.stats.acked + 1
+        local log = owner.log
+        if log:enabled("trace") then
+          log:trace("Durable message acked", { topic = c.topic, stream = delivery.stream, seq = delivery.stream_seq,
+                                               count = delivery.count })
+        end
       end
     elseif delivery.count >= cfg.maxDeliver then
       -- Confirmed like an ack: once logged, JetStream has let it go.
