@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "hm_mux.h"
 #include "hm_nuid.h"
@@ -143,8 +144,8 @@ struct hm_conn {
   uv_timer_t timer;
   int handles_open;
 
-  /* Event-loop glue. The poll handle is malloc'd: on reconnect the old one
-  ** closes while the new one starts. */
+  /* Event-loop glue. The poll handle is malloc'd (a pollbox): on reconnect
+  ** the old one closes while the new one starts. */
   uv_thread_t loop_thread;
   uv_poll_t *poll;
   int poll_events;
@@ -576,8 +577,21 @@ static int on_loop_thread(hm_conn_t *c) {
 
 static void free_conn(hm_conn_t *c);
 
+/* A poll handle and the descriptor it watches: a dup of cnats' socket.
+** libuv takes a descriptor out of epoll by its number, also when the
+** handle closes; cnats closes its socket on a thread of its own, and a new
+** socket (of this connection or another on the loop) may get the number
+** before our handle closes, which would then unwatch that socket. A number
+** of our own is freed only once libuv is done with it. cnats shuts its
+** socket down before it stops polling, so the dup keeps no connection up. */
+typedef struct {
+  uv_poll_t h; /* first: the handle is the box */
+  int fd;
+} pollbox;
+
 static void poll_closed(uv_handle_t *h) {
   hm_conn_t *c = h->data;
+  close(((pollbox *)h)->fd);
   free(h);
   c->polls_open--;
   if (!c->finishing) try_finish(c);
@@ -633,13 +647,16 @@ static void do_attach(hm_conn_t *c, natsSock fd) {
     uv_close((uv_handle_t *)c->poll, poll_closed);
     c->poll = NULL;
   }
-  c->poll = malloc(sizeof *c->poll);
-  if (c->poll == NULL || uv_poll_init_socket(c->loop, c->poll, fd) != 0) {
-    free(c->poll);
-    c->poll = NULL;
+  pollbox *box = malloc(sizeof *box);
+  int own = box != NULL ? dup(fd) : -1;
+  if (own < 0 || uv_poll_init_socket(c->loop, &box->h, own) != 0) {
+    if (own >= 0) close(own);
+    free(box);
     snprintf(c->err, sizeof c->err, "cannot poll the NATS socket");
     return;
   }
+  box->fd = own;
+  c->poll = &box->h;
   c->poll->data = c;
   c->polls_open++;
   c->attached = 1;
