@@ -142,6 +142,7 @@ struct hm_conn {
   int qdead;
   uv_async_t wake;
   uv_timer_t timer;
+  uv_prepare_t flush; /* see do_poll */
   int handles_open;
 
   /* Event-loop glue. The poll handle is malloc'd (a pollbox): on reconnect
@@ -151,6 +152,7 @@ struct hm_conn {
   int poll_events;
   int polls_open; /* poll handles not yet closed */
   int attached;   /* between the first attach and detach */
+  int write_wanted; /* cnats has output buffered (its write event added) */
 
   hm_sub_t *subs; /* every subscription not yet freed; busy ones first */
   int draining;   /* inside drain_subs: frees wait */
@@ -674,7 +676,41 @@ static void do_detach(hm_conn_t *c) {
   try_finish(c);
 }
 
+/* Whether cnats has the socket polled for reading: not before the first
+** connect is over, nor between its stop (a disconnect) and the attach of
+** the next socket, while its reconnect thread owns the output. */
+static int polling(const hm_conn_t *c) {
+  return c->poll != NULL && !c->connecting && (c->poll_events & UV_READABLE);
+}
+
+/* Before the loop next waits for I/O: cnats' output, every publish since
+** the last wait in one write. */
+static void on_flush(uv_prepare_t *h) {
+  hm_conn_t *c = h->data;
+  uv_prepare_stop(h);
+  if (!c->write_wanted || !polling(c)) return;
+  natsConnection_ProcessWriteEvent(c->nc);
+  /* Not all of it went (a full socket buffer): the rest when writable. */
+  if (c->write_wanted && c->poll != NULL && !(c->poll_events & UV_WRITABLE)) {
+    c->poll_events |= UV_WRITABLE;
+    poll_apply(c);
+  }
+}
+
 static void do_poll(hm_conn_t *c, int which, int add) {
+  if (which == UV_WRITABLE) {
+    c->write_wanted = add;
+    /* The socket is almost always writable: asking the poller to say so
+    ** costs two epoll_ctl calls and a loop iteration per write. Writing
+    ** from a prepare handle instead also puts every publish made in one
+    ** iteration into one write. Polling for writable is for the rest of
+    ** a partial write (on_flush), and for the times polling() is false. */
+    if (add && polling(c)) {
+      uv_prepare_start(&c->flush, on_flush);
+      return;
+    }
+    if (!add && !(c->poll_events & UV_WRITABLE)) return;
+  }
   if (add) c->poll_events |= which; else c->poll_events &= ~which;
   poll_apply(c);
 }
@@ -855,6 +891,7 @@ static void finish(hm_conn_t *c) {
   uv_mutex_unlock(&c->qlock);
   uv_close((uv_handle_t *)&c->wake, on_handle_closed);
   uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+  uv_close((uv_handle_t *)&c->flush, on_handle_closed);
 }
 
 /* The connection can go once the user asked for it and cnats reported it
@@ -1010,8 +1047,9 @@ static hm_status set_opts(natsOptions *o, const hm_conn_opts *co,
   ** behind a slow handler from taking the memory. */
   c->max_pending_bytes =
       co->max_pending_bytes == 0 ? HM_CONN_PENDING_BYTES : co->max_pending_bytes;
-  /* Write each publish out at once instead of waiting for cnats' flusher,
-  ** which runs about once per millisecond and caps request/reply rates. */
+  /* No waiting for cnats' flusher, which runs about once per millisecond
+  ** and caps request/reply rates: cnats asks for the write event at once,
+  ** and do_poll writes before the loop next waits. */
   if (s == NATS_OK) s = natsOptions_SetSendAsap(o, true);
   /* Hemera callers wait for their deadline when nobody serves a topic (a
   ** service may subscribe a moment later); the server's instant
@@ -1343,7 +1381,9 @@ hm_status hm_conn_connect(uv_loop_t *loop, const hm_conn_opts *co,
   c->wake.data = c;
   uv_timer_init(loop, &c->timer);
   c->timer.data = c;
-  c->handles_open = 2;
+  uv_prepare_init(loop, &c->flush);
+  c->flush.data = c;
+  c->handles_open = 3;
   c->connecting = 1;
   if (uv_thread_create(&c->cx_thread, connect_main, c) != 0) {
     /* As a failed connect: the handles close, then c is freed. */
