@@ -12,8 +12,9 @@ local errors = require "hemera.errors"
 
 local Reply = {}
 Reply.__index = Reply
--- Defaults every reply reads through its metatable until it sets its own
--- (a smaller table per request).
+-- Defaults for a reply that has none of its own. Reply.new sets sent and
+-- count, which every request reads several times (a read through the
+-- metatable costs more than the field); isError is read rarely.
 Reply.sent = false
 Reply.count = 0
 Reply.isError = false
@@ -22,8 +23,8 @@ Reply.isError = false
 -- it may yield. (One function for all replies: no closure per request.)
 function Reply.new(deliver, owner, ctx, log)
   -- The nil fields size the table for what a reply sets (no rehash).
-  return setmetatable({ _deliver = deliver, _owner = owner, _ctx = ctx, log = log, sent = nil,
-                        count = nil, payload = nil, error = nil, _def = nil, _published = nil }, Reply)
+  return setmetatable({ _deliver = deliver, _owner = owner, _ctx = ctx, log = log, sent = false,
+                        count = 0, payload = nil, error = nil, _def = nil, _published = nil }, Reply)
 end
 
 function Reply:send(value, err)

@@ -141,20 +141,23 @@ end
 local function deliver(owner, ctx, reply)
   local i = owner._i
   local log = rawget(ctx, "log") or owner.log
-  if reply.error then
+  -- Read again after hooks, which may change it.
+  local rerr = reply.error
+  if rerr then
     local eh = owner._errorHandler
     if eh then
-      local ok, e = call(eh, ctx, reply.error, reply)
+      local ok, e = call(eh, ctx, rerr, reply)
       if not ok then log:error("errorHandler", { error = e }) end
     end
     -- The chain stops at a failing hook, whose error is only logged: the
     -- reply keeps its own error.
     local herr = run_hooks(owner._ext.onError, ctx, reply.error, reply)
     if herr then log:error("onError extension", { error = herr }) end
+    rerr = reply.error
   end
   local send_err
   local rc = owner._responseSchemaCompiler
-  if not reply.error and rc and ctx.matchedAction then
+  if not rerr and rc and ctx.matchedAction then
     local fn, cerr = validator(ctx.matchedAction, rc, "_response_validator")
     if fn == nil then
       send_err = cerr
@@ -163,12 +166,15 @@ local function deliver(owner, ctx, reply)
       if not ok then send_err = v elseif v ~= nil then reply.payload = v end
     end
   end
-  if not send_err and owner._ext.onSend[1] then send_err = run_hooks(owner._ext.onSend, ctx, ctx.pattern, reply) end
+  if not send_err and owner._ext.onSend[1] then
+    send_err = run_hooks(owner._ext.onSend, ctx, ctx.pattern, reply)
+    rerr = reply.error
+  end
   if send_err then
     log:error("onSend extension", { error = send_err })
     -- The first error wins: an onSend failure replaces only a success,
     -- and the error path (error handler, onError, onSend) runs once more.
-    if not reply.error and not reply._resent then
+    if not rerr and not reply._resent then
       reply._resent = true
       reply.error = send_err
       reply.isError = true
@@ -182,7 +188,7 @@ local function deliver(owner, ctx, reply)
   local conn = i.conn
   if conn then
     local why, ew, st, perr, code
-    if reply.error then
+    if rerr then
       local ok, w = pcall(error_wire, i, ctx, reply)
       if ok then ew = w else why = w end
     end
@@ -206,7 +212,7 @@ local function deliver(owner, ctx, reply)
       reply._published = true
     elseif st == "noreply" then
       -- A durable message (ctx.delivery) is answered by its ack or nak.
-      if reply.error and not rawget(ctx, "delivery") then
+      if rerr and not rawget(ctx, "delivery") then
         log:warn("Request failed, and it has no reply subject to tell", { topic = ctx.topic, error = reply.error })
       end
     elseif code == "HM_CLOSED" then
