@@ -255,6 +255,11 @@ function Hemera.new(opts)
     topics = {},          -- the subscribed topics, in no particular order
     load = core.load_table(), -- the last load sample
     transport = nil,      -- the NATS connection, once ready
+    -- The scope settings above, here too: every message reads some, and
+    -- a field of the root is found without the metatable (plugin scopes
+    -- find it one step up).
+    _serverDecoder = false, _serverEncoder = false, _clientDecoder = false, _clientEncoder = false,
+    _schemaCompiler = false, _responseSchemaCompiler = false, _idGenerator = false,
   }, Hemera)
   -- onClose hooks live in i.on_close (every scope's run at close).
   for name in pairs(HOOKS) do
