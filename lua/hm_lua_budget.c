@@ -15,6 +15,11 @@
 **   yieldable pcall and nothing else. A budget needs a Hemera coroutine.
 **   Calls nest: an inner budget cannot extend an outer one.
 **
+** core.budget_xpcall(ms, msgh, fn, ...) -> true, results... | false, err
+**   | false, err, true
+**   budget_call as xpcall: an error of fn goes through msgh first. Over
+**   budget it returns false, the table above, and true.
+**
 ** core.budget_strict([on]) -> on
 **   Strict mode runs the hook for the whole of every budget_call, which
 **   also stops a user coroutine that spins inside the budget (it inherits
@@ -449,9 +454,10 @@ static void enter(lua_State *L, hm_ctx *ctx, hm_budget *b, double ms) {
     arm(L);
 }
 
-/* The continuation of budget_call, and its end when fn did not yield. */
-static int finish(lua_State *L, int status, lua_KContext k) {
-  hm_budget *b = (hm_budget *)k;
+/* The end of a call with budget b (NULL: none): its frame goes. Returns 1
+** with false and the budget's error pushed when this call's budget ran
+** out, 0 otherwise; an outer call's budget that ran out is raised on. */
+static int settle(lua_State *L, hm_budget *b) {
   if (b != NULL) {
     hm_ctx *ctx = b->ctx;
     frame *f = &b->frames[--b->depth];
@@ -483,32 +489,62 @@ static int finish(lua_State *L, int status, lua_KContext k) {
     if (tripped) {
       lua_pushboolean(L, 0);
       push_error(L, ms, used);
-      return 2;
+      return 1;
     }
   }
+  return 0;
+}
+
+/* The continuation of budget_call, and its end when fn did not yield. */
+static int finish(lua_State *L, int status, lua_KContext k) {
+  if (settle(L, (hm_budget *)k)) return 2;
   /* The stack is [ms, results...] or [ms, error]. */
   lua_pushboolean(L, status == LUA_OK || status == LUA_YIELD);
   lua_replace(L, 1);
   return lua_gettop(L);
 }
 
-static int l_budget_call(lua_State *L) {
+/* The same for budget_xpcall: over budget, a third value says so. */
+static int finish_x(lua_State *L, int status, lua_KContext k) {
+  if (settle(L, (hm_budget *)k)) {
+    lua_pushboolean(L, 1);
+    return 3;
+  }
+  /* The stack is [ms, msgh, results...] or [ms, msgh, handled error]. */
+  lua_pushboolean(L, status == LUA_OK || status == LUA_YIELD);
+  lua_replace(L, 2);
+  return lua_gettop(L) - 1;
+}
+
+/* fn (at 2, or at 3 after the message handler msgh) called protected
+** under a budget of ms (the number at 1, none when not > 0); k ends it. */
+static int budgeted(lua_State *L, int msgh, lua_KFunction k, const char *what) {
   hm_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
+  int fn = msgh ? msgh + 1 : 2;
   double ms = luaL_optnumber(L, 1, 0);
   hm_budget *b = NULL;
   HM_CHECK_OPEN(L, ctx);
-  luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (msgh) luaL_checktype(L, msgh, LUA_TFUNCTION);
+  luaL_checktype(L, fn, LUA_TFUNCTION);
   if (ms > 0) {
-    hm_sched_check(L, ctx, "budget_call with a budget");
+    hm_sched_check(L, ctx, what);
     if (ctx->budget_async && !atomic_load(&started) && !start_watchdog())
       hm_budget_close(ctx); /* no thread: the hook for the whole call */
     b = ctx->seg_budget != NULL ? ctx->seg_budget : state_of(L, ctx);
     enter(L, ctx, b, ms);
   }
-  return finish(L,
-                lua_pcallk(L, lua_gettop(L) - 2, LUA_MULTRET, 0,
-                           (lua_KContext)b, finish),
-                (lua_KContext)b);
+  return k(L, lua_pcallk(L, lua_gettop(L) - fn, LUA_MULTRET, msgh, (lua_KContext)b, k),
+           (lua_KContext)b);
+}
+
+static int l_budget_call(lua_State *L) {
+  return budgeted(L, 0, finish, "budget_call with a budget");
+}
+
+/* One protected call where serve made two (budget_call of xpcall): each
+** costs a C call and a setjmp per request. */
+static int l_budget_xpcall(lua_State *L) {
+  return budgeted(L, 2, finish_x, "budget_xpcall with a budget");
 }
 
 /* core.budget_strict([on]) -> on: with on, the hook runs for the whole of
@@ -549,6 +585,7 @@ void hm_lua_interrupt(void *handle) {
 
 void hm_lua_open_budget(lua_State *L) {
   static const luaL_Reg funcs[] = {{"budget_call", l_budget_call},
+                                   {"budget_xpcall", l_budget_xpcall},
                                    {"budget_strict", l_budget_strict},
                                    {NULL, NULL}};
   luaL_newmetatable(L, HM_BUDGET_MT);

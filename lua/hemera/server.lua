@@ -13,7 +13,7 @@ local M = {}
 
 local obj, call, run_hooks = util.obj, util.call, util.run_hooks
 local capture, failure = util.capture, util.failure
-local budget_call, traceback = core.budget_call, debug.traceback
+local budget_call, budget_xpcall, traceback = core.budget_call, core.budget_xpcall, debug.traceback
 local msg_route, msg_member, msg_reply, msg_data = core.msg_route, core.msg_member, core.msg_reply, core.msg_data
 local skipped_buf = {} -- paths core.encode left out of the reply being sent
 
@@ -415,9 +415,9 @@ function M.serve(owner, t, ctx)
   local reply = Reply.new(deliver, owner, ctx, owner.log)
   ctx.reply = reply
   local budget = i.budget
-  local bok, ok, err = budget_call(budget, xpcall, process, traceback, owner, t, ctx, reply)
-  if not bok then
-    over_budget(owner, ctx, reply, ok, budget)
+  local ok, err, over = budget_xpcall(budget, traceback, process, owner, t, ctx, reply)
+  if over then
+    over_budget(owner, ctx, reply, err, budget)
   elseif not ok then
     internal_error(owner, ctx, reply, err)
   end

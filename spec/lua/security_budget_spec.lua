@@ -227,6 +227,40 @@ describe("core.budget_call", function()
   end)
 end)
 
+describe("core.budget_xpcall", function()
+  it("is budget_call of xpcall: results, errors through the handler, yields, and over budget a third value", function()
+    testing.run(function()
+      local function handler(e) return { handled = e } end
+      assert.same({ true, 3, "x" }, { core.budget_xpcall(50, handler, function(a, b)
+        Hemera.sleep(5) -- it yields like any handler
+        return a + b, "x"
+      end, 1, 2) })
+      assert.same({ false, { handled = "plain" } },
+                  { core.budget_xpcall(50, handler, function() error("plain", 0) end) })
+      assert.same({ false, { handled = { code = 7 } } },
+                  { core.budget_xpcall(nil, handler, function() error({ code = 7 }) end) })
+      -- Over budget: the budget's error, not the handler's, and true.
+      local r = { core.budget_xpcall(30, handler, spin) }
+      assert.equal(3, #r)
+      assert.is_false(r[1])
+      is_budget_error(r[2], 30)
+      assert.is_true(r[3])
+      assert.is_nil(debug.gethook())
+      -- Nested in budget_call: the outer budget runs out through it.
+      local ok, err = core.budget_call(30, function()
+        return core.budget_xpcall(1000, handler, spin)
+      end)
+      assert.is_false(ok)
+      is_budget_error(err, 30)
+    end)
+  end)
+
+  it("checks its arguments", function()
+    assert.has_error(function() core.budget_xpcall(nil, nil, function() end) end)
+    assert.has_error(function() core.budget_xpcall(nil, print, nil) end)
+  end)
+end)
+
 describe("pooled coroutines", function()
   local function jobs_hold_nothing(n)
     local weak = setmetatable({}, { __mode = "v" })
