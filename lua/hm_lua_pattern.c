@@ -107,10 +107,26 @@ static int read_pair(lua_State *L, pair *p) {
   }
 }
 
+/* Sorts the n pairs through `order` (pointers: a pair is big). Patterns
+** have a handful of keys, where insertion sort beats qsort's calls
+** through a function pointer several times over. */
+static void sort_pairs(pair *pairs, const pair **order, int n) {
+  for (int i = 0; i < n; i++) {
+    const pair *p = &pairs[i];
+    int j = i;
+    for (; j > 0 && cmp_pair(order[j - 1], p) > 0; j--) order[j] = order[j - 1];
+    order[j] = p;
+  }
+}
+
+/* The method string is written on the C stack, or in a userdata when longer. */
+#define METHOD_STACK 256
+
 static int l_method(lua_State *L) {
   pair local[PAIRS_STACK], *pairs = local;
+  const pair *lorder[PAIRS_STACK], **order = lorder;
   int n = 0, cap = PAIRS_STACK, i;
-  luaL_Buffer b;
+  size_t total = 0;
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
   lua_pushnil(L);
@@ -127,20 +143,25 @@ static int l_method(lua_State *L) {
     if (read_pair(L, &pairs[n])) n++;
     lua_pop(L, 1);
   }
-  /* qsort reads only the n pairs read_pair filled. */
-  // cppcheck-suppress uninitvar
-  qsort(pairs, (size_t)n, sizeof *pairs, cmp_pair);
-  luaL_buffinit(L, &b);
+  /* A wide pattern's order lives on the stack until the return. */
+  if (n > PAIRS_STACK) order = lua_newuserdatauv(L, (size_t)n * sizeof *order, 0);
+  sort_pairs(pairs, order, n);
+  for (i = 0; i < n; i++) total += pair_len(order[i]) + 1;
+  char local_out[METHOD_STACK];
+  char *out = total <= METHOD_STACK ? local_out : lua_newuserdatauv(L, total, 0);
+  char *w = out;
   for (i = 0; i < n; i++) {
-    const pair *p = &pairs[i];
-    if (i > 0) luaL_addchar(&b, ',');
-    luaL_addlstring(&b, p->k, p->klen);
-    luaL_addchar(&b, ':');
-    if (p->slashes) luaL_addchar(&b, '/');
-    luaL_addlstring(&b, VAL(p), p->vlen);
-    if (p->slashes) luaL_addchar(&b, '/');
+    const pair *p = order[i];
+    if (i > 0) *w++ = ',';
+    memcpy(w, p->k, p->klen);
+    w += p->klen;
+    *w++ = ':';
+    if (p->slashes) *w++ = '/';
+    memcpy(w, VAL(p), p->vlen);
+    w += p->vlen;
+    if (p->slashes) *w++ = '/';
   }
-  luaL_pushresult(&b);
+  lua_pushlstring(L, out, (size_t)(w - out));
   return 1;
 }
 

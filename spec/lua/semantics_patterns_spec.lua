@@ -131,6 +131,31 @@ describe("unit/util.spec.js", function()
     -- JavaScript String() formatting and sorting of the pairs.
     assert.equal("a:1,b:2.5,c:true,topic:math", pattern.method { topic = "math", c = true, b = 2.5, a = 1 })
   end)
+
+  it("sorts the pairs as whole strings, for narrow, wide and long patterns", function()
+    -- The reference: every "key:value" sorted bytewise, joined with ",".
+    local function reference(p)
+      local pairs_ = {}
+      for k, v in pairs(p) do
+        if type(v) == "table" then v = "/" .. v.source .. "/" end
+        pairs_[#pairs_ + 1] = k .. ":" .. tostring(v)
+      end
+      table.sort(pairs_)
+      return table.concat(pairs_, ",")
+    end
+    -- Keys that are prefixes of each other, and values that decide.
+    local prefixes = { a = "z", ab = "1", ["a:"] = "x", abc = Hemera.regex("q"), b = 7, ba = true }
+    assert.equal(reference(prefixes), pattern.method(prefixes))
+    assert.equal("a::x,a:z,ab:1,abc:/q/,b:7,ba:true", pattern.method(prefixes))
+    -- 40 keys: more than fit the pairs kept on the C stack.
+    local wide = {}
+    for k = 1, 40 do wide[("k%02d"):format((k * 7) % 41)] = k end
+    assert.equal(reference(wide), pattern.method(wide))
+    -- Longer than the stack buffer the string is built in.
+    local long = { topic = ("t"):rep(300), cmd = ("c"):rep(20), x = 1 }
+    assert.equal(reference(long), pattern.method(long))
+    assert.equal(#reference(long), #pattern.method(long))
+  end)
 end)
 
 describe("pattern.normalize", function()
