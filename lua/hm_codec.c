@@ -862,6 +862,18 @@ int hm_codec_put_string(hm_buf *out, const char *s, size_t len) {
   return 0;
 }
 
+int hm_codec_put_number(lua_State *L, int idx, hm_buf *out) {
+  enc e;
+  memset(&e, 0, sizeof e);
+  e.out = out;
+  size_t start = out->len;
+  if (lua_isinteger(L, idx) ? putint(&e, lua_tointeger(L, idx)) : putfloat(&e, lua_tonumber(L, idx))) {
+    out->len = start;
+    return -1;
+  }
+  return 0;
+}
+
 int hm_codec_encode_member(lua_State *L, int idx, hm_buf *out,
                            const char *key, int skipidx, int clean, char *err,
                            size_t errlen) {

@@ -98,6 +98,10 @@ int hm_codec_encode_member(lua_State *L, int idx, hm_buf *out,
 ** hm_codec_encode_member then for the message. */
 int hm_codec_put_string(hm_buf *out, const char *s, size_t len);
 
+/* Appends the number at idx as the encoder writes it (null when not
+** finite). 0, or -1 (nothing appended) for no memory. */
+int hm_codec_put_number(lua_State *L, int idx, hm_buf *out);
+
 /* The byte range [start, end) of a member's value in a JSON text; start
 ** -1 when the member is absent. */
 typedef struct hm_span {

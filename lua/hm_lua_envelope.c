@@ -509,14 +509,18 @@ void hm_env_buffer_done(hm_buf *b) {
   if (b->cap > (1u << 20)) hm_buf_free(b);
 }
 
-/* Writes the value at idx as member `key` (strings straight in). */
+/* Writes the value at idx as member `key` (strings and numbers straight
+** in: the encoder's set-up costs more than writing one of them). */
 static int putval(lua_State *L, hm_buf *b, int idx, const char *key,
                   char *err, size_t errlen) {
-  if (lua_type(L, idx) == LUA_TSTRING) {
+  int t = lua_type(L, idx);
+  if (t == LUA_TSTRING) {
     size_t n;
     const char *s = lua_tolstring(L, idx, &n);
     if (hm_codec_put_string(b, s, n) == 0) return 0;
     /* Invalid UTF-8 (or no memory): the encoder says which. */
+  } else if (t == LUA_TNUMBER && hm_codec_put_number(L, idx, b) == 0) {
+    return 0;
   }
   return hm_codec_encode_member(L, idx, b, key, 0, 0, err, errlen);
 }
