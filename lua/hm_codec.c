@@ -867,7 +867,9 @@ int hm_codec_put_number(lua_State *L, int idx, hm_buf *out) {
   memset(&e, 0, sizeof e);
   e.out = out;
   size_t start = out->len;
-  if (lua_isinteger(L, idx) ? putint(&e, lua_tointeger(L, idx)) : putfloat(&e, lua_tonumber(L, idx))) {
+  int r = lua_isinteger(L, idx) ? putint(&e, lua_tointeger(L, idx))
+                                 : putfloat(&e, lua_tonumber(L, idx));
+  if (r) {
     out->len = start;
     return -1;
   }
