@@ -348,7 +348,9 @@ local function process(owner, t, ctx, reply)
     end
     if reply.sent then return end
   end
-  local aok, r = call(def.action, p, ctx)
+  -- util.call inlined: the handler runs for every request.
+  local aok, r, e = xpcall(def.action, capture, p, ctx)
+  if not aok or ((r == nil or r == false) and e ~= nil) then aok, r = false, failure(aok, r, e) end
   if pubsub then
     if not aok then ctx.log:error("Pubsub action failed", { error = r }) end
     if not reply.sent then reply:send() end
