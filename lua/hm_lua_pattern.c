@@ -2,10 +2,12 @@
 ** hm_lua_pattern.c: Hemera's pattern string (Util.pattern), the
 ** `trace.method` of every request, made once per act so it is in C.
 **
-** core.method(pattern) -> "a:1,b:2,cmd:add,topic:math"
+** core.method(pattern [, c]) -> "a:1,b:2,cmd:add,topic:math" [, ends]
 **   Scalar pairs of keys not ending in "$" (and regex values, as /src/),
 **   each "key:" .. String(value) with JavaScript's number formatting,
-**   sorted by bytes, joined by ",".
+**   sorted by bytes, joined by ",". With the one-byte string c, also
+**   whether some string key ends in c (core.key_ends(pattern, c)): an
+**   act asks for "_" (options as `name_`) and so reads the keys once.
 **
 ** core.ecma_regex(source [, jit]) -> regex | nil, message
 ** regex:test(subject) -> true | false | nil, message, code
@@ -73,10 +75,12 @@ static int cmp_pair(const void *a, const void *b) {
 }
 
 /* Fills *p from the pair on top (key at -2, value at -1); 0 when the pair
-** is not part of the method string. May leave nothing on the stack. */
-static int read_pair(lua_State *L, pair *p) {
+** is not part of the method string. May leave nothing on the stack. Sets
+** *ends when the key is a string ending in the byte c (c < 0: none). */
+static int read_pair(lua_State *L, pair *p, int c, int *ends) {
   if (lua_type(L, -2) != LUA_TSTRING) return 0;
   p->k = lua_tolstring(L, -2, &p->klen);
+  if (p->klen > 0 && (unsigned char)p->k[p->klen - 1] == c) *ends = 1;
   if (p->klen > 0 && p->k[p->klen - 1] == '$') return 0;
   p->slashes = 0;
   switch (lua_type(L, -1)) {
@@ -125,9 +129,12 @@ static void sort_pairs(pair *pairs, const pair **order, int n) {
 static int l_method(lua_State *L) {
   pair local[PAIRS_STACK], *pairs = local;
   const pair *lorder[PAIRS_STACK], **order = lorder;
-  int n = 0, cap = PAIRS_STACK, i;
-  size_t total = 0;
+  int n = 0, cap = PAIRS_STACK, i, ends = 0;
+  size_t total = 0, cl = 0;
   luaL_checktype(L, 1, LUA_TTABLE);
+  const char *c = luaL_optlstring(L, 2, NULL, &cl);
+  luaL_argcheck(L, c == NULL || cl == 1, 2, "one byte expected");
+  const int cc = c != NULL ? (unsigned char)*c : -1;
   lua_settop(L, 1);
   lua_pushnil(L);
   while (lua_next(L, 1)) {
@@ -140,7 +147,7 @@ static int l_method(lua_State *L) {
       pairs = np;
       cap *= 2;
     }
-    if (read_pair(L, &pairs[n])) n++;
+    if (read_pair(L, &pairs[n], cc, &ends)) n++;
     lua_pop(L, 1);
   }
   /* A wide pattern's order lives on the stack until the return. */
@@ -162,7 +169,9 @@ static int l_method(lua_State *L) {
     if (p->slashes) *w++ = '/';
   }
   lua_pushlstring(L, out, (size_t)(w - out));
-  return 1;
+  if (cc < 0) return 1;
+  lua_pushboolean(L, ends);
+  return 2;
 }
 
 /* {====================================================================

@@ -97,11 +97,11 @@ local BUILDERS = {
 local NO_PARENT = {} -- read only: the trace of an act outside a handler
 
 -- Builds the act context. Returns actx, or actx, nil, err (request not to
--- be sent).
-local function prepare(self, p)
+-- be sent). method: pattern.method(p), when the caller has it.
+local function prepare(self, p, method)
   local i = self._i
   local idgen = self._idGenerator or core.nuid
-  local method = pattern.method(p)
+  method = method or pattern.method(p)
   local parent = self.trace or NO_PARENT
   local tr = p["trace$"]
   local sid, tid, psid
@@ -238,9 +238,10 @@ end
 -- The act behind hemera:act and hemera:stream. `on_reply(err, result, actx,
 -- done)` runs once per reply (in a coroutine); without it the running
 -- coroutine waits for the single reply and the outcome is returned.
-function M.act(self, p, on_reply)
+-- method: pattern.method(p), when the caller has it.
+function M.act(self, p, on_reply, method)
   local i = self._i
-  local actx, perr = prepare(self, p)
+  local actx, perr = prepare(self, p, method)
   if perr then return outcome(actx, on_reply, nil, perr) end
   local on_act = self._ext.onAct
   local herr = on_act[1] and run_hooks(on_act, actx)

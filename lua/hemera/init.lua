@@ -466,7 +466,8 @@ local function check_act(self, p, level)
   if type(p) ~= "table" and type(p) ~= "string" then
     hemera_error("Pattern must be a table or a string, got " .. type(p), nil, level + 1)
   end
-  p = pattern.normalize(p)
+  local method
+  p, method = pattern.normalize_act(p)
   if type(p.topic) ~= "string" or p.topic == "" then
     hemera_error("Topic is required and must be from type string", nil, level + 1)
   end
@@ -474,7 +475,7 @@ local function check_act(self, p, level)
     hemera_error(self._i.connection and "Not connected yet: act once ready() is over (its callback, or its return in a coroutine)"
                  or "Not connected: call hemera:ready() first", nil, level + 1)
   end
-  return p
+  return p, method
 end
 
 -- hemera:act(pattern [, cb])
@@ -485,7 +486,8 @@ function Hemera:act(p, cb)
   if cb ~= nil and type(cb) ~= "function" then
     hemera_error("act callback must be a function, got " .. type(cb), nil, 2)
   end
-  p = check_act(self, p, 2)
+  local method
+  p, method = check_act(self, p, 2)
   if p["durable$"] ~= nil and p["durable$"] ~= false then
     if not cb and not core.in_coroutine() then
       hemera_error("A durable act outside a Hemera coroutine needs a callback", nil, 2)
@@ -496,9 +498,9 @@ function Hemera:act(p, cb)
     hemera_error("act outside a Hemera coroutine needs a callback: hemera:act(pattern, function(err, result) ... end)", nil, 2)
   end
   if cb then
-    return client.act(self, p, function(err, result, ctx) guarded(cb, err, result, ctx) end)
+    return client.act(self, p, function(err, result, ctx) guarded(cb, err, result, ctx) end, method)
   end
-  return client.act(self, p)
+  return client.act(self, p, nil, method)
 end
 
 -- hemera:stream(pattern) -> iterator over replies (see hemera.client).

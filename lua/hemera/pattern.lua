@@ -107,11 +107,8 @@ for name in pairs(M.OPTIONS) do ALIASES[name .. "_"] = name .. "$" end
 
 local key_ends = core.key_ends
 
--- A pattern table with `name_` options renamed to `name$`. The caller's
--- table is never changed: it is copied only when it has such options.
-function M.normalize(p)
-  if type(p) == "string" then return M.parse(p) end
-  if not key_ends(p, "_") then return p end
+-- p with its `name_` options renamed, or p itself when it has none.
+local function rename(p)
   local has = false
   for k in pairs(p) do
     if ALIASES[k] then has = true break end
@@ -120,6 +117,29 @@ function M.normalize(p)
   local out = {}
   for k, v in pairs(p) do out[ALIASES[k] or k] = v end
   return out
+end
+
+-- A pattern table with `name_` options renamed to `name$`. The caller's
+-- table is never changed: it is copied only when it has such options.
+function M.normalize(p)
+  if type(p) == "string" then return M.parse(p) end
+  if not key_ends(p, "_") then return p end
+  return rename(p)
+end
+
+-- normalize(p) and its method string, for an act: core.method reads the
+-- keys once for the method and for whether any of them ends in "_".
+function M.normalize_act(p)
+  if type(p) == "string" then
+    p = M.parse(p)
+    return p, type(p) == "table" and core.method(p) or nil
+  end
+  local method, underscored = core.method(p, "_")
+  if underscored then
+    local q = rename(p)
+    if q ~= p then return q, core.method(q) end
+  end
+  return p, method
 end
 
 local DOLLAR = ("$"):byte()

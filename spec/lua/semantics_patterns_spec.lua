@@ -173,4 +173,31 @@ describe("pattern.normalize", function()
     assert.is_false(core.key_ends({ [1] = "_", x = 1 }, "_"))
     assert.is_true(core.key_ends({ ["_"] = 1 }, "_"))
   end)
+
+  it("normalize_act gives the same pattern and its method string, with one pass over the keys", function()
+    local plain = { topic = "math", a = 1, [1] = "x" }
+    local p, m = pattern.normalize_act(plain)
+    assert.equal(plain, p)
+    assert.equal(pattern.method(plain), m)
+    local own = { topic = "math", note_ = 1 }
+    p, m = pattern.normalize_act(own)
+    assert.equal(own, p)
+    assert.equal("note_:1,topic:math", m)
+    local aliased = { topic = "math", timeout_ = 50, note_ = 1 }
+    p, m = pattern.normalize_act(aliased)
+    assert.same({ topic = "math", ["timeout$"] = 50, note_ = 1 }, p)
+    -- The method of the renamed copy: timeout$ is not in it.
+    assert.equal("note_:1,topic:math", m)
+    p, m = pattern.normalize_act("topic:math,cmd:add")
+    assert.same({ topic = "math", cmd = "add" }, p)
+    assert.equal("cmd:add,topic:math", m)
+    -- core.method's second value is core.key_ends', over every string key
+    -- (those ending in $ and those whose values it leaves out too).
+    assert.same({ "a:1", false }, { core.method({ a = 1, [1] = "_" }, "_") })
+    assert.same({ "a:1,x_:2", true }, { core.method({ a = 1, x_ = 2 }, "_") })
+    assert.same({ "a:1", true }, { core.method({ a = 1, f_ = {} }, "_") })
+    assert.same({ "", true }, { core.method({ ["w$"] = 1 }, "$") })
+    assert.equal(1, select("#", core.method({ a = 1 })))
+    assert.has_error(function() core.method({}, "ab") end)
+  end)
 end)
