@@ -12,7 +12,9 @@
 ** The envelope scanner (hm_codec_scan_ex, the request path) must agree with
 ** the decoder on every input: it fails where decode fails on an object,
 ** with the same message; it calls a non-object one; and each member's span,
-** and the member it decodes, decode to what decode put under that key.
+** and the member it decodes, decode to what decode put under that key. Its
+** fast walk and its careful one agree on everything, spans inside the
+** probed member too.
 **
 **   CC=clang cmake -S . -B /tmp/fz -DHM_FUZZ=ON \
 **     -DCMAKE_C_FLAGS=-fsanitize=fuzzer-no-link,address,undefined
@@ -52,13 +54,50 @@ static void same_value(int a, int b) {
   hm_buf_free(&y);
 }
 
+extern int hm_codec_scan_careful;
+
+static void count_member(lua_State *l, void *arg) {
+  (void)l;
+  ++*(int *)arg;
+}
+
+/* The scanner's fast walk (fscan) and its careful one (object) agree on
+** everything: the outcome, the message, every span, the decoded member. */
+static void check_walks(const char *s, size_t size) {
+  static const char *const keys[] = {"pattern", "meta", "trace", "request",
+                                     "delegate", "result", "error"};
+  static const char *const type_key[] = {"type"};
+  hm_span sp[2][7], tsp[2];
+  char err[2][256];
+  int r[2], members[2] = {0, 0};
+  lua_settop(L, 0);
+  for (int k = 0; k < 2; k++) {
+    hm_scan sub = {type_key, 1, &tsp[k], -1, -1, NULL, NULL, NULL};
+    hm_scan w = {keys, 7, sp[k], 0, 3, &sub, count_member, &members[k]};
+    err[k][0] = '\0';
+    hm_codec_scan_careful = k;
+    r[k] = hm_codec_scan_ex(L, s, size, &w, 0, err[k], sizeof err[k]);
+  }
+  hm_codec_scan_careful = 0;
+  if (r[0] != r[1]) abort();
+  if (r[0] == -1 && strcmp(err[0], err[1]) != 0) abort();
+  if (r[0] != -1 && members[0] != members[1]) abort();
+  if (r[0] == 0 || r[0] == 2) {
+    if (memcmp(sp[0], sp[1], sizeof sp[0]) != 0) abort();
+    if (tsp[0].start != tsp[1].start || tsp[0].end != tsp[1].end) abort();
+  }
+  if (lua_gettop(L) != (r[0] == 2 ? 2 : 0)) abort();
+  if (r[0] == 2) same_value(1, 2);
+  lua_settop(L, 0);
+}
+
 static void check_scan(const char *s, size_t size) {
   static const char *const keys[] = {"pattern", "meta", "trace", "request",
                                      "delegate", "result", "error"};
   static const char *const type_key[] = {"type"};
   hm_span spans[7], tsp;
-  hm_scan sub = {type_key, 1, &tsp, -1, -1, NULL};
-  hm_scan w = {keys, 7, spans, 0, 3, &sub};
+  hm_scan sub = {type_key, 1, &tsp, -1, -1, NULL, NULL, NULL};
+  hm_scan w = {keys, 7, spans, 0, 3, &sub, NULL, NULL};
   char err[256];
   size_t i = 0;
   lua_settop(L, 0);
@@ -110,6 +149,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     lua_setglobal(L, "codec");
   }
   check_scan((const char *)data, size);
+  check_walks((const char *)data, size);
   lua_settop(L, 0);
   if (hm_codec_decode(L, (const char *)data, size) != 1) {
     lua_settop(L, 0);

@@ -1391,6 +1391,18 @@ static int keyeq(const unsigned char *raw, size_t rawlen, const char *key) {
   return p == end;
 }
 
+/* The index of the key of w that the raw key spells, or -1. Keys are
+** distinct; a first byte that differs (and is no escape) rules one out. */
+static inline int keyindex(const hm_scan *w, const unsigned char *raw,
+                           size_t rawlen) {
+  for (int k = 0; k < w->nkeys; k++) {
+    const char *key = w->keys[k];
+    if (rawlen > 0 && raw[0] != (unsigned char)key[0] && raw[0] != '\\') continue;
+    if (keyeq(raw, rawlen, key)) return k;
+  }
+  return -1;
+}
+
 static void clearspans(const hm_scan *w);
 
 /* An object. With w (hm_codec_scan_ex, d->skip set), the members named in
@@ -1421,12 +1433,7 @@ static int object(dec *d, int depth, const hm_scan *w, int *pushed) {
     }
     const unsigned char *k0 = d->p + 1;
     if (string(d)) return -1;
-    int which = -1;
-    if (w) {
-      size_t klen = (size_t)(d->p - 1 - k0);
-      for (int k = 0; k < w->nkeys; k++)
-        if (keyeq(k0, klen, w->keys[k])) which = k;
-    }
+    int which = w ? keyindex(w, k0, (size_t)(d->p - 1 - k0)) : -1;
     skipws(d);
     if (d->p >= d->end || *d->p != ':') {
       if (d->p >= d->end) return unexpected(d, d->p);
@@ -1570,18 +1577,24 @@ int hm_codec_decode_from(lua_State *L, const char *s, size_t len, int holder,
   if (holder) holder = lua_absindex(L, holder);
   int top = lua_gettop(L);
   luaL_checkstack(L, 8, "JSON decode");
-  hm_codec_push_array_mt(L);
   dec d;
   d.each = NULL;
   d.L = L;
   d.start = d.p = (const unsigned char *)s;
   d.end = d.start + len;
-  d.arraymt = lua_gettop(L);
+  d.arraymt = 0;
   d.skip = 0;
   d.careful = 0;
   d.holder = 0;
   d.msg = NULL;
-  if (holder) record(&d, lua_absindex(L, holder), base);
+  skipws(&d);
+  /* Only objects and arrays need the array metatable and the key-order
+  ** tables: a scalar (a result, often) spares their look-ups. */
+  if (d.p < d.end && (*d.p == '{' || *d.p == '[')) {
+    hm_codec_push_array_mt(L);
+    d.arraymt = lua_gettop(L);
+    if (holder) record(&d, holder, base);
+  }
   int r = parse(&d, 0);
   if (r >= 0) {
     skipws(&d);
@@ -1596,7 +1609,7 @@ int hm_codec_decode_from(lua_State *L, const char *s, size_t len, int holder,
     return 2;
   }
   if (r == 1) lua_pushlightuserdata(L, NULL);  /* a top-level null */
-  lua_replace(L, top + 1);
+  if (lua_gettop(L) > top + 1) lua_replace(L, top + 1); /* the set-up's slots */
   lua_settop(L, top + 1);
   return 1;
 }
@@ -1605,6 +1618,65 @@ int hm_codec_decode_from(lua_State *L, const char *s, size_t len, int holder,
 static void clearspans(const hm_scan *w) {
   for (; w; w = w->sub)
     for (int k = 0; k < w->nkeys; k++) w->spans[k].start = w->spans[k].end = -1;
+}
+
+#ifdef HM_CODEC_FUZZ
+/* Set by fuzz_codec, which compares the two walks: only the careful one. */
+int hm_codec_scan_careful;
+#endif
+
+/* The fast walk of an object for hm_codec_scan_ex: w's spans recorded as
+** object() records them, the values validated by fvalue, and the member
+** w->decode (with d->L) decoded by parse where it stands, as object() does
+** (*pushed). p at the '{'; returns past the '}', or NULL on any doubt: the
+** careful walk then does it all again, with its messages. */
+static const unsigned char *fscan(dec *d, const unsigned char *p,
+                                  const hm_scan *w, int *pushed) {
+  const unsigned char *start = d->start, *end = d->end;
+  p = fws(p + 1, end);
+  if (p < end && *p == '}') return p + 1;
+  for (;;) {
+    if (p >= end || *p != '"') return NULL;
+    const unsigned char *k0 = p + 1;
+    if ((p = fstring(p, end)) == NULL) return NULL;
+    int which = keyindex(w, k0, (size_t)(p - 1 - k0));
+    p = fws(p, end);
+    if (p >= end || *p != ':') return NULL;
+    p = fws(p + 1, end);
+    const unsigned char *v0 = p;
+    int object_next = p < end && *p == '{';
+    if (which >= 0 && which == w->decode && d->L && object_next) {
+      d->p = p;
+      d->skip = 0;
+      if (w->member) {
+        d->each = w;
+        d->each_depth = 2;
+      }
+      int r = parse(d, 1);
+      d->each = NULL;
+      d->skip = 1;
+      if (r < 0) return NULL;
+      if (*pushed) lua_replace(d->L, -2);
+      *pushed = 1;
+      p = d->p;
+    } else if (which >= 0 && which == w->probe && w->sub && object_next) {
+      clearspans(w->sub); /* a repeated member: only the last one counts */
+      p = fscan(d, p, w->sub, pushed);
+    } else {
+      p = fvalue(p, end, 0);
+    }
+    if (p == NULL) return NULL;
+    if (which >= 0) {
+      w->spans[which].start = (int32_t)(v0 - start);
+      w->spans[which].end = (int32_t)(p - start);
+    }
+    p = fws(p, end);
+    if (p < end && *p == ',') {
+      p = fws(p + 1, end);
+      continue;
+    }
+    return p < end && *p == '}' ? p + 1 : NULL;
+  }
 }
 
 int hm_codec_scan_ex(lua_State *L, const char *s, size_t len,
@@ -1638,11 +1710,23 @@ int hm_codec_scan_ex(lua_State *L, const char *s, size_t len,
     if (L) lua_settop(L, top);
     return 1;
   }
-  int pushed = 0;
-  int r = object(&d, 1, w, &pushed);
-  if (r == 0) {
+  int pushed = 0, r = 0;
+#ifdef HM_CODEC_FUZZ
+  const unsigned char *fend = hm_codec_scan_careful ? NULL : fscan(&d, d.p, w, &pushed);
+#else
+  const unsigned char *fend = fscan(&d, d.p, w, &pushed);
+#endif
+  if (fend == NULL || fws(fend, d.end) != d.end) {
+    if (L) lua_settop(L, d.arraymt + (d.holder ? 2 : 0));
+    pushed = 0;
+    d.p = d.start;
     skipws(&d);
-    if (d.p < d.end) r = derr(&d, d.p, "unexpected data after the JSON value");
+    clearspans(w);
+    r = object(&d, 1, w, &pushed);
+    if (r == 0) {
+      skipws(&d);
+      if (d.p < d.end) r = derr(&d, d.p, "unexpected data after the JSON value");
+    }
   }
   if (r < 0) {
     if (L) lua_settop(L, top);
