@@ -372,6 +372,33 @@ static int badutf8(enc *e, const frame *f, size_t at) {
 static int putstring(enc *e, const char *s, size_t len, const frame *f) {
   static const char hex[] = "0123456789abcdef";
   hm_buf *b = e->out;
+#ifdef __SSE2__
+  /* Most strings are plain ASCII with nothing to escape: copied whole and
+  ** checked where they landed, 16 bytes at a time, the last block against
+  ** padding that needs no look (so there is no byte loop for the tail, which
+  ** is all of a short string). Anything else takes the loop below. */
+  if (len <= SIZE_MAX - 18) {
+    if (reserve(b, len + 18)) return oom(e);
+    unsigned char *q = (unsigned char *)b->data + b->len + 1;
+    size_t i = 0;
+    memcpy(q, s, len);
+    memset(q + len, 'a', 16);
+    while (i < len) {
+      int k = special16(q + i);
+      if (k < 16) {
+        i += (size_t)k;
+        break;
+      }
+      i += 16;
+    }
+    if (i >= len) {
+      q[-1] = '"';
+      q[len] = '"';
+      b->len += len + 2;
+      return 0;
+    }
+  }
+#endif
   if (reserve(b, len + 2)) return oom(e);
   char *w = b->data + b->len;
   const unsigned char *p = (const unsigned char *)s, *end = p + len;
