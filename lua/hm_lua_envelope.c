@@ -407,7 +407,13 @@ static int l_lazy_index(lua_State *L) {
 ** Writing envelopes
 ** ===================================================================== */
 
-static int put(hm_buf *b, const char *s, size_t len) {
+/* Inline while the buffer has room: an envelope is a dozen short pieces. */
+static inline int put(hm_buf *b, const char *s, size_t len) {
+  if (len > 0 && b->cap - b->len >= len) {
+    memcpy(b->data + b->len, s, len);
+    b->len += len;
+    return 0;
+  }
   return hm_buf_append(b, s, len);
 }
 #define putlit(b, s) put((b), (s), sizeof(s) - 1)
