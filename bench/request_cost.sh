@@ -9,8 +9,9 @@
 # n2 - n1, so start-up and shutdown cancel out. Three processes are
 # counted: the plain service, the `hooks` service (the row of issue 10's
 # 1.6x target) and the client (rps.lua count itself, against the plain
-# service). One round each: a process's count moves by a few percent with
-# its string hash seed, so compare changes larger than that. Prints
+# service). One round each, every process with the same fixed clock and so
+# the same string hash seed (service_cost.sh): two builds compare under one
+# seed, whose own effect on a count is a few percent. Prints
 #   request_cost <service instr/req> <hooks service instr/req> <client instr/req>
 # REQUEST_COST_KEEP=1 keeps the callgrind files (the path is printed).
 set -euo pipefail

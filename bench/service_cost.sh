@@ -8,8 +8,10 @@
 # another, and the difference of the two totals over n2 - n1 is that
 # side's instructions per request, start-up and shutdown cancelled out. A
 # process's count moves by a few percent with its string hash seed (clock
-# and addresses), so the variants run in interleaved rounds and each takes
-# its median.
+# and addresses): the counted process gets a fixed clock (fixed_time.c,
+# HM_FIXED_TIME=$cost_seed), so in one round every variant runs with the
+# same seed; the rounds use different seeds, and each variant takes its
+# median.
 #
 # service_cost_init <name> [build-dir] [n1] [n2] sets root, build, n1, n2,
 # hemera and work (a scratch directory: the caller's trap removes it) and
@@ -21,8 +23,11 @@ service_cost_init() {
   n1=${3:-200}
   n2=${4:-1200}
   hemera="$build/hemera"
+  fixed_time="$build/libhm_fixed_time.so"
+  cost_seed=1700000000
   : "${HEMERA_NATS_URL:?run under tools/with-nats.sh}"
   [ -x "$hemera" ] || { echo "$name: $hemera is missing (build first)" >&2; exit 2; }
+  [ -f "$fixed_time" ] || { echo "$name: $fixed_time is missing (build first)" >&2; exit 2; }
   command -v valgrind >/dev/null || { echo "$name: valgrind is missing" >&2; exit 2; }
   cd "$root"
   work=$(mktemp -d "${TMPDIR:-/tmp}/$name.XXXXXX")
@@ -51,11 +56,9 @@ side_total() {
   local side=$1 name=$2 variant=$3 n=$4 topic="cost_$1_$3_$4_$$" pid
   local svc=() cli=()
   shift 4
-  if [ "$side" = service ]; then
-    svc=(valgrind --tool=callgrind --callgrind-out-file="$work/cg.$variant.$n")
-  else
-    cli=(valgrind --tool=callgrind --callgrind-out-file="$work/cg.$variant.$n")
-  fi
+  local counted=(env LD_PRELOAD="$fixed_time" HM_FIXED_TIME="$cost_seed"
+                 valgrind --tool=callgrind --callgrind-out-file="$work/cg.$variant.$n")
+  if [ "$side" = service ]; then svc=("${counted[@]}"); else cli=("${counted[@]}"); fi
   "${svc[@]}" "$hemera" bench/rps.lua serve "$topic" "$@" >"$work/svc.out" 2>"$work/svc.err" &
   pid=$!
   wait_line "$work/svc.out" '^ready' "$pid" || { cat "$work/svc.err" >&2; return 1; }
@@ -79,6 +82,7 @@ service_cost() {
   shift 5
   local plain_all="" with_all=""
   for r in $(seq 1 "$rounds"); do
+    cost_seed=$((1700000000 + r * 7919))
     for v in plain "$variant"; do
       if [ "$v" = plain ]; then
         a=$(service_total "$name" plain "$n1") || return 1
