@@ -162,6 +162,29 @@ static int l_now(lua_State *L) {
   return 1;
 }
 
+/* core.copy(t): a shallow copy of t (no metatable), made at its size so
+** that filling it never rehashes: a validator copies every request. */
+static int l_copy(lua_State *L) {
+  lua_Integer n = 0, narr;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  lua_pushnil(L);
+  while (lua_next(L, 1)) {
+    n++;
+    lua_pop(L, 1);
+  }
+  narr = (lua_Integer)lua_rawlen(L, 1);
+  if (narr > n) narr = n;
+  lua_createtable(L, (int)narr, (int)(n - narr));
+  lua_pushnil(L);
+  while (lua_next(L, 1)) {
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, 2);
+  }
+  return 1;
+}
+
 static int l_is_hemera_coroutine(lua_State *L) {
   hm_ctx *ctx = hm_ctx_get(L);
   lua_pushboolean(L, L == ctx->cur_co && ctx->cur_ref != LUA_NOREF);
@@ -189,6 +212,7 @@ static const luaL_Reg funcs[] = {
     {"run", l_run},       {"hrtime", l_hrtime},
     {"now", l_now},       {"stats", l_stats},
     {"in_coroutine", l_is_hemera_coroutine},
+    {"copy", l_copy},
     {NULL, NULL}};
 
 /* cnats keeps threads of its own alive for the whole process. If Lua

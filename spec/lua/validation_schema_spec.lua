@@ -381,6 +381,28 @@ describe("hemera.validation.schema", function()
       accepts(user, { name = "a", age = 11 }) -- the original is unchanged
     end)
 
+    it("returns a new table under every policy, the input left as it was", function()
+      local input = { a = "1", b = 2, [1] = "x", [2] = "y" }
+      for _, policy in ipairs { "allow", "strip" } do
+        local v = accepts(S.object { a = S.number():coerce() }, input, nil, { unknown = policy })
+        assert.are_not.equal(input, v)
+        assert.equal(1, v.a)
+        assert.same({ a = "1", b = 2, [1] = "x", [2] = "y" }, input)
+        if policy == "allow" then
+          assert.same({ a = 1, b = 2, [1] = "x", [2] = "y" }, v)
+        else
+          assert.same({ a = 1 }, v)
+        end
+      end
+      -- core.copy, under the allow policy: a shallow copy at the table's size.
+      local inner = {}
+      local c = core.copy { 1, 2, x = inner, [10] = true }
+      assert.same({ 1, 2, x = inner, [10] = true }, c)
+      assert.equal(inner, c.x)
+      assert.same({}, core.copy {})
+      assert.is_nil(getmetatable(core.copy(setmetatable({}, { __index = {} }))))
+    end)
+
     it("copies the metatable of the validated table", function()
       local mt = { __jsonorder = { "b", "a" } }
       local v = accepts(S.object { a = S.number() }, setmetatable({ a = 1, b = 2 }, mt), nil, { unknown = "allow" })

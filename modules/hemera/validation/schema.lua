@@ -32,6 +32,7 @@
 local core = require "hemera.core"
 local errors = require "hemera.errors"
 local values = require "hemera.validation.values"
+local core_copy = core.copy
 local shape, array_length, count_keys, deep_copy, finite, quote, plural, child, segments = values.shape, values.array_length, values.count_keys, values.deep_copy, values.finite, values.quote, values.plural, values.child, values.segments
 
 local M = {}
@@ -581,13 +582,14 @@ end
 
 local function check_object(s, t, ctx, node)
   local mt = getmetatable(t)
-  local out = {}
-  if mt then setmetatable(out, mt) end
   local fields = s.fields
-  if not fields then
-    for k, v in next, t do out[k] = v end
-    return out
-  end
+  local policy = fields and unknown_policy(s, ctx)
+  -- Every key kept: the copy is made whole, at its size (core.copy), and
+  -- the fields' values go over it.
+  local all = not fields or policy == "allow"
+  local out = all and core_copy(t) or {}
+  if mt then setmetatable(out, mt) end
+  if not fields then return out end
   local order = s.order
   for j = 1, #order do
     local k = order[j]
@@ -595,11 +597,11 @@ local function check_object(s, t, ctx, node)
     if err then return nil, err end
     out[k] = v
   end
-  local policy = unknown_policy(s, ctx)
+  if all then return out end
   local first -- the first rejected key, in key order
   for k, v in next, t do
     if fields[k] == nil then
-      if policy == "allow" or (node == nil and ctx.pass and ctx.pass(k)) then
+      if node == nil and ctx.pass and ctx.pass(k) then
         out[k] = v
       elseif policy == "reject" and (first == nil or key_less(k, first)) then
         first = k

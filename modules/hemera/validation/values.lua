@@ -50,7 +50,8 @@ function M.deep_copy(v)
 end
 
 function M.finite(v)
-  return type(v) == "number" and v == v and v ~= math.huge and v ~= -math.huge
+  -- x - x is 0 for every finite number, NaN for NaN and the infinities.
+  return type(v) == "number" and v - v == 0
 end
 
 -- A string in double quotes, escaped, cut to about 60 characters.
