@@ -1432,6 +1432,24 @@ static inline int keyindex(const hm_scan *w, const unsigned char *raw,
 
 static void clearspans(const hm_scan *w);
 
+/* Decodes the member at d->p that w wants as Lua values, in an object at
+** `depth` (the last of repeated ones replaces the one before, as the
+** decoder keeps). Both walks of hm_codec_scan_ex call it. */
+static int decode_member(dec *d, const hm_scan *w, int depth, int *pushed) {
+  d->skip = 0;
+  if (w->member) {
+    d->each = w;
+    d->each_depth = depth + 1;
+  }
+  int r = parse(d, depth);
+  d->each = NULL;
+  d->skip = 1;
+  if (r < 0) return -1;
+  if (*pushed) lua_replace(d->L, -2);
+  *pushed = 1;
+  return 0;
+}
+
 /* An object. With w (hm_codec_scan_ex, d->skip set), the members named in
 ** w are found as the text is validated: their spans recorded, w->decode
 ** decoded and left on the stack (*pushed), w->probe walked with w->sub. */
@@ -1472,19 +1490,7 @@ static int object(dec *d, int depth, const hm_scan *w, int *pushed) {
     int object_next = d->p < d->end && *d->p == '{';
     int r;
     if (which >= 0 && which == w->decode && L && object_next) {
-      /* The one member wanted as Lua values (the last of repeated ones,
-      ** as the decoder keeps). */
-      d->skip = 0;
-      if (w->member) {
-        d->each = w;
-        d->each_depth = depth + 1;
-      }
-      r = parse(d, depth);
-      d->each = NULL;
-      d->skip = 1;
-      if (r < 0) return -1;
-      if (*pushed) lua_replace(L, -2);
-      *pushed = 1;
+      r = decode_member(d, w, depth, pushed);
     } else if (which >= 0 && which == w->probe && w->sub && object_next) {
       clearspans(w->sub); /* a repeated member: only the last one counts */
       r = object(d, depth + 1, w->sub, pushed);
@@ -1674,17 +1680,7 @@ static const unsigned char *fscan(dec *d, const unsigned char *p,
     int object_next = p < end && *p == '{';
     if (which >= 0 && which == w->decode && d->L && object_next) {
       d->p = p;
-      d->skip = 0;
-      if (w->member) {
-        d->each = w;
-        d->each_depth = 2;
-      }
-      int r = parse(d, 1);
-      d->each = NULL;
-      d->skip = 1;
-      if (r < 0) return NULL;
-      if (*pushed) lua_replace(d->L, -2);
-      *pushed = 1;
+      if (decode_member(d, w, 1, pushed) < 0) return NULL;
       p = d->p;
     } else if (which >= 0 && which == w->probe && w->sub && object_next) {
       clearspans(w->sub); /* a repeated member: only the last one counts */
