@@ -268,7 +268,8 @@ int luaopen_hemera_core(lua_State *L) {
   {
     static const char *const names[] = {"topic", "_msg", "replyTo", "meta",
                                         "trace", "request", "pattern",
-                                        "delegate", "meta$", "delegate$"};
+                                        "delegate", "meta$", "delegate$",
+                                        "_reply"};
     for (int k = 0; k < HM_K_MSGMT; k++) {
       lua_pushstring(L, names[k]);
       ctx->k[k] = luaL_ref(L, LUA_REGISTRYINDEX);

@@ -19,9 +19,12 @@
 **       object unless `any` (then null is core.null, absent nil)
 **   Everything decoded from a Msg keeps its objects' key order for when it
 **   is encoded again (hm_codec.h, Key order of decoded objects).
-**   core.msg_result(msg) -> true, result, error | false, kind, detail
+**   core.msg_result(msg [, actx]) -> true, result, error, seen
+**       | false, kind, detail
 **       for a reply: validates it, decodes `result` and `error` only;
-**       error is nil when it is absent, null or false.
+**       error is nil when it is absent, null or false. With the act's
+**       context: a valid reply is stored as its _reply, and `seen` says
+**       whether it already holds a meta, request or trace of its own.
 **   core.msg_data(msg), core.msg_reply(msg), core.msg_arrived(msg)
 **       the payload as a string, the reply subject or nil, and the
 **       core.hrtime() of its arrival.
@@ -326,6 +329,22 @@ static int l_msg_result(lua_State *L) {
     lua_replace(L, -4);
     return 3;
   }
+  int seen = 0;
+  if (lua_istable(L, 2)) {
+    /* The act context takes the reply; whether a hook or the recursion
+    ** guard built one of the parts the reply has its own of (client.lua
+    ** then swaps them) is looked up here, in one call. */
+    hm_ctx *ctx = CTX_UP(L);
+    hm_pushk(L, ctx, HM_K_REPLY);
+    lua_pushvalue(L, 1);
+    lua_rawset(L, 2);
+    static const int parts[] = {HM_K_META, HM_K_REQUEST, HM_K_TRACE};
+    for (int k = 0; k < 3 && !seen; k++) {
+      hm_pushk(L, ctx, parts[k]);
+      seen = lua_rawget(L, 2) != LUA_TNIL;
+      lua_pop(L, 1);
+    }
+  }
   lua_pushboolean(L, 1);
   if (g->sp[HM_SP_RESULT].start >= 0)
     push_member(L, g, HM_SP_RESULT);
@@ -338,7 +357,8 @@ static int l_msg_result(lua_State *L) {
     lua_pushnil(L);
   else
     push_member(L, g, HM_SP_ERROR);
-  return 3;
+  lua_pushboolean(L, seen);
+  return 4;
 }
 
 static int l_msg_data(lua_State *L) {

@@ -45,7 +45,8 @@ typedef struct hm_budget hm_budget;
 ** references (an array slot: no string hashing, no lookup by name). */
 enum {
   HM_K_TOPIC, HM_K_MSG, HM_K_REPLYTO, HM_K_META, HM_K_TRACE, HM_K_REQUEST,
-  HM_K_PATTERN, HM_K_DELEGATE, HM_K_METAD, HM_K_DELEGATED, HM_K_MSGMT, HM_K_N
+  HM_K_PATTERN, HM_K_DELEGATE, HM_K_METAD, HM_K_DELEGATED, HM_K_REPLY, HM_K_MSGMT,
+  HM_K_N
 };
 
 /* Whose loop the state runs on. */

@@ -163,27 +163,29 @@ local function finish_reply(self, actx, st, msg)
     local decode = self._clientDecoder
     local e
     if not decode or decode == core.decode then
-      local ok, r, detail = msg_result(msg)
+      -- actx._reply = msg, set by msg_result
+      local ok, r, detail, seen = msg_result(msg, actx)
       if not ok then
         -- A decode failure goes to the caller as is, without hooks.
         return nil, errors.ParseError(r == "json" and "Client payload decoding: " .. detail
           or "Client payload decoding: expected a JSON object, got " .. detail)
       end
       result, e = r, detail
-      -- Parts read before the reply (hooks, the recursion guard) now are
-      -- the reply's, where it has them.
-      rawset(actx, "_reply", msg)
-      if rawget(actx, "meta") ~= nil then
-        local m = msg_member(msg, "meta")
-        if m then actx.meta = m end
-      end
-      if rawget(actx, "request") ~= nil then
-        local q = msg_member(msg, "request")
-        if q then actx.request = setmetatable(q, REQINFO_MT) end
-      end
-      if rawget(actx, "trace") ~= nil then
-        local t = reply_trace(msg)
-        if t then actx.trace = t end
+      if seen then
+        -- Parts read before the reply (hooks, the recursion guard) now are
+        -- the reply's, where it has them.
+        if rawget(actx, "meta") ~= nil then
+          local m = msg_member(msg, "meta")
+          if m then actx.meta = m end
+        end
+        if rawget(actx, "request") ~= nil then
+          local q = msg_member(msg, "request")
+          if q then actx.request = setmetatable(q, REQINFO_MT) end
+        end
+        if rawget(actx, "trace") ~= nil then
+          local t = reply_trace(msg)
+          if t then actx.trace = t end
+        end
       end
     else
       local ok, m, derr = util.codec_call(decode, core.decode, msg_data(msg))
