@@ -163,7 +163,7 @@ local function finish_reply(self, actx, st, msg)
     local decode = self._clientDecoder
     local e
     if not decode or decode == core.decode then
-      -- actx._reply = msg, set by msg_result
+      -- msg_result also makes msg the context's _reply: one C call.
       local ok, r, detail, seen = msg_result(msg, actx)
       if not ok then
         -- A decode failure goes to the caller as is, without hooks.
