@@ -40,6 +40,12 @@
 **     runs once per reply; as_msg: data is a Msg rather than a string;
 **     headers ({name = value}) go out as NATS headers when max is 1 (the
 **     multiplexer takes headers on single-reply requests only)
+** conn:act(actx, pattern, scope_meta, method, rid, sid, tid, psid, ts,
+**     pubsub, timeout_ms [, max [, cb [, headers]]]): an act's request
+**     written into the shared envelope buffer (hm_env_act) and sent from
+**     it to pattern.topic: pubsub -> true | nil, message, code; else the
+**     outcomes of conn:request with as_msg. nil, message, "HM_ENCODE"
+**     when the request cannot be written (nothing is sent)
 ** conn:trace_headers(on) -> true: from now on a Hemera topic's context
 **     gets the message's W3C `traceparent` and `tracestate` headers, when
 **     it has them, as ctx._traceparent and ctx._tracestate (hemera.tracing)
@@ -767,59 +773,150 @@ static int c_subscribe(lua_State *L) {
   return 1;
 }
 
-static int c_request(lua_State *L) {
-  lconn *lc = check_up(L, 1);
-  hm_ctx *ctx = lc->ctx;
-  size_t slen, len;
-  const char *subj = luaL_checklstring(L, 2, &slen);
-  const char *data = luaL_checklstring(L, 3, &len);
-  lua_Integer timeout = luaL_checkinteger(L, 4);
-  lua_Integer max = luaL_optinteger(L, 5, 1);
-  int has_cb = !lua_isnoneornil(L, 6);
-  int as_msg = lua_toboolean(L, 7);
-  const char *hdrs[2 * HM_LUA_MAX_HEADERS];
-  int nhdr = lua_isnoneornil(L, 8) ? 0 : hm_lua_headers(L, 8, hdrs, HM_LUA_MAX_HEADERS);
-  uint64_t id;
-  hm_status st;
-  lreq *r;
-  luaL_argcheck(L, timeout >= 0, 4, "must be >= 0");
-  luaL_argcheck(L, max >= 0 && max <= INT32_MAX, 5, "must be >= 0");
-  if (has_cb) {
-    luaL_checktype(L, 6, LUA_TFUNCTION);
-  } else {
-    luaL_argcheck(L, max == 1, 5, "several replies need a callback");
-    hm_sched_check(L, ctx, "request");
-  }
-  RETURN_IF_CLOSED(L, lc);
+/* Sends a request for max replies (0: open-ended); the transport has
+** copied data out when this returns. 0 with *out and *id set, or the
+** count of outcome values pushed (nil, message, code) when nothing went
+** out. Raises nothing: a caller may hold the shared envelope buffer. */
+static int send_request(lua_State *L, lconn *lc, const char *subj,
+                        size_t slen, const char *data, size_t len,
+                        lua_Integer timeout, lua_Integer max, int as_msg,
+                        const char **hdrs, int nhdr, lreq **out,
+                        uint64_t *id) {
+  if (lc->c == NULL) return push_closed(L);
   if (refuse_nul(L, subj, slen, HM_SUBJ_PUBLISH, NULL, 0)) return 3;
-  r = calloc(1, sizeof *r);
-  if (r == NULL) return luaL_error(L, "out of memory");
-  r->ctx = ctx;
+  lreq *r = calloc(1, sizeof *r);
+  if (r == NULL) return push_status(L, lc->c, HM_NOMEM);
+  r->ctx = lc->ctx;
   r->owner = lc;
   r->wait = (hm_wait)HM_WAIT_INIT;
   r->cb_ref = LUA_NOREF;
   r->as_msg = as_msg;
-  st = HM_NATS;
+  hm_status st = HM_NATS;
   if (nhdr > 0 && max == 1)
     st = hm_conn_request_hdrs(lc->c, subj, data, len, hdrs, nhdr,
-                              (uint64_t)timeout, on_reply, r, &id);
+                              (uint64_t)timeout, on_reply, r, id);
   /* A server without headers (before nats-server 2.2) still gets the
   ** request: the headers are extras, as hm_conn_publish_hdrs treats them. */
   if (st == HM_NATS)
     st = hm_conn_request(lc->c, subj, data, len, (uint64_t)timeout, (int)max,
-                         on_reply, r, &id);
+                         on_reply, r, id);
   if (st != HM_OK) {
     free(r);
     return push_status(L, lc->c, st);
   }
-  if (has_cb) {
-    lua_pushvalue(L, 6);
+  *out = r;
+  return 0;
+}
+
+/* After send_request: the callback at cb (0: none) kept for the replies
+** and the id returned, or the running coroutine parked until the reply. */
+static int await_request(lua_State *L, lconn *lc, lreq *r, uint64_t id,
+                         int cb) {
+  if (cb) {
+    lua_pushvalue(L, cb);
     r->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pushinteger(L, (lua_Integer)id);
     return 1;
   }
-  hm_sched_park(L, ctx, &r->wait, NULL);
+  hm_sched_park(L, lc->ctx, &r->wait, NULL);
   return lua_yield(L, 0);
+}
+
+/* The checks conn:request and conn:act share: timeout, max, the callback
+** at cb (or a coroutine to park). Raises on misuse. */
+static void check_request(lua_State *L, lconn *lc, int tidx, int midx,
+                          int cb, lua_Integer *timeout, lua_Integer *max) {
+  *timeout = luaL_checkinteger(L, tidx);
+  *max = luaL_optinteger(L, midx, 1);
+  luaL_argcheck(L, *timeout >= 0, tidx, "must be >= 0");
+  luaL_argcheck(L, *max >= 0 && *max <= INT32_MAX, midx, "must be >= 0");
+  if (!lua_isnoneornil(L, cb)) {
+    luaL_checktype(L, cb, LUA_TFUNCTION);
+  } else {
+    luaL_argcheck(L, *max == 1, midx, "several replies need a callback");
+    hm_sched_check(L, lc->ctx, "request");
+  }
+}
+
+static int c_request(lua_State *L) {
+  lconn *lc = check_up(L, 1);
+  size_t slen, len;
+  const char *subj = luaL_checklstring(L, 2, &slen);
+  const char *data = luaL_checklstring(L, 3, &len);
+  lua_Integer timeout, max;
+  check_request(L, lc, 4, 5, 6, &timeout, &max);
+  int cb = lua_isnoneornil(L, 6) ? 0 : 6;
+  int as_msg = lua_toboolean(L, 7);
+  const char *hdrs[2 * HM_LUA_MAX_HEADERS];
+  int nhdr = lua_isnoneornil(L, 8) ? 0 : hm_lua_headers(L, 8, hdrs, HM_LUA_MAX_HEADERS);
+  lreq *r;
+  uint64_t id;
+  int n = send_request(L, lc, subj, slen, data, len, timeout, max, as_msg,
+                       hdrs, nhdr, &r, &id);
+  if (n > 0) return n;
+  return await_request(L, lc, r, id, cb);
+}
+
+/* conn:act(actx, pattern, scope_meta, method, rid, sid, tid, psid, ts,
+** pubsub, timeout [, max [, cb [, hdrs]]]): an act's request envelope
+** (hm_env_act, core.act_payload's arguments) written into the shared
+** buffer and sent from it to the pattern's topic, with no Lua string in
+** between. pubsub: published, true; else the outcomes of conn:request
+** with as_msg. nil, message, "HM_ENCODE" when the envelope cannot be
+** written (nothing is sent), as a closed connection is told only after
+** the encoding. */
+static int c_act(lua_State *L) {
+  enum { BASE = 2, PUBSUB = 11, TIMEOUT, MAX, CB, HDRS };
+  lconn *lc = check_up(L, 1);
+  luaL_checktype(L, BASE, LUA_TTABLE);
+  luaL_checktype(L, BASE + 1, LUA_TTABLE);
+  lua_settop(L, HDRS);
+  int pubsub = lua_toboolean(L, PUBSUB);
+  lua_Integer timeout = 0, max = 1;
+  if (!pubsub) check_request(L, lc, TIMEOUT, MAX, CB, &timeout, &max);
+  int cb = lua_isnil(L, CB) ? 0 : CB;
+  const char *hdrs[2 * HM_LUA_MAX_HEADERS];
+  int nhdr = lua_isnil(L, HDRS) ? 0 : hm_lua_headers(L, HDRS, hdrs, HM_LUA_MAX_HEADERS);
+  char err[320];
+  /* Nothing below raises until the buffer is given back. */
+  hm_buf *b = hm_env_buffer(L);
+  int n = 0;
+  lreq *r = NULL;
+  uint64_t id = 0;
+  if (hm_env_act(L, lc->ctx, BASE, b, err, sizeof err) != 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    lua_pushliteral(L, "HM_ENCODE");
+    n = 3;
+  } else if (lua_type(L, -1) != LUA_TSTRING) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "the pattern's topic must be a string, got %s", luaL_typename(L, -2));
+    lua_pushstring(L, hm_status_name(HM_INVAL));
+    n = 3;
+  } else {
+    size_t slen;
+    const char *subj = lua_tolstring(L, -1, &slen);
+    if (!pubsub) {
+      n = send_request(L, lc, subj, slen, b->data, b->len, timeout, max, 1,
+                       hdrs, nhdr, &r, &id);
+    } else if (lc->c == NULL) {
+      n = push_closed(L);
+    } else if (refuse_nul(L, subj, slen, HM_SUBJ_PUBLISH, NULL, 0)) {
+      n = 3;
+    } else {
+      hm_status st = nhdr ? hm_conn_publish_hdrs(lc->c, subj, b->data, b->len, hdrs, nhdr)
+                          : hm_conn_publish(lc->c, subj, NULL, b->data, b->len);
+      if (st != HM_OK) {
+        n = push_status(L, lc->c, st);
+      } else {
+        lua_pushboolean(L, 1);
+        n = 1;
+      }
+    }
+  }
+  hm_env_buffer_done(b);
+  if (n > 0 || pubsub) return n;
+  return await_request(L, lc, r, id, cb);
 }
 
 /* conn:flush([timeout_ms [, cb]]): a round trip through the server; see
@@ -1102,7 +1199,7 @@ void hm_lua_close_conns(hm_ctx *ctx) {
 static const luaL_Reg conn_methods[] = {
     {"publish", c_publish},   {"subscribe", c_subscribe},
     {"reply", c_reply},
-    {"request", c_request},   {"cancel", c_cancel},
+    {"request", c_request},   {"act", c_act},   {"cancel", c_cancel},
     {"wait_connected", c_wait_connected},
     {"flush", c_flush},
     {"close", c_close},       {"is_closed", c_is_closed},

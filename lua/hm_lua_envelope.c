@@ -564,48 +564,44 @@ static int field(lua_State *L, hm_buf *b, int idx, const char *lit,
   }
   return putval(L, b, idx, key, err, errlen) ? -1 : 1;
 }
+/* errlen: the enclosing function's. */
 #define FIELD(L, b, idx, lit, key, first, err) \
-  field((L), (b), (idx), lit, sizeof(lit) - 1, (key), (first), (err), sizeof(err))
+  field((L), (b), (idx), lit, sizeof(lit) - 1, (key), (first), (err), errlen)
 
-/* The context's own part k (rawget), pushed; 1 when it has one. */
-static int own(lua_State *L, int k) {
-  hm_pushk(L, CTX_UP(L), k);
-  if (lua_rawget(L, 1) != LUA_TNIL) return 1;
+/* The context's (at idx) own part k (rawget), pushed; 1 when it has one. */
+static int own(lua_State *L, hm_ctx *ctx, int idx, int k) {
+  hm_pushk(L, ctx, k);
+  if (lua_rawget(L, idx) != LUA_TNIL) return 1;
   lua_pop(L, 1);
   return 0;
 }
 
-/* core.act_payload(actx, pattern, scope_meta, method, rid, sid, tid, psid,
-** ts, pubsub): the ids are the context's (client.lua), passed rather than
-** looked up. */
-static int l_act_payload(lua_State *L) {
-  enum { CTX = 1, PAT, SMETA, METHOD, RID, SID, TID, PSID, TS, PUBSUB };
-  luaL_checktype(L, CTX, LUA_TTABLE);
-  luaL_checktype(L, PAT, LUA_TTABLE);
-  lua_settop(L, PUBSUB);
-  char err[320];
-  hm_buf *b = hm_env_buffer(L);
-  int r = -1, w;
+int hm_env_act(lua_State *L, hm_ctx *ctx, int base, hm_buf *b, char *err,
+               size_t errlen) {
+  const int CTX = base, PAT = base + 1, SMETA = base + 2, METHOD = base + 3,
+            RID = base + 4, SID = base + 5, TID = base + 6, PSID = base + 7,
+            TS = base + 8, PUBSUB = base + 9;
+  int w;
   err[0] = '\0';
-  hm_pushk(L, CTX_UP(L), HM_K_TOPIC);
+  hm_pushk(L, ctx, HM_K_TOPIC);
   lua_gettable(L, PAT);
   const int topic = lua_gettop(L), top = topic;
   /* pattern */
   if (putlit(b, "{\"pattern\":")) goto oom;
-  if (own(L, HM_K_PATTERN) ? hm_codec_encode_member(L, -1, b, "pattern", 0, 0, err, sizeof err)
-                        : hm_codec_encode_member(L, PAT, b, "pattern", 0, 1, err, sizeof err))
+  if (own(L, ctx, CTX, HM_K_PATTERN) ? hm_codec_encode_member(L, -1, b, "pattern", 0, 0, err, errlen)
+                        : hm_codec_encode_member(L, PAT, b, "pattern", 0, 1, err, errlen))
     goto done;
   lua_settop(L, top);
   /* meta: the context's, else the scope's with meta$ over it */
   if (putlit(b, ",\"meta\":")) goto oom;
-  if (!own(L, HM_K_META)) {
+  if (!own(L, ctx, CTX, HM_K_META)) {
     int has = 0;
     if (lua_istable(L, SMETA)) {
       lua_pushnil(L);
       if (lua_next(L, SMETA)) { lua_pop(L, 2); has = 1; }
     }
     if (!has) {
-      hm_pushk(L, CTX_UP(L), HM_K_METAD);
+      hm_pushk(L, ctx, HM_K_METAD);
       if (lua_gettable(L, PAT) == LUA_TTABLE) {
         lua_pushnil(L);
         if (lua_next(L, -2)) { lua_pop(L, 2); has = 1; }
@@ -617,16 +613,16 @@ static int l_act_payload(lua_State *L) {
       goto meta_done;
     }
     /* Not empty: the builder makes the merged table once, and keeps it. */
-    hm_pushk(L, CTX_UP(L), HM_K_META);
+    hm_pushk(L, ctx, HM_K_META);
     lua_gettable(L, CTX);
   }
-  if (hm_codec_encode_member(L, -1, b, "meta", 0, 0, err, sizeof err)) goto done;
+  if (hm_codec_encode_member(L, -1, b, "meta", 0, 0, err, errlen)) goto done;
 meta_done:
   lua_settop(L, top);
   /* delegate */
   if (putlit(b, ",\"delegate\":")) goto oom;
-  if (!own(L, HM_K_DELEGATE)) {
-    hm_pushk(L, CTX_UP(L), HM_K_DELEGATED);
+  if (!own(L, ctx, CTX, HM_K_DELEGATE)) {
+    hm_pushk(L, ctx, HM_K_DELEGATED);
     lua_gettable(L, PAT);
     int arr = 0;
     if (lua_istable(L, -1) && lua_getmetatable(L, -1)) {
@@ -639,13 +635,13 @@ meta_done:
       goto delegate_done;
     }
   }
-  if (hm_codec_encode_member(L, -1, b, "delegate", 0, 0, err, sizeof err)) goto done;
+  if (hm_codec_encode_member(L, -1, b, "delegate", 0, 0, err, errlen)) goto done;
 delegate_done:
   lua_settop(L, top);
   /* trace and request: the context's tables, else from its ids */
   if (putlit(b, ",\"trace\":")) goto oom;
-  if (own(L, HM_K_TRACE)) {
-    if (hm_codec_encode_member(L, -1, b, "trace", 0, 0, err, sizeof err)) goto done;
+  if (own(L, ctx, CTX, HM_K_TRACE)) {
+    if (hm_codec_encode_member(L, -1, b, "trace", 0, 0, err, errlen)) goto done;
   } else {
     int first = 1;
     if (putlit(b, "{")) goto oom;
@@ -664,8 +660,8 @@ delegate_done:
   }
   lua_settop(L, top);
   if (putlit(b, ",\"request\":")) goto oom;
-  if (own(L, HM_K_REQUEST)) {
-    if (hm_codec_encode_member(L, -1, b, "request", 0, 0, err, sizeof err)) goto done;
+  if (own(L, ctx, CTX, HM_K_REQUEST)) {
+    if (hm_codec_encode_member(L, -1, b, "request", 0, 0, err, errlen)) goto done;
   } else {
     if (putlit(b, "{")) goto oom;
     if ((w = FIELD(L, b, RID, ",\"id\":", "request.id", 1, err)) < 0) goto done;
@@ -678,14 +674,27 @@ delegate_done:
   }
   lua_settop(L, top);
   if (putlit(b, "}")) goto oom;
-  lua_pushlstring(L, b->data, b->len);
-  r = 1;
-  goto done;
+  return 0;
 oom:
-  snprintf(err, sizeof err, "out of memory");
+  snprintf(err, errlen, "out of memory");
 done:
+  lua_settop(L, top);
+  return -1;
+}
+
+/* core.act_payload(actx, pattern, scope_meta, method, rid, sid, tid, psid,
+** ts, pubsub) -> the request as a string, or nil, message. For hemera.durable,
+** whose acts go out through JetStream; hemera.client uses conn:act. */
+static int l_act_payload(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 10);
+  char err[320];
+  hm_buf *b = hm_env_buffer(L);
+  int r = hm_env_act(L, CTX_UP(L), 1, b, err, sizeof err);
+  if (r == 0) lua_pushlstring(L, b->data, b->len);
   hm_env_buffer_done(b);
-  if (r == 1) return 1;
+  if (r == 0) return 1;
   lua_pushnil(L);
   lua_pushstring(L, err);
   return 2;

@@ -43,6 +43,14 @@ int hm_env_reply(lua_State *L, hm_lmsg *g, int meta, int trace, int request,
                  int result, int error, int skipped, hm_buf *b, char *err,
                  size_t errlen);
 
+/* Appends an act's request envelope to b, from the ten values at base..
+** base+9 (actx, pattern, scope meta, method, rid, sid, tid, psid, ts,
+** pubsub: core.act_payload's arguments; the context's own meta, trace,
+** request, delegate or pattern, where set, win). Leaves the pattern's topic
+** pushed, written or not. 0, or -1 with a message in err. Loop thread. */
+int hm_env_act(lua_State *L, hm_ctx *ctx, int base, hm_buf *b, char *err,
+               size_t errlen);
+
 /* The state's shared output buffer, emptied. May push one value (a
 ** private buffer, when the shared one is in use) that must stay on the
 ** stack until the buffer is given back with hm_env_buffer_done. */

@@ -31,7 +31,6 @@ end
 
 local msg_result, msg_member, msg_arrived, msg_data =
   core.msg_result, core.msg_member, core.msg_arrived, core.msg_data
-local act_payload = core.act_payload
 local TRACE_MT, REQINFO_MT = wire.TRACE_MT, wire.REQINFO_MT
 
 -- {==================================================================
@@ -39,8 +38,8 @@ local TRACE_MT, REQINFO_MT = wire.TRACE_MT, wire.REQINFO_MT
 -- ===================================================================
 -- One table per act, {method, _p (the pattern), _rid, _sid, _tid, _psid
 -- (false for none), _ts, _pubsub} until its reply (_reply, a core Msg); every other part is
--- built the first time it is read. core.act_payload writes the request
--- from the same fields, so an act nobody inspects builds no table at all.
+-- built the first time it is read. conn:act writes the request from the
+-- same fields, so an act nobody inspects builds no table at all.
 
 -- A reply's trace (a decoded object) with the round trip's duration, the
 -- reply having come at `arrived` (core.hrtime).
@@ -251,57 +250,64 @@ function M.act(self, p, on_reply, method)
   if i.log_requests then
     actx.log:info("Request started", { topic = p.topic, requestId = actx.request.id, pattern = actx.method })
   end
-  local encode = self._clientEncoder
-  local payload, eerr
-  if not encode or encode == core.encode then
-    payload, eerr = act_payload(actx, p, self.meta, actx.method, actx._rid, actx._sid, actx._tid,
-                                actx._psid, actx._ts, actx._pubsub)
-    if payload == nil then
-      return outcome(actx, on_reply, nil, errors.ParseError("Client payload encoding: " .. tostring(eerr)))
-    end
-  else
-    local env = setmetatable({ pattern = actx.pattern, meta = actx.meta, delegate = actx.delegate,
-                               trace = actx.trace, request = actx.request }, wire.REQUEST_MT)
-    local ok
-    ok, payload, eerr = util.codec_call(encode, core.encode, env)
-    if not ok or payload == nil then
-      return outcome(actx, on_reply, nil, util.codec_error("Client payload encoding", ok, payload, eerr))
-    end
-  end
-  if i.conn:is_closed() then
+  local conn = i.conn
+  if conn:is_closed() then
     -- Nothing goes out: say whose close it was, not "before the reply".
     return outcome(actx, on_reply, nil, errors.HemeraError(i.closing and "Hemera is closed: act after close()"
       or "NATS connection is closed: the act was not sent",
       { app = i.config.name, isServer = false, pattern = actx.method, code = "CONN_CLOSED" }))
   end
-  if actx._pubsub then
-    local sent, serr = i.conn:publish(p.topic, payload, nil, rawget(actx, "_hdrs"))
-    if not sent then return outcome(actx, on_reply, nil, errors.HemeraError("Publish failed: " .. tostring(serr))) end
-    return outcome(actx, on_reply, nil, nil)
-  end
+  local pubsub = actx._pubsub
   -- Without either stream option max_replies answers 1: an act spares the call.
   local max = 1
   if p["expectedMessages$"] ~= nil or p["maxMessages$"] ~= nil then max = max_replies(p) end
-  local timeout = p["timeout$"] or i.config.timeout
-  if on_reply then
-    local id, rerr = i.conn:request(p.topic, payload, timeout, max, function(st, data, done)
-      local result, err = finish_reply(self, actx, st, data)
-      return on_reply(err, result, actx, done)
-    end, true, rawget(actx, "_hdrs"))
-    if not id then
-      return outcome(actx, on_reply, nil, errors.HemeraError("Request could not be sent: " .. tostring(rerr)))
-    end
-    actx.sid = id
-    return actx
-  end
-  if max ~= 1 then
+  if max ~= 1 and not on_reply and not pubsub then
     return outcome(actx, on_reply, nil, errors.HemeraError(
       "maxMessages$ and expectedMessages$ need a callback or hemera:stream"))
   end
+  local timeout = p["timeout$"] or i.config.timeout
+  local cb = on_reply and not pubsub and function(st, data, done)
+    local result, err = finish_reply(self, actx, st, data)
+    return on_reply(err, result, actx, done)
+  end or nil
   -- _hdrs: NATS headers an onAct hook asked for (hemera.tracing's traceparent).
-  local data, rerr, code = i.conn:request(p.topic, payload, timeout, 1, nil, true, rawget(actx, "_hdrs"))
-  local st = data == nil and (code == "HM_TIMEOUT" and "timeout" or code == "HM_CLOSED" and "closed" or "failed") or nil
-  local result, err = finish_reply(self, actx, st, st == "failed" and rerr or data)
+  local hdrs = rawget(actx, "_hdrs")
+  local encode = self._clientEncoder
+  local r, rerr, code
+  if not encode or encode == core.encode then
+    -- Written and sent in one C call, from the context's fields: the
+    -- request never becomes a Lua string.
+    r, rerr, code = conn:act(actx, p, self.meta, actx.method, actx._rid, actx._sid, actx._tid, actx._psid,
+                             actx._ts, pubsub, timeout, max, cb, hdrs)
+    if code == "HM_ENCODE" then
+      return outcome(actx, on_reply, nil, errors.ParseError("Client payload encoding: " .. tostring(rerr)))
+    end
+  else
+    local env = setmetatable({ pattern = actx.pattern, meta = actx.meta, delegate = actx.delegate,
+                               trace = actx.trace, request = actx.request }, wire.REQUEST_MT)
+    local ok, payload, eerr = util.codec_call(encode, core.encode, env)
+    if not ok or payload == nil then
+      return outcome(actx, on_reply, nil, util.codec_error("Client payload encoding", ok, payload, eerr))
+    end
+    if pubsub then
+      r, rerr, code = conn:publish(p.topic, payload, nil, hdrs)
+    else
+      r, rerr, code = conn:request(p.topic, payload, timeout, max, cb, true, hdrs)
+    end
+  end
+  if pubsub then
+    if not r then return outcome(actx, on_reply, nil, errors.HemeraError("Publish failed: " .. tostring(rerr))) end
+    return outcome(actx, on_reply, nil, nil)
+  end
+  if on_reply then
+    if not r then
+      return outcome(actx, on_reply, nil, errors.HemeraError("Request could not be sent: " .. tostring(rerr)))
+    end
+    actx.sid = r
+    return actx
+  end
+  local st = r == nil and (code == "HM_TIMEOUT" and "timeout" or code == "HM_CLOSED" and "closed" or "failed") or nil
+  local result, err = finish_reply(self, actx, st, st == "failed" and rerr or r)
   return result, err, actx
 end
 

@@ -225,6 +225,28 @@ describe("error-handling.spec.js", function()
     end)
   end)
 
+  it("answers an act whose meta or delegate JSON cannot hold with a ParseError, sends nothing, and the next act goes out", function()
+    testing.run(function()
+      local topic = testing.topic("email")
+      local hemera = testing.new()
+      hemera:ready()
+      local calls = 0
+      hemera:add({ topic = topic, cmd = "send" }, function(req) calls = calls + 1; return req.n end)
+      local res, err = hemera:act { topic = topic, cmd = "send", meta_ = { f = print } }
+      assert.is_nil(res)
+      assert.equal("HemeraParseError", err.name)
+      assert.equal("Client payload encoding: cannot encode a function at meta.f", err.message)
+      local got = testing.future()
+      hemera:act({ topic = topic, cmd = "send", delegate_ = { f = print } }, function(e) got:set(e) end)
+      local cerr = got:wait(2000)
+      assert.equal("Client payload encoding: cannot encode a function at delegate.f", cerr and cerr.message)
+      assert.equal(0, calls)
+      -- After the failed acts, acts go out as usual.
+      assert.equal(7, hemera:act { topic = topic, cmd = "send", n = 7 })
+      assert.equal(1, calls)
+    end)
+  end)
+
   it("handles business errors (raised in the handler)", function()
     testing.run(function()
       local hemera, topic = serve(function() error(errors.Error("Shit!")) end)
