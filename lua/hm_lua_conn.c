@@ -662,6 +662,22 @@ static int refuse_nul(lua_State *L, const char *subj, size_t slen,
   return 3;
 }
 
+/* Publishes data (headers only without a reply subject): the outcome
+** pushed, true or nil, message, code; returns their count. Raises
+** nothing: a caller may hold the shared envelope buffer. */
+static int send_publish(lua_State *L, lconn *lc, const char *subj,
+                        size_t slen, const char *reply, size_t rlen,
+                        const char *data, size_t len, const char **hdrs,
+                        int nhdr) {
+  RETURN_IF_CLOSED(L, lc);
+  if (refuse_nul(L, subj, slen, HM_SUBJ_PUBLISH, reply, rlen)) return 3;
+  hm_status st = nhdr ? hm_conn_publish_hdrs(lc->c, subj, data, len, hdrs, nhdr)
+                      : hm_conn_publish(lc->c, subj, reply, data, len);
+  if (st != HM_OK) return push_status(L, lc->c, st);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 static int c_publish(lua_State *L) {
   lconn *lc = check_up(L, 1);
   size_t slen, rlen = 0, len;
@@ -670,14 +686,8 @@ static int c_publish(lua_State *L) {
   const char *reply = luaL_optlstring(L, 4, NULL, &rlen);
   const char *hdrs[2 * HM_LUA_MAX_HEADERS];
   int nhdr = lua_isnoneornil(L, 5) ? 0 : hm_lua_headers(L, 5, hdrs, HM_LUA_MAX_HEADERS);
-  RETURN_IF_CLOSED(L, lc);
-  if (refuse_nul(L, subj, slen, HM_SUBJ_PUBLISH, reply, rlen)) return 3;
   luaL_argcheck(L, nhdr == 0 || reply == NULL, 5, "headers with a reply subject are not supported");
-  hm_status st = nhdr ? hm_conn_publish_hdrs(lc->c, subj, data, len, hdrs, nhdr)
-                      : hm_conn_publish(lc->c, subj, reply, data, len);
-  if (st != HM_OK) return push_status(L, lc->c, st);
-  lua_pushboolean(L, 1);
-  return 1;
+  return send_publish(L, lc, subj, slen, reply, rlen, data, len, hdrs, nhdr);
 }
 
 /* conn:reply(ctx, result, err, skipped): see hm_lua_envelope.c. The
@@ -863,8 +873,7 @@ static int c_request(lua_State *L) {
 ** buffer and sent from it to the pattern's topic, with no Lua string in
 ** between. pubsub: published, true; else the outcomes of conn:request
 ** with as_msg. nil, message, "HM_ENCODE" when the envelope cannot be
-** written (nothing is sent), as a closed connection is told only after
-** the encoding. */
+** written (nothing is sent). */
 static int c_act(lua_State *L) {
   enum { BASE = 2, PUBSUB = 11, TIMEOUT, MAX, CB, HDRS };
   lconn *lc = check_up(L, 1);
@@ -896,23 +905,9 @@ static int c_act(lua_State *L) {
   } else {
     size_t slen;
     const char *subj = lua_tolstring(L, -1, &slen);
-    if (!pubsub) {
-      n = send_request(L, lc, subj, slen, b->data, b->len, timeout, max, 1,
-                       hdrs, nhdr, &r, &id);
-    } else if (lc->c == NULL) {
-      n = push_closed(L);
-    } else if (refuse_nul(L, subj, slen, HM_SUBJ_PUBLISH, NULL, 0)) {
-      n = 3;
-    } else {
-      hm_status st = nhdr ? hm_conn_publish_hdrs(lc->c, subj, b->data, b->len, hdrs, nhdr)
-                          : hm_conn_publish(lc->c, subj, NULL, b->data, b->len);
-      if (st != HM_OK) {
-        n = push_status(L, lc->c, st);
-      } else {
-        lua_pushboolean(L, 1);
-        n = 1;
-      }
-    }
+    n = pubsub ? send_publish(L, lc, subj, slen, NULL, 0, b->data, b->len, hdrs, nhdr)
+               : send_request(L, lc, subj, slen, b->data, b->len, timeout, max, 1,
+                              hdrs, nhdr, &r, &id);
   }
   hm_env_buffer_done(b);
   if (n > 0 || pubsub) return n;
