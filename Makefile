@@ -11,10 +11,14 @@ all: build
 deps:
 	@tools/deps.sh
 
-$(BUILD)/CMakeCache.txt:
+# Keyed on the generated Makefile, not CMakeCache.txt: a configure that
+# fails (a package missing) leaves a cache behind but no Makefile, and the
+# next make must configure again. deps is order-only so that make -j does
+# not configure while the packages are still being installed.
+$(BUILD)/Makefile: | deps
 	cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
 
-build: deps $(BUILD)/CMakeCache.txt
+build: deps $(BUILD)/Makefile
 	cmake --build $(BUILD) -j $(JOBS)
 
 # Starts a private nats-server on a free loopback port for the whole run,
