@@ -273,12 +273,12 @@ static void echo_hm_msg(hm_sub_t *s, natsMsg *msg, void *arg) {
   if (reply)
     hm_conn_publish(E.hc, reply, NULL, natsMsg_GetData(msg),
                     (size_t)natsMsg_GetDataLength(msg));
-  natsMsg_Destroy(msg);
+  hm_msg_destroy(msg);
 }
 
 static void echo_hm_ready(hm_conn_t *c, uint64_t id, hm_status st,
                           natsMsg *msg, int done, void *arg) {
-  if (msg) natsMsg_Destroy(msg);
+  if (msg) hm_msg_destroy(msg);
   if (st == HM_OK) print_ready();
   else fprintf(stderr, "bench_transport echo: flush failed\n");
 }
@@ -415,7 +415,7 @@ static void client_hm_reply(hm_conn_t *c, uint64_t id, hm_status st,
                             natsMsg *msg, int done, void *arg) {
   int w = (int)(intptr_t)arg;
   uint64_t now = uv_hrtime();
-  if (msg) natsMsg_Destroy(msg);
+  if (msg) hm_msg_destroy(msg);
   if (st == HM_OK) {
     record(now - C.sent[w]);
     atomic_fetch_add(&C.done, 1);
@@ -621,7 +621,7 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int sig) {
 
 static void on_stop_reply(hm_conn_t *c, uint64_t id, hm_status st,
                           natsMsg *msg, int done, void *arg) {
-  if (msg) natsMsg_Destroy(msg);
+  if (msg) hm_msg_destroy(msg);
 }
 
 static void send_stop(void) {
@@ -645,7 +645,7 @@ static void on_probe_reply(hm_conn_t *c, uint64_t id, hm_status st,
   if (msg) {
     const char *d = natsMsg_GetData(msg);
     ok = d && strstr(d, "\"result\":3") != NULL;
-    natsMsg_Destroy(msg);
+    hm_msg_destroy(msg);
   }
   if (!ok || S.answered) return;
   S.answered = 1;
@@ -727,7 +727,7 @@ static int run_startup(int argc, char **argv) {
 
 static void on_first_flush(hm_conn_t *c, uint64_t id, hm_status st,
                            natsMsg *msg, int done, void *arg) {
-  if (msg) natsMsg_Destroy(msg);
+  if (msg) hm_msg_destroy(msg);
   /* Connected, and the server knows our inbox subscription. */
   S.flushed = st == HM_OK;
   if (!S.flushed) uv_stop(S.loop);
