@@ -62,13 +62,13 @@ static glue *dead_glues;
 ** natsMsg_Destroy hands each message the parser made, and each one
 ** natsMsg_Create made for a publish with headers, to cnats' garbage
 ** collector thread: a lock, and often a futex wake-up and a context switch,
-** per message on each side (error replies with ADR-32 headers: 45k req/s at
-** 128 in flight that way, 73k freed here). natsMsg_free, which that thread ends up
-** calling, frees it at once (its headers, then the one block holding
-** subject, reply and data). libnats exports it but does not declare it,
-** so it is a weak reference, used only on the versions whose natsMsg_free
-** was read to do just that (3.4 to 3.14); anywhere else, or when the
-** symbol is missing, messages go the public way.
+** per message on each side (error replies with ADR-32 headers: 45k req/s
+** at 128 in flight that way, 73k freed here). natsMsg_free, which that
+** thread ends up calling, frees it at once (its headers, then the one
+** block holding subject, reply and data). libnats exports it but does not
+** declare it, so it is a weak reference, used only on the versions whose
+** natsMsg_free was read to do just that (3.4 to 3.14); anywhere else, or
+** when the symbol is missing, messages go the public way.
 ** ===================================================================== */
 
 void natsMsg_free(void *msg) __attribute__((weak));
