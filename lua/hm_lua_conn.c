@@ -792,7 +792,7 @@ static int send_request(lua_State *L, lconn *lc, const char *subj,
                         lua_Integer timeout, lua_Integer max, int as_msg,
                         const char **hdrs, int nhdr, lreq **out,
                         uint64_t *id) {
-  if (lc->c == NULL) return push_closed(L);
+  RETURN_IF_CLOSED(L, lc);
   if (refuse_nul(L, subj, slen, HM_SUBJ_PUBLISH, NULL, 0)) return 3;
   lreq *r = calloc(1, sizeof *r);
   if (r == NULL) return push_status(L, lc->c, HM_NOMEM);
